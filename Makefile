@@ -1,0 +1,52 @@
+# Tidal — the two commands a newcomer needs are `make demo` and `make test`.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+TYPED := scaler scalers metrics_api
+
+.PHONY: help venv sysdeps env lint test test-unit demo bench clean
+
+help:
+	@echo "make demo   start the local environment (and Tidal) and show it working"
+	@echo "make test   lint + every test against real components (what CI runs)"
+	@echo "make env    build/refresh the local environment's binaries (cached)"
+	@echo "make lint   ruff + mypy --strict + import-linter"
+	@echo "make bench  run benchmarks/, write JSON results and the README table"
+
+$(STAMP): pyproject.toml
+	@echo "[venv] creating $(VENV) and installing tidal[all,dev]"
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[all,dev]'
+	@touch $@
+
+venv: $(STAMP)
+
+sysdeps:
+	@bash deploy/local/install-system-deps.sh
+
+env: sysdeps venv
+	@bash deploy/local/build.sh
+
+lint: venv
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy $(TYPED)
+	$(VENV)/bin/lint-imports
+
+test: lint env
+	$(VENV)/bin/pytest tests
+
+test-unit: venv
+	$(VENV)/bin/pytest tests/unit
+
+demo: env
+	$(PY) -m localenv.demo
+
+bench: env
+	$(PY) -m benchmarks.run
+
+clean:
+	rm -rf $(VENV) .run .mypy_cache .ruff_cache .pytest_cache

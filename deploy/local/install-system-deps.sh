@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Installs the Debian packages the local environment needs, only when they are missing.
+# Needs root (as on the development machines and CI); prints what it does.
+set -euo pipefail
+need=()
+command -v redis-server >/dev/null || need+=(redis-server)
+command -v prometheus >/dev/null || [[ -x /usr/bin/prometheus ]] || need+=(prometheus)
+command -v mvn >/dev/null || need+=(maven)
+command -v java >/dev/null || need+=(openjdk-17-jre-headless)
+command -v git >/dev/null || need+=(git)
+if ((${#need[@]})); then
+  echo "[sysdeps] installing Debian packages: ${need[*]} (log: /tmp/tidal-apt.log)"
+  apt-get update >/tmp/tidal-apt.log 2>&1
+  DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${need[@]}" >>/tmp/tidal-apt.log 2>&1
+fi
+# Go >= 1.24 is a prerequisite (the development machines and CI have it in /usr/local/go).
+if ! command -v go >/dev/null && [[ -x /usr/local/go/bin/go ]]; then
+  echo "[sysdeps] go is in /usr/local/go/bin but not on PATH: export PATH=\$PATH:/usr/local/go/bin" >&2
+  exit 1
+fi
+command -v go >/dev/null || { echo "[sysdeps] Go >= 1.24 is required and was not found" >&2; exit 1; }
+echo "[sysdeps] ok: $(redis-server --version | cut -d' ' -f3), prometheus $(prometheus --version 2>&1 | head -1 | cut -d' ' -f3), $(go version | cut -d' ' -f3), java $(java -version 2>&1 | head -1 | cut -d'"' -f2)"

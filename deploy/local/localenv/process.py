@@ -1,0 +1,123 @@
+"""One managed child process: start, wait until ready, stop; logs kept in the run directory."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+
+
+class ComponentError(RuntimeError):
+    """A component did not start or become ready; names it and its log file."""
+
+    def __init__(self, name: str, log: Path, reason: str) -> None:
+        tail = ""
+        with contextlib.suppress(OSError):
+            lines = log.read_text(errors="replace").splitlines()[-15:]
+            tail = "\n    ".join(lines)
+        super().__init__(f"{name} {reason} (log: {log})\n  last log lines:\n    {tail}")
+        self.name = name
+        self.log = log
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that was free a moment ago (the kernel picks it)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def tcp_open(port: int, host: str = "127.0.0.1") -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.settimeout(0.5)
+        return s.connect_ex((host, port)) == 0
+
+
+class ManagedProcess:
+    """A child process with a log file and a readiness probe.
+
+    `ready` is called repeatedly until it returns True or `timeout` passes; the process dying
+    first, or the timeout, raises ComponentError naming the component and its log.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        argv: Sequence[str],
+        log_dir: Path,
+        *,
+        ready: Callable[[], bool],
+        timeout: float = 60.0,
+        env: Mapping[str, str] | None = None,
+        cwd: Path | None = None,
+    ) -> None:
+        self.name = name
+        self.argv = [str(a) for a in argv]
+        self.log = log_dir / f"{name}.log"
+        self.ready = ready
+        self.timeout = timeout
+        self.env = dict(os.environ, **(env or {}))
+        self.cwd = cwd
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.started_in: float | None = None
+
+    @property
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def start(self) -> ManagedProcess:
+        self.log.parent.mkdir(parents=True, exist_ok=True)
+        t0 = time.monotonic()
+        with self.log.open("ab") as log:
+            log.write(f"### {time.strftime('%H:%M:%S')} start: {' '.join(self.argv)}\n".encode())
+            log.flush()
+            self.proc = subprocess.Popen(
+                self.argv,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                env=self.env,
+                cwd=self.cwd,
+                start_new_session=True,
+            )
+        deadline = t0 + self.timeout
+        while True:
+            if self.proc.poll() is not None:
+                raise ComponentError(self.name, self.log, f"exited with {self.proc.returncode}")
+            try:
+                if self.ready():
+                    break
+            except Exception:
+                pass
+            if time.monotonic() > deadline:
+                self.stop()
+                raise ComponentError(self.name, self.log, f"not ready after {self.timeout:.0f} s")
+            time.sleep(0.1)
+        self.started_in = time.monotonic() - t0
+        return self
+
+    def stop(self, grace: float = 10.0) -> None:
+        proc, self.proc = self.proc, None
+        if proc is None or proc.poll() is not None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(grace)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(5)
+
+    def kill(self) -> None:
+        """SIGKILL, for tests that need a component to vanish abruptly."""
+        proc, self.proc = self.proc, None
+        if proc is not None and proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(5)

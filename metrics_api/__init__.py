@@ -1,0 +1,1 @@
+"""external.metrics.k8s.io server: reads the store, never a broker."""

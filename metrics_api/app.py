@@ -1,0 +1,206 @@
+"""The aiohttp application serving external.metrics.k8s.io/v1beta1 from the store."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from aiohttp import web
+from prometheus_client import CollectorRegistry, Counter, Histogram
+
+from metrics_api.quantity import milli_quantity
+from metrics_api.selector import SelectorError, parse_selector
+from metrics_api.source import MetricNotFound, MetricSource, MetricUnavailable
+from metrics_api.tls import TlsManager, peer_common_name
+
+log = logging.getLogger(__name__)
+
+GROUP = "external.metrics.k8s.io"
+VERSION = "v1beta1"
+GROUP_VERSION = f"{GROUP}/{VERSION}"
+PREFIX = f"/apis/{GROUP_VERSION}"
+SO_LABEL = "scaledobject.keda.sh/name"
+
+SOURCE_KEY = web.AppKey("source", MetricSource)
+TLS_KEY = web.AppKey("tls", TlsManager)
+
+
+class ApiStats:
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.requests = Counter(
+            "tidal_metrics_api_requests_total",
+            "Requests to the external metrics API by HTTP status code",
+            ["code"],
+            registry=registry,
+        )
+        self.latency = Histogram(
+            "tidal_metrics_api_request_duration_seconds",
+            "Time to answer a request to the external metrics API",
+            ["code"],
+            buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 1.0),
+            registry=registry,
+        )
+
+
+STATS_KEY = web.AppKey("stats", ApiStats)
+
+
+def status_body(code: int, reason: str, message: str) -> dict[str, Any]:
+    """A metav1.Status, as kube-apiserver relays it to the HPA controller."""
+    return {
+        "kind": "Status",
+        "apiVersion": "v1",
+        "metadata": {},
+        "status": "Failure",
+        "message": message,
+        "reason": reason,
+        "code": code,
+    }
+
+
+def _error(code: int, reason: str, message: str) -> web.Response:
+    return web.json_response(status_body(code, reason, message), status=code)
+
+
+def _rfc3339(t: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t))
+
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+@web.middleware
+async def observe(request: web.Request, handler: Handler) -> web.StreamResponse:
+    start = time.perf_counter()
+    try:
+        resp = await handler(request)
+    except web.HTTPException as exc:
+        resp = exc
+    except Exception:
+        log.exception("metrics API request failed", extra={"path": request.path})
+        resp = _error(500, "InternalError", "internal error")
+    stats = request.app[STATS_KEY]
+    code = str(resp.status)
+    stats.requests.labels(code).inc()
+    stats.latency.labels(code).observe(time.perf_counter() - start)
+    return resp
+
+
+@web.middleware
+async def authenticate(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Only the aggregator (client cert from the requestheader CA, allowed CN) may call /apis."""
+    if not request.path.startswith("/apis"):
+        return await handler(request)
+    tls = request.app.get(TLS_KEY)
+    if tls is not None:
+        trust = tls.trust
+        cn = peer_common_name(
+            request.transport.get_extra_info("peercert") if request.transport else None
+        )
+        if trust is None or cn is None or (trust.allowed_names and cn not in trust.allowed_names):
+            return _error(401, "Unauthorized", "Unauthorized")
+    return await handler(request)
+
+
+async def discovery(_: web.Request) -> web.Response:
+    return web.json_response(
+        {
+            "kind": "APIResourceList",
+            "apiVersion": "v1",
+            "groupVersion": GROUP_VERSION,
+            "resources": [
+                {
+                    "name": "externalmetrics",
+                    "singularName": "",
+                    "namespaced": True,
+                    "kind": "ExternalMetricValueList",
+                    "verbs": ["get"],
+                }
+            ],
+        }
+    )
+
+
+async def group(_: web.Request) -> web.Response:
+    gv = {"groupVersion": GROUP_VERSION, "version": VERSION}
+    return web.json_response(
+        {
+            "kind": "APIGroup",
+            "apiVersion": "v1",
+            "name": GROUP,
+            "versions": [gv],
+            "preferredVersion": gv,
+        }
+    )
+
+
+async def metric_value(request: web.Request) -> web.Response:
+    namespace = request.match_info["namespace"]
+    metric = request.match_info["metric"]
+    try:
+        selector = parse_selector(request.query.get("labelSelector", ""))
+    except SelectorError as exc:
+        return _error(400, "BadRequest", f"invalid labelSelector: {exc}")
+    so_name = selector.equals_value(SO_LABEL)
+    if not so_name:
+        return _error(400, "BadRequest", f"labelSelector must select {SO_LABEL}=<name>")
+    try:
+        reading = request.app[SOURCE_KEY].read(namespace, metric, so_name)
+    except MetricNotFound:
+        return _error(404, "NotFound", f"no metric {metric} for ScaledObject {namespace}/{so_name}")
+    except MetricUnavailable as exc:
+        log.warning(
+            "metric unavailable",
+            extra={
+                "namespace": namespace,
+                "metric": metric,
+                "scaledObject": so_name,
+                "error": str(exc),
+            },
+        )
+        return _error(500, "InternalError", f"metric {metric} is unavailable; see Tidal's logs")
+    return web.json_response(
+        {
+            "kind": "ExternalMetricValueList",
+            "apiVersion": GROUP_VERSION,
+            "metadata": {},
+            "items": [
+                {
+                    "metricName": metric,
+                    "metricLabels": {},
+                    "timestamp": _rfc3339(reading.observed_at),
+                    "value": milli_quantity(reading.value),
+                }
+            ],
+        }
+    )
+
+
+async def healthz(_: web.Request) -> web.Response:
+    return web.Response(text="ok")
+
+
+async def readyz(request: web.Request) -> web.Response:
+    if request.app[SOURCE_KEY].ready():
+        return web.Response(text="ok")
+    return web.Response(status=503, text="not ready: watches not synced")
+
+
+def make_app(
+    source: MetricSource, registry: CollectorRegistry, tls: TlsManager | None = None
+) -> web.Application:
+    """`tls=None` disables client authentication (only for plain-HTTP unit tests)."""
+    app = web.Application(middlewares=[observe, authenticate])
+    app[SOURCE_KEY] = source
+    app[STATS_KEY] = ApiStats(registry)
+    if tls is not None:
+        app[TLS_KEY] = tls
+    app.router.add_get(f"/apis/{GROUP}", group)
+    app.router.add_get(PREFIX, discovery)
+    app.router.add_get(PREFIX + "/namespaces/{namespace}/{metric}", metric_value)
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/livez", healthz)
+    app.router.add_get("/readyz", readyz)
+    return app

@@ -1,0 +1,1 @@
+"""Tidal's daemon core."""

@@ -1,0 +1,96 @@
+"""The public contract between Tidal's core and its scaler plugins.
+
+A plugin (one module in `scalers/`, or a third-party package registered under the entry-point
+group `tidal.scalers`) imports only this module and `scaler.params`, `scaler.errors` and
+`scaler.clients`. It provides a class with:
+
+* ``PARAMS``: its parameters, declared once (see `scaler.params`);
+* ``__init__(self, config, trigger, clients)``: build from the typed config; no I/O;
+* ``metric_spec()``: the HPA metric this trigger produces (name ``s<index>-<type>-<detail>``);
+* ``async sample(now)``: read the source once and return a `Sample`; raise `ScalerError` /
+  `QueryError` on any failure -- never return a made-up 0;
+* ``async aclose()``: release shared clients;
+* optionally ``wakeups()``: an async iterator of hints that "something happened" (push sources).
+  A wake-up only makes the core sample sooner; the sample decides, never the event.
+
+Time: ``now`` is wall-clock seconds since the epoch, passed in by the scheduler (tests inject it),
+so a scaler never reads the clock itself.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass, field
+from typing import Literal, Protocol, runtime_checkable
+
+MetricTargetType = Literal["AverageValue", "Value", "Utilization"]
+METRIC_TARGET_TYPES: tuple[MetricTargetType, ...] = ("AverageValue", "Value", "Utilization")
+
+
+@dataclass(frozen=True, slots=True)
+class TriggerContext:
+    """Everything known about one trigger of one ScaledObject when its scaler is built."""
+
+    namespace: str
+    object_name: str
+    index: int
+    type: str
+    name: str  # the trigger's `name`, or "" when not set
+    metadata: Mapping[str, str]
+    metric_type: MetricTargetType = "AverageValue"
+    auth_params: Mapping[str, str] = field(default_factory=dict)
+    resolved_env: Mapping[str, str] = field(default_factory=dict)
+    timeout: float = 3.0  # seconds; KEDA's global HTTP timeout default
+
+
+@dataclass(frozen=True, slots=True)
+class MetricSpec:
+    """One HPA metric: External (from the metrics API) or Resource (cpu/memory)."""
+
+    name: str
+    target: float
+    target_type: MetricTargetType = "AverageValue"
+    kind: Literal["External", "Resource", "ContainerResource"] = "External"
+    container: str | None = None  # ContainerResource only
+
+
+@dataclass(frozen=True, slots=True)
+class Sample:
+    """One reading of a trigger's source."""
+
+    value: float
+    active: bool
+    observed_at: float  # wall-clock epoch seconds
+
+    def __post_init__(self) -> None:
+        if math.isnan(self.value) or math.isinf(self.value):
+            raise ValueError("sample value must be finite")
+
+
+@runtime_checkable
+class Scaler(Protocol):
+    def metric_spec(self) -> MetricSpec: ...
+
+    async def sample(self, now: float) -> Sample: ...
+
+    async def aclose(self) -> None: ...
+
+
+@runtime_checkable
+class PushScaler(Scaler, Protocol):
+    def wakeups(self) -> AsyncIterator[None]: ...
+
+
+_NORMALIZE = re.compile(r"[/.:%()]")
+
+
+def normalize_metric_detail(detail: str) -> str:
+    """KEDA's NormalizeString: '/', '.', ':', '%', '(' and ')' become '-'."""
+    return _NORMALIZE.sub("-", detail)
+
+
+def metric_name(index: int, detail: str) -> str:
+    """KEDA's GenerateMetricNameWithIndex: ``s<index>-<normalized detail>``."""
+    return f"s{index}-{normalize_metric_detail(detail)}"

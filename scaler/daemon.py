@@ -1,0 +1,667 @@
+"""The daemon: watches → per-object runtime → scheduler → scalers → store → decide → actuate.
+
+Everything runs on one event loop. Watch handlers only record what changed and wake the object;
+the object's next poll (re)builds its scalers, samples its triggers concurrently, decides, and —
+on the leader only — writes: the /scale subresource, the HPA, status and Events, each only when
+something changed. A failure in one object is logged, reported on that object and never stops
+the others (safety rule 6).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from scaler.clients import ClientPool
+from scaler.contract import Sample
+from scaler.decide import Decision, DecisionInput, TriggerView, decide
+from scaler.errors import ConfigError, KubeError, ScalerError, TidalError
+from scaler.kube.client import JSON, KubeClient
+from scaler.kube.events import EventRecorder, InvolvedObject
+from scaler.kube.hpa import (
+    SO_NAME_LABEL,
+    HpaRequest,
+    delete_hpa,
+    desired_hpa,
+    ensure_hpa,
+    hpa_drifted,
+)
+from scaler.kube.lease import LeaderElector, LeaseSettings
+from scaler.kube.objects_io import fetch_data, patch_status
+from scaler.kube.paths import (
+    GVKR,
+    KEDA_GROUP,
+    KEDA_VERSION,
+    ResourceMapper,
+    api_prefix,
+    scaled_objects,
+)
+from scaler.kube.scale import set_replicas
+from scaler.kube.targets import TargetCache
+from scaler.kube.watch import EventType, Watcher
+from scaler.objects import (
+    ScaledObject,
+    hpa_max_replicas,
+    hpa_min_replicas,
+    hpa_name,
+    parse_scaled_object,
+)
+from scaler.registry import Registry, default_registry
+from scaler.runtime import ObjectRuntime, build_triggers, sample_with_timeout
+from scaler.scheduler import Scheduler
+from scaler.settings import Settings
+from scaler.status import (
+    base_status,
+    check_failed_conditions,
+    decision_status,
+    merge_patch_for,
+    status_changed,
+)
+from scaler.store import MetricStore
+from scaler.telemetry import Telemetry, TriggerLabels
+
+log = logging.getLogger(__name__)
+
+FINALIZER = "finalizer.keda.sh"
+Key = tuple[str, str]
+
+
+def _meta_key(raw: Mapping[str, Any]) -> Key:
+    meta = raw.get("metadata", {})
+    return (str(meta.get("namespace", "")), str(meta.get("name", "")))
+
+
+class Daemon:
+    def __init__(
+        self,
+        settings: Settings,
+        kube: KubeClient,
+        *,
+        telemetry: Telemetry | None = None,
+        registry: Registry | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.settings = settings
+        self.kube = kube
+        self.telemetry = telemetry or Telemetry()
+        self.registry = registry or default_registry()
+        self.clock = clock
+        self.clients = ClientPool()
+        self.store = MetricStore()
+        self.objects: dict[Key, ObjectRuntime] = {}
+        self.mapper = ResourceMapper(kube)
+        ns = settings.watch.namespace
+        self.targets = TargetCache(kube, ns)
+        self.events = EventRecorder(kube, settings.leader.identity)
+        self.leader: LeaderElector | None = None
+        if settings.leader.enabled:
+            s = settings.leader
+            self.leader = LeaderElector(
+                kube,
+                LeaseSettings(
+                    s.namespace,
+                    s.name,
+                    s.identity,
+                    s.lease_duration,
+                    s.renew_deadline,
+                    s.retry_period,
+                ),
+                clock,
+            )
+        keda = api_prefix(KEDA_GROUP, KEDA_VERSION)
+        ns_part = f"/namespaces/{ns}" if ns else ""
+        self.so_watcher = Watcher(
+            kube,
+            scaled_objects(ns or None),
+            self._on_scaled_object,
+            label_selector=settings.watch.label_selector or None,
+            name="scaledobjects",
+        )
+        self.ta_watcher = Watcher(
+            kube, f"{keda}{ns_part}/triggerauthentications", self._on_auth, name="triggerauths"
+        )
+        self.cta_watcher = Watcher(
+            kube, f"{keda}/clustertriggerauthentications", self._on_auth, name="clustertriggerauths"
+        )
+        self.hpa_watcher = Watcher(
+            kube,
+            f"/apis/autoscaling/v2{ns_part}/horizontalpodautoscalers",
+            self._on_hpa,
+            label_selector="app.kubernetes.io/managed-by=tidal",
+            name="hpas",
+        )
+        self.scheduler: Scheduler[Key] | None = None
+        self.started = asyncio.Event()
+
+    # ------------------------------------------------------------------ lifecycle
+
+    @property
+    def is_leader(self) -> bool:
+        return self.leader is None or self.leader.is_leader
+
+    def ready(self) -> bool:
+        """Watches synced and leadership known (leader or standby): /readyz."""
+        synced = self.so_watcher.synced.is_set() and self.started.is_set()
+        return synced and (self.leader is None or self.leader.known.is_set())
+
+    async def run(self) -> None:
+        """Run until cancelled. On cancel: stop polling, release the lease, close clients."""
+        loop = asyncio.get_running_loop()
+        self.scheduler = Scheduler(loop.time, on_lateness=self._lateness)
+        tasks: list[asyncio.Task[None]] = []
+        try:
+            if self.leader is not None:
+                tasks.append(asyncio.create_task(self.leader.run(), name="leader-election"))
+            for w in (*self.targets.watchers.values(), self.ta_watcher, self.cta_watcher):
+                tasks.append(asyncio.create_task(w.run(), name=f"watch {w.name}"))
+            for w in (*self.targets.watchers.values(), self.ta_watcher, self.cta_watcher):
+                await w.synced.wait()
+            for w in (self.hpa_watcher, self.so_watcher):
+                tasks.append(asyncio.create_task(w.run(), name=f"watch {w.name}"))
+            await self.so_watcher.synced.wait()
+            self.started.set()
+            log.info("daemon started", extra={"objects": len(self.objects)})
+            await self.scheduler.run(self._poll, self.settings.poll.max_concurrent)
+        finally:
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            if self.leader is not None:
+                with contextlib.suppress(Exception):
+                    await self.leader.release()
+            for rt in list(self.objects.values()):
+                await rt.close()
+            await self.clients.aclose()
+
+    def _lateness(self, key: Key, lateness: float) -> None:
+        self.telemetry.lateness.observe(lateness)
+        self.telemetry.loop_latency.labels(key[0], "scaledobject", key[1]).set(lateness)
+
+    def _wake(self, key: Key) -> None:
+        if self.scheduler is not None and key in self.scheduler:
+            self.scheduler.wake(key)
+
+    # ------------------------------------------------------------------ watch handlers
+
+    async def _on_scaled_object(self, kind: EventType, raw: JSON) -> None:
+        key = _meta_key(raw)
+        meta = raw.get("metadata", {})
+        if kind == "DELETED":
+            await self._forget(key)
+            return
+        if meta.get("deletionTimestamp"):
+            await self._finalize(key, raw)
+            return
+        rt = self.objects.get(key)
+        if rt is not None and not _spec_changed(rt.so, raw):
+            rt.last_status = dict(raw.get("status") or {})
+            return
+        try:
+            so = parse_scaled_object(raw)
+            problem: ConfigError | None = None
+        except ConfigError as exc:
+            so, problem = None, exc
+        if rt is not None:
+            await rt.close()
+        if so is None:
+            assert problem is not None
+            self.objects.pop(key, None)
+            if self.scheduler is not None:
+                self.scheduler.remove(key)
+            self.store.remove_object(*key)
+            await self._report_invalid(raw, problem)
+            return
+        new = ObjectRuntime(so)
+        new.needs_rebuild = True
+        new.last_status = dict(raw.get("status") or {})
+        new.last_active_time = so.last_active_time
+        new.finalizer_added = FINALIZER in (meta.get("finalizers") or [])
+        if rt is not None:
+            new.last_active_time = rt.last_active_time or so.last_active_time
+            new.original_replicas = rt.original_replicas
+        self.objects[key] = new
+        self._count_registered()
+        if self.scheduler is not None:
+            loop_now = asyncio.get_running_loop().time()
+            if key in self.scheduler:
+                self.scheduler.set_interval(key, so.polling_interval)
+                self.scheduler.wake(key)
+            else:
+                self.scheduler.schedule(key, loop_now, so.polling_interval)
+
+    async def _on_auth(self, kind: EventType, raw: JSON) -> None:
+        ns, name = _meta_key(raw)
+        auth_kind = raw.get("kind", "")
+        for key, rt in self.objects.items():
+            for t in rt.so.triggers:
+                ref = t.authentication_ref
+                if ref is None or ref.name != name or ref.kind != auth_kind:
+                    continue
+                if auth_kind == "TriggerAuthentication" and key[0] != ns:
+                    continue
+                rt.needs_rebuild = True
+                self._wake(key)
+
+    async def _on_hpa(self, kind: EventType, raw: JSON) -> None:
+        ns = raw.get("metadata", {}).get("namespace", "")
+        so_name = (raw.get("metadata", {}).get("labels") or {}).get(SO_NAME_LABEL)
+        rt = self.objects.get((ns, str(so_name)))
+        if rt is None or rt.target is None or rt.so.flags.paused:
+            return
+        if kind == "DELETED":
+            rt.hpa_dirty = True
+        elif raw.get("metadata", {}).get("name") == hpa_name(rt.so):
+            rt.hpa_dirty = hpa_drifted(desired_hpa(self._hpa_request(rt, rt.target)), raw)
+        if rt.hpa_dirty:
+            self._wake((ns, str(so_name)))
+
+    async def _forget(self, key: Key) -> None:
+        rt = self.objects.pop(key, None)
+        if self.scheduler is not None:
+            self.scheduler.remove(key)
+        self.store.remove_object(*key)
+        self.telemetry.forget_object(*key)
+        if rt is not None:
+            await rt.close()
+            self.events.forget(rt.so.uid)
+        self._count_registered()
+
+    def _count_registered(self) -> None:
+        per_ns: dict[str, int] = {}
+        per_type: dict[str, int] = {}
+        for (ns, _), rt in self.objects.items():
+            per_ns[ns] = per_ns.get(ns, 0) + 1
+            for t in rt.so.triggers:
+                per_type[t.type] = per_type.get(t.type, 0) + 1
+        self.telemetry.resources.clear()
+        for ns, n in per_ns.items():
+            self.telemetry.resources.labels("scaled_object", ns).set(n)
+        self.telemetry.triggers.clear()
+        for typ, n in per_type.items():
+            self.telemetry.triggers.labels(typ).set(n)
+
+    # ------------------------------------------------------------------ polling
+
+    async def _rebuild(self, rt: ObjectRuntime) -> None:
+        so = rt.so
+        await rt.close()
+        rt.needs_rebuild = False
+        rt.config_error = None
+        try:
+            rt.target = await self.mapper.resolve(
+                so.scale_target_ref.api_version, so.scale_target_ref.kind
+            )
+            containers = self.targets.containers(rt.target, so.namespace, so.scale_target_ref.name)
+            rt.triggers = await build_triggers(
+                so,
+                registry=self.registry,
+                clients=self.clients,
+                fetch=lambda k, ns, n: fetch_data(self.kube, k, ns, n),
+                auth_lookup=self._auth_spec,
+                pod_spec=None if containers is None else {"containers": containers},
+                cluster_namespace=self.settings.watch.cluster_object_namespace,
+                timeout=self.settings.poll.http_timeout,
+            )
+        except ConfigError as exc:
+            rt.config_error = exc
+            return
+        except KubeError as exc:
+            rt.config_error = ConfigError(f"scale target: {exc}")
+            rt.needs_rebuild = True  # transient: try again next poll
+            return
+        fallback = so.fallback.failure_threshold if so.fallback else None
+        self.store.register(so.namespace, so.name, rt.specs, fallback)
+        rt.hpa_dirty = True
+
+    async def _auth_spec(self, kind: str, namespace: str, name: str) -> Mapping[str, Any] | None:
+        if kind == "ClusterTriggerAuthentication":
+            obj = self.cta_watcher.objects.get(("", name))
+        else:
+            obj = self.ta_watcher.objects.get((namespace, name))
+        return None if obj is None else dict(obj.get("spec") or {})
+
+    async def _poll(self, key: Key) -> None:
+        rt = self.objects.get(key)
+        if rt is None:
+            return
+        so = rt.so
+        rt.polls += 1
+        if rt.needs_rebuild:
+            await self._rebuild(rt)
+        if rt.config_error is not None or rt.target is None:
+            error = rt.config_error or ConfigError("scale target not resolved")
+            await self._report_invalid_runtime(rt, error)
+            return
+        target = rt.target
+        try:
+            current = await self.targets.replicas(target, so.namespace, so.scale_target_ref.name)
+        except KubeError as exc:
+            await self._report_invalid_runtime(rt, ConfigError(f"reading the scale target: {exc}"))
+            return
+        if current is None:
+            msg = f"the scale target {target.gvk_string} {so.scale_target_ref.name} was not found"
+            await self._report_invalid_runtime(rt, ConfigError(msg))
+            return
+        if rt.original_replicas is None:
+            rt.original_replicas = so.original_replica_count
+            if rt.original_replicas is None:
+                rt.original_replicas = current
+        decision = await self._sample_and_decide(rt, current)
+        if decision.scale_to_zero and self.is_leader:
+            # Safety rule 2: re-check activity just before lowering to zero / idle.
+            decision = await self._sample_and_decide(rt, current)
+        rt.last_active_time = decision.last_active_time
+        self.store.set_fallback(
+            so.namespace, so.name, decision.fallback_replicas if decision.fallback_active else None
+        )
+        self.telemetry.object_paused.labels(so.namespace, so.name).set(int(so.flags.paused))
+        if self.is_leader:
+            try:
+                await self._actuate(rt, target, current, decision)
+            except KubeError as exc:
+                self.telemetry.object_errors.labels(so.namespace, so.name).inc()
+                log.warning(
+                    "write failed",
+                    extra={"object": f"{so.namespace}/{so.name}", "error": str(exc)},
+                )
+
+    async def _sample_and_decide(self, rt: ObjectRuntime, current: int) -> Decision:
+        so = rt.so
+        now = self.clock()
+        sampled = [t for t in rt.triggers if t.scaler is not None]
+        results = await asyncio.gather(
+            *(
+                self._sample_one(rt, t.spec.name, t.trigger.type, t.trigger.index, t.scaler, now)
+                for t in sampled
+                if t.scaler is not None
+            )
+        )
+        views: list[TriggerView] = []
+        by_name = dict(zip((t.spec.name for t in sampled), results, strict=True))
+        for t in rt.triggers:
+            if t.scaler is None:
+                views.append(TriggerView(t.spec.name, t.trigger.type))
+                continue
+            record = self.store.get(so.namespace, so.name, t.spec.name)
+            sample = record.sample() if record is not None else None
+            views.append(
+                TriggerView(
+                    metric_name=t.spec.name,
+                    trigger_type=t.trigger.type,
+                    sample=sample,
+                    error=by_name[t.spec.name],
+                    consecutive_failures=record.consecutive_failures if record else 0,
+                )
+            )
+        return decide(
+            DecisionInput(
+                so=so,
+                current_replicas=current,
+                triggers=tuple(views),
+                last_active_time=rt.last_active_time,
+                now=now,
+            )
+        )
+
+    async def _sample_one(
+        self, rt: ObjectRuntime, metric: str, typ: str, index: int, scaler: Any, now: float
+    ) -> str | None:
+        """Sample one trigger into the store; returns the error text (None on success)."""
+        so = rt.so
+        labels = TriggerLabels(so.namespace, metric, so.name, typ, index).values()
+        t0 = time.perf_counter()
+        try:
+            sample: Sample = await sample_with_timeout(
+                scaler, now, max(0.1, min(self.settings.poll.http_timeout, so.polling_interval))
+            )
+        except (ScalerError, ConfigError) as exc:
+            record = self.store.record_error(so.namespace, so.name, metric, str(exc), now)
+            self.telemetry.scaler_errors.labels(*labels).inc()
+            self.telemetry.object_errors.labels(so.namespace, so.name).inc()
+            failures = record.consecutive_failures
+            every = self.settings.poll.failing_log_every
+            if failures == 1 or failures % every == 0:
+                log.warning(
+                    "trigger failing",
+                    extra={
+                        "object": f"{so.namespace}/{so.name}",
+                        "trigger": metric,
+                        "failures": failures,
+                        "error": str(exc),
+                    },
+                )
+            rt.needs_rebuild = True  # KEDA: rebuild the scaler (and re-read secrets) on error
+            return str(exc)
+        except Exception as exc:  # a scaler bug must not stall the object loop
+            log.exception("scaler raised an unexpected error", extra={"trigger": metric})
+            self.store.record_error(so.namespace, so.name, metric, type(exc).__name__, now)
+            self.telemetry.scaler_errors.labels(*labels).inc()
+            return type(exc).__name__
+        previous = self.store.get(so.namespace, so.name, metric)
+        if previous is not None and previous.failing:
+            log.info(
+                "trigger recovered",
+                extra={"object": f"{so.namespace}/{so.name}", "trigger": metric},
+            )
+        self.store.record_sample(so.namespace, so.name, metric, sample)
+        self.telemetry.scaler_latency.labels(*labels).set(time.perf_counter() - t0)
+        self.telemetry.scaler_value.labels(*labels).set(sample.value)
+        self.telemetry.scaler_active.labels(*labels).set(int(sample.active))
+        self.telemetry.staleness.labels(*labels).set(0)
+        return None
+
+    # ------------------------------------------------------------------ writes (leader only)
+
+    def _hpa_request(self, rt: ObjectRuntime, target: GVKR) -> HpaRequest:
+        so = rt.so
+        excluded = set(so.flags.hpa_excluded_labels)
+        return HpaRequest(
+            name=hpa_name(so),
+            namespace=so.namespace,
+            so_name=so.name,
+            so_uid=so.uid,
+            target=target,
+            target_name=so.scale_target_ref.name,
+            min_replicas=hpa_min_replicas(so),
+            max_replicas=hpa_max_replicas(so),
+            metrics=rt.specs,
+            labels={k: v for k, v in so.labels.items() if k not in excluded},
+            behavior=so.advanced.hpa.behavior_json(),
+            pause_scale_in=so.flags.pause_scale_in,
+            pause_scale_out=so.flags.pause_scale_out,
+        )
+
+    async def _actuate(
+        self, rt: ObjectRuntime, target: GVKR, current: int, decision: Decision
+    ) -> None:
+        so = rt.so
+        started = time.perf_counter()
+        if not rt.finalizer_added:
+            await self._add_finalizer(so)
+            rt.finalizer_added = True
+        # 1. The scale write first: a 0 -> 1 must not wait behind status or HPA writes.
+        want = decision.target_replicas
+        if want is not None and want != current:
+            await set_replicas(self.kube, target, so.namespace, so.scale_target_ref.name, want)
+            self.targets.note_written(target, so.namespace, so.scale_target_ref.name, want)
+            self.telemetry.api_writes.labels("scale").inc()
+            self.telemetry.decision_to_write.observe(time.perf_counter() - started)
+            direction = "up" if want > current else "down"
+            self.telemetry.scale_actions.labels(
+                so.namespace, so.name, direction, decision.branch or "decision"
+            ).inc()
+            log.info(
+                "scaled",
+                extra={
+                    "object": f"{so.namespace}/{so.name}",
+                    "from": current,
+                    "to": want,
+                    "reason": decision.branch,
+                },
+            )
+        if decision.event is not None:
+            await self.events.emit(
+                self._involved(so),
+                decision.event.type,
+                decision.event.reason,
+                decision.event.message,
+            )
+        # 2. The HPA (deleted while paused).
+        if so.flags.paused:
+            if rt.hpa_present:
+                await delete_hpa(self.kube, so.namespace, hpa_name(so))
+                self.telemetry.api_writes.labels("hpa").inc()
+                rt.hpa_present = False
+        elif rt.hpa_dirty:
+            outcome, _ = await ensure_hpa(self.kube, self._hpa_request(rt, target))
+            rt.hpa_dirty = False
+            rt.hpa_present = True
+            if outcome != "unchanged":
+                self.telemetry.api_writes.labels("hpa").inc()
+                log.info(
+                    "hpa written", extra={"object": f"{so.namespace}/{so.name}", "outcome": outcome}
+                )
+            await self._delete_renamed_hpa(rt)
+        # 3. Status, only when it changed.
+        names = [s.name for s in rt.specs if s.kind == "External"]
+        status = decision_status(so, target, names, decision, rt.original_replicas)
+        await self._write_status(rt, status)
+
+    async def _delete_renamed_hpa(self, rt: ObjectRuntime) -> None:
+        old = (rt.last_status or {}).get("hpaName")
+        if old and old != hpa_name(rt.so):
+            await delete_hpa(self.kube, rt.so.namespace, str(old))
+
+    async def _write_status(self, rt: ObjectRuntime, status: dict[str, Any]) -> None:
+        so = rt.so
+        if not status_changed(status, rt.last_status):
+            return
+        patch = merge_patch_for(status, rt.last_status)
+        await patch_status(self.kube, so.namespace, so.name, patch)
+        self.telemetry.api_writes.labels("status").inc()
+        rt.last_status = {**(rt.last_status or {}), **status}
+
+    async def _add_finalizer(self, so: ScaledObject) -> None:
+        body = await self.kube.get(scaled_objects(so.namespace, so.name))
+        finalizers = list(body.get("metadata", {}).get("finalizers") or [])
+        if FINALIZER in finalizers:
+            return
+        rv = body["metadata"]["resourceVersion"]
+        await self.kube.merge_patch(
+            scaled_objects(so.namespace, so.name),
+            {"metadata": {"finalizers": [*finalizers, FINALIZER], "resourceVersion": rv}},
+        )
+        self.telemetry.api_writes.labels("scaledobject").inc()
+
+    async def _finalize(self, key: Key, raw: JSON) -> None:
+        rt = self.objects.get(key)
+        await self._forget(key)
+        meta = raw.get("metadata", {})
+        finalizers = list(meta.get("finalizers") or [])
+        if FINALIZER not in finalizers or not self.is_leader:
+            return
+        try:
+            spec = raw.get("spec", {})
+            status = raw.get("status") or {}
+            restore = (spec.get("advanced") or {}).get("restoreToOriginalReplicaCount") is True
+            original = status.get("originalReplicaCount")
+            gvkr = status.get("scaleTargetGVKR") or {}
+            if restore and isinstance(original, int) and gvkr.get("resource"):
+                target = GVKR(
+                    gvkr.get("group", ""), gvkr["version"], gvkr["kind"], gvkr["resource"]
+                )
+                name = (spec.get("scaleTargetRef") or {}).get("name", "")
+                await set_replicas(self.kube, target, key[0], name, original)
+                log.info(
+                    "restored original replicas",
+                    extra={"object": f"{key[0]}/{key[1]}", "replicas": original},
+                )
+            rest = [f for f in finalizers if f != FINALIZER]
+            await self.kube.merge_patch(
+                scaled_objects(*key),
+                {
+                    "metadata": {
+                        "finalizers": rest or None,
+                        "resourceVersion": meta.get("resourceVersion"),
+                    }
+                },
+            )
+            if rt is not None:
+                await self.events.emit(
+                    self._involved(rt.so),
+                    "Normal",
+                    "ScaledObjectDeleted",
+                    "ScaledObject was deleted",
+                )
+        except KubeError as exc:
+            log.warning(
+                "finalizer not removed; will retry",
+                extra={"object": f"{key[0]}/{key[1]}", "error": str(exc)},
+            )
+
+    # ------------------------------------------------------------------ reporting bad input
+
+    def _involved(self, so: ScaledObject) -> InvolvedObject:
+        return InvolvedObject("keda.sh/v1alpha1", "ScaledObject", so.namespace, so.name, so.uid)
+
+    async def _report_invalid(self, raw: JSON, problem: ConfigError) -> None:
+        """A ScaledObject that does not parse: Ready=False + a Warning Event; nothing scales."""
+        ns, name = _meta_key(raw)
+        log.warning("invalid ScaledObject", extra={"object": f"{ns}/{name}", "error": str(problem)})
+        if not self.is_leader:
+            return
+        message = f"ScaledObject doesn't have correct spec: {problem}"
+        status = raw.get("status") or {}
+        conditions = check_failed_conditions(message, paused=False)
+        if status.get("conditions") == conditions:
+            return
+        uid = str(raw.get("metadata", {}).get("uid", ""))
+        try:
+            await patch_status(self.kube, ns, name, {"conditions": conditions})
+            self.telemetry.api_writes.labels("status").inc()
+        except KubeError as exc:
+            log.warning("status not written", extra={"object": f"{ns}/{name}", "error": str(exc)})
+        await self.events.emit(
+            InvolvedObject("keda.sh/v1alpha1", "ScaledObject", ns, name, uid),
+            "Warning",
+            "ScaledObjectCheckFailed",
+            message,
+        )
+
+    async def _report_invalid_runtime(self, rt: ObjectRuntime, problem: TidalError) -> None:
+        so = rt.so
+        if rt.polls == 1 or rt.polls % self.settings.poll.failing_log_every == 0:
+            log.warning(
+                "ScaledObject not ready",
+                extra={"object": f"{so.namespace}/{so.name}", "error": str(problem)},
+            )
+        if not self.is_leader:
+            return
+        message = f"ScaledObject doesn't have correct spec: {problem}"
+        status = base_status(so, rt.target, [])
+        status["conditions"] = check_failed_conditions(message, so.flags.paused)
+        if status_changed(status, rt.last_status):
+            try:
+                await self._write_status(rt, status)
+            except KubeError as exc:
+                log.warning(
+                    "status not written",
+                    extra={"object": f"{so.namespace}/{so.name}", "error": str(exc)},
+                )
+            await self.events.emit(
+                self._involved(so), "Warning", "ScaledObjectCheckFailed", message
+            )
+
+
+def _spec_changed(so: ScaledObject, raw: JSON) -> bool:
+    """A change Tidal must act on: spec (generation), labels or annotations."""
+    meta = raw.get("metadata", {})
+    if int(meta.get("generation") or 0) != so.generation:
+        return True
+    if dict(meta.get("labels") or {}) != dict(so.labels):
+        return True
+    return dict(meta.get("annotations") or {}) != dict(so.annotations)

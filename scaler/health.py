@@ -1,0 +1,75 @@
+"""The daemon's own HTTP port: Prometheus /metrics, /healthz and /readyz.
+
+* /healthz — the process is alive and its event loop is not stuck: the loop's heartbeat task ran
+  within the last 10 s (a stuck loop can't answer at all, so a probe timeout means the same).
+* /readyz — the ScaledObject watch has synced and leadership is known (leader or hot standby);
+  503 with the reason otherwise.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Callable
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+
+from metrics_api.server import split_address
+
+
+class Heartbeat:
+    def __init__(self, loop_time: Callable[[], float], period: float = 1.0) -> None:
+        self._time = loop_time
+        self.period = period
+        self.last = loop_time()
+
+    async def run(self) -> None:
+        while True:
+            self.last = self._time()
+            await asyncio.sleep(self.period)
+
+    def alive(self, limit: float = 10.0) -> bool:
+        return self._time() - self.last < limit
+
+
+@contextlib.asynccontextmanager
+async def serve_health(
+    address: str, registry: CollectorRegistry, ready: Callable[[], bool]
+) -> AsyncIterator[int]:
+    loop = asyncio.get_running_loop()
+    beat = Heartbeat(loop.time)
+
+    async def metrics(_: web.Request) -> web.Response:
+        return web.Response(
+            body=generate_latest(registry), headers={"Content-Type": CONTENT_TYPE_LATEST}
+        )
+
+    async def healthz(_: web.Request) -> web.Response:
+        if beat.alive():
+            return web.Response(text="ok")
+        return web.Response(status=503, text="event loop heartbeat is late")
+
+    async def readyz(_: web.Request) -> web.Response:
+        if ready():
+            return web.Response(text="ok")
+        return web.Response(status=503, text="not ready: watches not synced or leadership unknown")
+
+    app = web.Application()
+    app.router.add_get("/metrics", metrics)
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    await runner.setup()
+    host, port = split_address(address)
+    site = web.TCPSite(runner, host, port)
+    await site.start()
+    bound = int(runner.addresses[0][1]) if runner.addresses else port
+    task = asyncio.create_task(beat.run(), name="heartbeat")
+    try:
+        yield bound
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        await runner.cleanup()

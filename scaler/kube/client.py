@@ -1,0 +1,190 @@
+"""Raw-JSON access to the Kubernetes API.
+
+kubernetes_asyncio provides configuration, authentication (kubeconfig, in-cluster token refresh)
+and the HTTP session; Tidal reads and writes plain JSON on its hot paths (watches of
+ScaledObjects, /scale, HPAs, status) and keeps only the fields it uses. Decoding through the
+generated models cost 5x the time and more memory in DESIGN.md's measurement.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+from kubernetes_asyncio import client as k8s_client
+from kubernetes_asyncio import config as k8s_config
+
+from scaler.errors import KubeError
+
+log = logging.getLogger(__name__)
+
+JSON = dict[str, Any]
+
+MERGE_PATCH = "application/merge-patch+json"
+JSON_PATCH = "application/json-patch+json"
+
+
+@dataclass(frozen=True, slots=True)
+class ApiStatus:
+    """The parts of a failed call the callers branch on."""
+
+    code: int
+    reason: str
+    message: str
+
+
+class KubeClient:
+    """Async JSON client over kubernetes_asyncio's ApiClient (config, auth, session)."""
+
+    def __init__(self, api: k8s_client.ApiClient, *, timeout: float = 10.0) -> None:
+        self._api = api
+        self._timeout = timeout
+        self.writes = 0  # API writes issued; read by metrics and tests (DESIGN: 0 when idle)
+
+    @classmethod
+    async def from_kubeconfig(
+        cls, path: str | None = None, context: str | None = None
+    ) -> KubeClient:
+        cfg = k8s_client.Configuration()
+        await k8s_config.load_kube_config(
+            config_file=path, context=context, client_configuration=cfg
+        )
+        return cls(k8s_client.ApiClient(configuration=cfg))
+
+    @classmethod
+    def in_cluster(cls) -> KubeClient:
+        cfg = k8s_client.Configuration()
+        k8s_config.load_incluster_config(client_configuration=cfg)  # type: ignore[no-untyped-call]
+        return cls(k8s_client.ApiClient(configuration=cfg))
+
+    @classmethod
+    async def auto(cls, kubeconfig: str | None = None) -> KubeClient:
+        """Kubeconfig when given (or $KUBECONFIG / ~/.kube/config exist), else in-cluster."""
+        if kubeconfig:
+            return await cls.from_kubeconfig(kubeconfig)
+        try:
+            return cls.in_cluster()
+        except k8s_config.ConfigException:
+            return await cls.from_kubeconfig(None)
+
+    @property
+    def host(self) -> str:
+        return str(self._api.configuration.host)
+
+    async def aclose(self) -> None:
+        await self._api.close()
+
+    async def _send(
+        self,
+        method: str,
+        path: str,
+        *,
+        query: Mapping[str, str | int] | None = None,
+        body: object = None,
+        content_type: str = "application/json",
+        timeout: float | None = None,
+    ) -> aiohttp.ClientResponse:
+        headers = {"Accept": "application/json", "Content-Type": content_type}
+        req_timeout = aiohttp.ClientTimeout(total=timeout) if timeout else self._timeout
+        try:
+            resp: aiohttp.ClientResponse = await self._api.call_api(
+                path,
+                method,
+                query_params=list((query or {}).items()),
+                header_params=headers,
+                body=body,
+                auth_settings=["BearerToken"],
+                _preload_content=False,
+                _request_timeout=req_timeout,
+            )
+        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+            raise KubeError(f"{method} {path}: {type(exc).__name__}: {exc}") from exc
+        return resp
+
+    async def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        query: Mapping[str, str | int] | None = None,
+        body: object = None,
+        content_type: str = "application/json",
+    ) -> JSON:
+        """One call; returns the decoded JSON body or raises KubeError with the HTTP status."""
+        if method != "GET":
+            self.writes += 1
+        resp = await self._send(method, path, query=query, body=body, content_type=content_type)
+        async with resp:
+            try:
+                raw = await resp.read()
+            except (aiohttp.ClientError, TimeoutError) as exc:
+                raise KubeError(f"{method} {path}: {type(exc).__name__}") from exc
+            if not 200 <= resp.status < 300:
+                raise KubeError(_status_message(method, path, resp.status, raw), resp.status)
+            if not raw:
+                return {}
+            data: JSON = json.loads(raw)
+            return data
+
+    async def get(self, path: str, **query: str | int) -> JSON:
+        return await self.request("GET", path, query=query)
+
+    async def get_or_none(self, path: str) -> JSON | None:
+        try:
+            return await self.get(path)
+        except KubeError as exc:
+            if exc.status == 404:
+                return None
+            raise
+
+    async def merge_patch(self, path: str, body: object) -> JSON:
+        return await self.request("PATCH", path, body=body, content_type=MERGE_PATCH)
+
+    async def json_patch(self, path: str, ops: list[JSON]) -> JSON:
+        return await self.request("PATCH", path, body=ops, content_type=JSON_PATCH)
+
+    async def create(self, path: str, body: object) -> JSON:
+        return await self.request("POST", path, body=body)
+
+    async def replace(self, path: str, body: object) -> JSON:
+        return await self.request("PUT", path, body=body)
+
+    async def delete(self, path: str, *, missing_ok: bool = True) -> None:
+        try:
+            await self.request("DELETE", path)
+        except KubeError as exc:
+            if not (missing_ok and exc.status == 404):
+                raise
+
+    async def watch_lines(
+        self, path: str, query: Mapping[str, str | int], *, timeout: float
+    ) -> AsyncIterator[JSON]:
+        """Stream a watch: yields decoded events until the server ends the stream."""
+        resp = await self._send("GET", path, query=query, timeout=timeout)
+        async with resp:
+            if resp.status != 200:
+                raw = await resp.read()
+                raise KubeError(_status_message("WATCH", path, resp.status, raw), resp.status)
+            buffer = b""
+            try:
+                async for chunk in resp.content.iter_any():
+                    buffer += chunk
+                    while b"\n" in buffer:
+                        line, buffer = buffer.split(b"\n", 1)
+                        if line.strip():
+                            yield json.loads(line)
+            except (TimeoutError, aiohttp.ClientError) as exc:
+                raise KubeError(f"watch {path}: {type(exc).__name__}") from exc
+
+
+def _status_message(method: str, path: str, status: int, raw: bytes) -> str:
+    message = ""
+    try:
+        message = str(json.loads(raw).get("message", ""))
+    except (ValueError, AttributeError):
+        message = raw[:200].decode(errors="replace")
+    return f"{method} {path}: HTTP {status}: {message}"

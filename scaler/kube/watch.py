@@ -1,0 +1,161 @@
+"""List-then-watch of one resource collection, with bookmarks, relist on 410 and backoff."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from scaler.errors import KubeError
+from scaler.kube.client import JSON, KubeClient
+
+log = logging.getLogger(__name__)
+
+EventType = Literal["ADDED", "MODIFIED", "DELETED"]
+Handler = Callable[[EventType, JSON], Awaitable[None]]
+
+
+@dataclass(slots=True)
+class Backoff:
+    """Jittered exponential backoff: base·2^n capped, ±50 % jitter."""
+
+    base: float = 0.5
+    cap: float = 30.0
+    attempt: int = 0
+    rng: random.Random = field(default_factory=random.Random)
+
+    def next_delay(self) -> float:
+        delay = min(self.cap, self.base * (2**self.attempt))
+        self.attempt += 1
+        return float(delay * (0.5 + self.rng.random()))
+
+    def reset(self) -> None:
+        self.attempt = 0
+
+
+def _key(obj: JSON) -> tuple[str, str]:
+    meta = obj.get("metadata", {})
+    return (str(meta.get("namespace", "")), str(meta["name"]))
+
+
+class Watcher:
+    """Keeps a local copy of a collection in sync and calls `handler` on every change.
+
+    `path` is a collection URL such as ``/apis/keda.sh/v1alpha1/scaledobjects``. After a (re)list,
+    objects that vanished meanwhile are reported as DELETED and the rest as ADDED/MODIFIED, so a
+    handler never misses a change across a dropped stream or a 410.
+    """
+
+    def __init__(
+        self,
+        kube: KubeClient,
+        path: str,
+        handler: Handler,
+        *,
+        label_selector: str | None = None,
+        watch_timeout: int = 300,
+        name: str = "",
+        keep: Callable[[JSON], JSON] | None = None,
+    ) -> None:
+        self._kube = kube
+        self._path = path
+        self._handler = handler
+        self._selector = label_selector
+        self._watch_timeout = watch_timeout
+        self.name = name or path
+        # `keep` reduces each object to the fields the caller uses before it is cached, so a
+        # watch of 1000 Deployments holds replica counts, not pod templates.
+        self._keep = keep or (lambda obj: obj)
+        self.objects: dict[tuple[str, str], JSON] = {}
+        self.synced = asyncio.Event()
+        self.relists = 0
+        self._backoff = Backoff()
+
+    async def run(self) -> None:
+        """Runs until cancelled; never raises for API errors (logs and retries with backoff)."""
+        while True:
+            try:
+                rv = await self._list()
+                await self._watch(rv)
+            except asyncio.CancelledError:
+                raise
+            except (KubeError, ValueError, KeyError) as exc:
+                delay = self._backoff.next_delay()
+                log.warning(
+                    "watch failed; retrying",
+                    extra={"watch": self.name, "error": str(exc), "retry_in_s": round(delay, 2)},
+                )
+                await asyncio.sleep(delay)
+
+    async def _list(self) -> str:
+        query: dict[str, str | int] = {}
+        if self._selector:
+            query["labelSelector"] = self._selector
+        body = await self._kube.get(self._path, **query)
+        self.relists += 1
+        seen: dict[tuple[str, str], JSON] = {}
+        for item in body.get("items", []):
+            seen[_key(item)] = self._keep(item)
+        gone = [k for k in self.objects if k not in seen]
+        for k in gone:
+            await self._dispatch("DELETED", self.objects.pop(k))
+        for k, item in seen.items():
+            previous = self.objects.get(k)
+            self.objects[k] = item
+            if previous is None:
+                await self._dispatch("ADDED", item)
+            elif _rv(previous) != _rv(item):
+                await self._dispatch("MODIFIED", item)
+        self.synced.set()
+        self._backoff.reset()
+        return str(body.get("metadata", {}).get("resourceVersion", ""))
+
+    async def _watch(self, rv: str) -> None:
+        while True:
+            query: dict[str, str | int] = {
+                "watch": "1",
+                "resourceVersion": rv,
+                "allowWatchBookmarks": "true",
+                "timeoutSeconds": self._watch_timeout,
+            }
+            if self._selector:
+                query["labelSelector"] = self._selector
+            async for event in self._kube.watch_lines(
+                self._path, query, timeout=self._watch_timeout + 30
+            ):
+                kind = event.get("type")
+                obj = event.get("object", {})
+                if kind == "ERROR":
+                    if obj.get("code") == 410:  # resourceVersion too old: relist
+                        log.info("watch expired; relisting", extra={"watch": self.name})
+                        return
+                    raise KubeError(f"watch error: {obj.get('message', '')}", obj.get("code"))
+                new_rv = obj.get("metadata", {}).get("resourceVersion")
+                if new_rv:
+                    rv = str(new_rv)
+                if kind == "BOOKMARK":
+                    continue
+                if kind == "DELETED":
+                    self.objects.pop(_key(obj), None)
+                    await self._dispatch("DELETED", obj)
+                elif kind in ("ADDED", "MODIFIED"):
+                    kept = self._keep(obj)
+                    self.objects[_key(obj)] = kept
+                    await self._dispatch(kind, kept)
+                self._backoff.reset()
+            # The server closed the stream normally (timeoutSeconds): resume from rv.
+
+    async def _dispatch(self, kind: EventType, obj: JSON) -> None:
+        try:
+            await self._handler(kind, obj)
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # one bad object must never stop the watch (safety rule 6)
+            log.exception("watch handler failed", extra={"watch": self.name, "object": _key(obj)})
+
+
+def _rv(obj: dict[str, Any]) -> str:
+    return str(obj.get("metadata", {}).get("resourceVersion", ""))

@@ -1,0 +1,165 @@
+"""One ScaledObject as the daemon runs it: its parsed spec, its scalers, and what it last did."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from scaler.auth import Fetch, resolve_auth_params, resolve_container_env
+from scaler.clients import ClientPool
+from scaler.contract import MetricSpec, Scaler, TriggerContext
+from scaler.errors import ConfigError, ScalerError, TidalError
+from scaler.kube.paths import GVKR
+from scaler.objects import ScaledObject, Trigger
+from scaler.registry import Registry
+
+log = logging.getLogger(__name__)
+
+AuthLookup = Callable[[str, str, str], Awaitable[Mapping[str, Any] | None]]
+"""(kind, namespace, name) → the (Cluster)TriggerAuthentication's spec, or None if missing."""
+
+
+@dataclass(slots=True)
+class TriggerRuntime:
+    trigger: Trigger
+    spec: MetricSpec
+    scaler: Scaler | None  # None for cpu/memory (never sampled)
+
+
+@dataclass(slots=True)
+class ObjectRuntime:
+    """Mutable per-object state, touched only from the event loop."""
+
+    so: ScaledObject
+    triggers: list[TriggerRuntime] = field(default_factory=list)
+    config_error: ConfigError | None = None
+    unknown_keys_warned: bool = False
+    needs_rebuild: bool = False
+    hpa_dirty: bool = True
+    last_active_time: float | None = None
+    last_status: dict[str, Any] | None = None  # what we last wrote (or read) as status
+    last_decision_branch: str = ""
+    polls: int = 0
+    failing_polls: dict[str, int] = field(default_factory=dict)
+    finalizer_added: bool = False
+    target: GVKR | None = None
+    original_replicas: int | None = None
+    hpa_present: bool = True  # assume an HPA may exist until we deleted it
+
+    @property
+    def specs(self) -> list[MetricSpec]:
+        return [t.spec for t in self.triggers]
+
+    async def close(self) -> None:
+        for t in self.triggers:
+            if t.scaler is not None:
+                with contextlib.suppress(Exception):
+                    await t.scaler.aclose()
+        self.triggers = []
+
+
+async def build_triggers(
+    so: ScaledObject,
+    *,
+    registry: Registry,
+    clients: ClientPool,
+    fetch: Fetch,
+    auth_lookup: AuthLookup,
+    pod_spec: Mapping[str, Any] | None,
+    cluster_namespace: str,
+    timeout: float,
+) -> list[TriggerRuntime]:
+    """Resolve env and auth, parse every trigger and build its scaler.
+
+    Raises one ConfigError listing the problems of every trigger; builds nothing in that case
+    (scalers already built are closed), so a half-configured object never scales.
+    """
+    problems: list[str] = []
+    env: dict[str, str] = {}
+    container_envs: dict[str, Mapping[str, str]] = {}
+    if pod_spec is not None and any(_needs_env(t) for t in so.triggers):
+        try:
+            env = await resolve_container_env(
+                pod_spec, so.namespace, fetch, so.scale_target_ref.env_source_container_name
+            )
+        except ConfigError as exc:
+            problems.extend(exc.problems)
+    prepared: list[tuple[Trigger, Any]] = []
+    for trig in so.triggers:
+        auth: dict[str, str] = {}
+        if trig.authentication_ref is not None:
+            ref = trig.authentication_ref
+            spec = await auth_lookup(ref.kind, so.namespace, ref.name)
+            if spec is None:
+                problems.append(f"trigger {trig.index}: {ref.kind} '{ref.name}' not found")
+                continue
+            try:
+                auth = await resolve_auth_params(
+                    spec,
+                    namespace=so.namespace,
+                    env=env,
+                    fetch=fetch,
+                    kind=ref.kind,
+                    cluster_namespace=cluster_namespace,
+                    container_envs=container_envs,
+                )
+            except ConfigError as exc:
+                problems.extend(f"trigger {trig.index}: {p}" for p in exc.problems)
+                continue
+        ctx = TriggerContext(
+            namespace=so.namespace,
+            object_name=so.name,
+            index=trig.index,
+            type=trig.type,
+            name=trig.name,
+            metadata=trig.metadata,
+            metric_type=trig.metric_type,
+            auth_params=auth,
+            resolved_env=env,
+            timeout=timeout,
+        )
+        try:
+            prepared.append((trig, registry.prepare(ctx)))
+        except ConfigError as exc:
+            problems.extend(f"trigger {trig.index} ({trig.type}): {p}" for p in exc.problems)
+    if problems:
+        raise ConfigError(problems)
+    built: list[TriggerRuntime] = []
+    try:
+        for trig, prep in prepared:
+            scaler = registry.construct(prep, clients)
+            built.append(TriggerRuntime(trig, scaler.metric_spec(), _sampled(trig, scaler)))
+    except TidalError:
+        for t in built:
+            if t.scaler is not None:
+                await t.scaler.aclose()
+        raise
+    names = [t.spec.name for t in built if t.spec.kind == "External"]
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    if dupes:
+        for t in built:
+            if t.scaler is not None:
+                await t.scaler.aclose()
+        raise ConfigError([f"duplicate external metric name {n}" for n in dupes])
+    return built
+
+
+def _needs_env(trig: Trigger) -> bool:
+    return trig.authentication_ref is not None or any(k.endswith("FromEnv") for k in trig.metadata)
+
+
+def _sampled(trig: Trigger, scaler: Scaler) -> Scaler | None:
+    return None if trig.is_resource else scaler
+
+
+async def sample_with_timeout(scaler: Scaler, now: float, timeout: float) -> Any:
+    """One sample bounded by `timeout` (a timeout is a ScalerError, never a 0)."""
+    try:
+        async with asyncio.timeout(timeout):
+            return await scaler.sample(now)
+    except TimeoutError as exc:
+        raise ScalerError(f"query timed out after {timeout:.1f}s") from exc

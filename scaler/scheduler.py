@@ -1,0 +1,227 @@
+"""One heap of due times for every object's poll: no task, no timer per object.
+
+Due times are on the event loop's clock (``loop.time()``, monotonic), passed in as `loop_time`
+so tests can drive time. `run(handler, concurrency)` pops due keys and runs ``handler(key)`` with
+at most `concurrency` running at once; when a run ends the key is due again one interval after
+that run STARTED (a push wake-up therefore restarts the interval). Each start reports its
+lateness (start - due) to `on_lateness`, the meaning of KEDA's
+``keda_internal_scale_loop_latency_seconds``.
+
+`wake(key)` makes a key due now. Wake-ups coalesce: any number of them before the key runs give
+one run; a wake-up that arrives while the key is running gives exactly one more run right after.
+Heap entries are invalidated lazily by a per-key generation number, so reschedule/wake/remove are
+O(log n) pushes and never scan the heap.
+
+A handler that raises is logged and rescheduled: one broken object never stalls the others.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import heapq
+import logging
+from collections.abc import Awaitable, Callable, Hashable
+from typing import Generic, TypeVar
+
+log = logging.getLogger(__name__)
+
+K = TypeVar("K", bound=Hashable)
+
+LatenessHook = Callable[[K, float], None]
+
+
+class _Slot:
+    """Scheduling state of one key."""
+
+    __slots__ = ("due", "generation", "interval", "rerun", "running")
+
+    def __init__(self, interval: float) -> None:
+        self.interval = interval
+        self.due: float | None = None  # None: not in the heap (running, or parked)
+        self.generation = 0
+        self.running = False
+        self.rerun = False  # woken while running
+
+
+class Scheduler(Generic[K]):
+    def __init__(
+        self,
+        loop_time: Callable[[], float],
+        *,
+        on_lateness: LatenessHook[K] | None = None,
+    ) -> None:
+        self._time = loop_time
+        self._on_lateness = on_lateness
+        self._slots: dict[K, _Slot] = {}
+        self._heap: list[tuple[float, int, int, K]] = []  # (due, seq, generation, key)
+        self._seq = 0
+        self._changed = asyncio.Event()
+
+    # ---------------------------------------------------------------- bookkeeping
+
+    def __len__(self) -> int:
+        return len(self._slots)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._slots
+
+    def due_at(self, key: K) -> float | None:
+        """When the key is next due (None when unknown or running)."""
+        slot = self._slots.get(key)
+        return None if slot is None else slot.due
+
+    def is_running(self, key: K) -> bool:
+        slot = self._slots.get(key)
+        return slot is not None and slot.running
+
+    def _push(self, key: K, slot: _Slot, at: float) -> None:
+        slot.generation += 1
+        slot.due = at
+        self._seq += 1
+        heapq.heappush(self._heap, (at, self._seq, slot.generation, key))
+        self._changed.set()
+
+    # ---------------------------------------------------------------- API
+
+    def schedule(self, key: K, at: float, interval: float) -> None:
+        """Add `key` (or replace its due time and interval). `at` is in loop time."""
+        if interval <= 0:
+            raise ValueError("interval must be > 0")
+        slot = self._slots.get(key)
+        if slot is None:
+            slot = self._slots[key] = _Slot(interval)
+        slot.interval = interval
+        if slot.running:
+            return  # re-armed from the interval when the run ends
+        self._push(key, slot, at)
+
+    def reschedule(self, key: K, at: float) -> None:
+        """Move an existing key's next due time (no-op for unknown or running keys)."""
+        slot = self._slots.get(key)
+        if slot is not None and not slot.running:
+            self._push(key, slot, at)
+
+    def set_interval(self, key: K, interval: float) -> None:
+        """Change the interval; the next due time moves to last start + new interval at most."""
+        if interval <= 0:
+            raise ValueError("interval must be > 0")
+        slot = self._slots.get(key)
+        if slot is None:
+            return
+        old, slot.interval = slot.interval, interval
+        if slot.due is not None and not slot.running and interval < old:
+            self._push(key, slot, min(slot.due, slot.due - old + interval))
+
+    def wake(self, key: K) -> None:
+        """Make `key` due now (coalesced). Unknown keys are ignored."""
+        slot = self._slots.get(key)
+        if slot is None:
+            return
+        if slot.running:
+            slot.rerun = True
+            return
+        now = self._time()
+        if slot.due is not None and slot.due <= now:
+            return  # already due: this wake-up merges with the pending run
+        self._push(key, slot, now)
+
+    def remove(self, key: K) -> None:
+        """Forget `key`; a run in progress finishes but is not rescheduled."""
+        self._slots.pop(key, None)
+
+    # ---------------------------------------------------------------- running
+
+    def pop_due(self, limit: int | None = None) -> list[tuple[K, float]]:
+        """Take the keys due now, as (key, due time), earliest first; mark them running."""
+        now = self._time()
+        out: list[tuple[K, float]] = []
+        heap = self._heap
+        while heap and heap[0][0] <= now and (limit is None or len(out) < limit):
+            due, _, generation, key = heapq.heappop(heap)
+            slot = self._slots.get(key)
+            if slot is None or slot.generation != generation or slot.running:
+                continue  # stale entry
+            slot.due = None
+            slot.running = True
+            out.append((key, due))
+        return out
+
+    def finished(self, key: K, started: float) -> None:
+        """A run of `key` that started at `started` has ended: arm the next one."""
+        slot = self._slots.get(key)
+        if slot is None:
+            return
+        slot.running = False
+        if slot.rerun:
+            slot.rerun = False
+            self._push(key, slot, self._time())
+        else:
+            self._push(key, slot, started + slot.interval)
+
+    def next_due(self) -> float | None:
+        """The earliest valid due time in the heap (drops stale entries on the way)."""
+        heap = self._heap
+        while heap:
+            _, _, generation, key = heap[0]
+            slot = self._slots.get(key)
+            if slot is not None and slot.generation == generation and not slot.running:
+                return heap[0][0]
+            heapq.heappop(heap)
+        return None
+
+    def _report_lateness(self, key: K, lateness: float) -> None:
+        if self._on_lateness is None:
+            return
+        try:
+            self._on_lateness(key, lateness)
+        except Exception:
+            log.exception("lateness hook failed")
+
+    async def run(self, handler: Callable[[K], Awaitable[None]], concurrency: int) -> None:
+        """Run due keys forever, at most `concurrency` at a time. Cancel to stop; running
+        handlers are cancelled and awaited."""
+        if concurrency < 1:
+            raise ValueError("concurrency must be >= 1")
+        tasks: set[asyncio.Task[None]] = set()
+
+        async def one(key: K, due: float, started: float) -> None:
+            try:
+                await handler(key)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("scheduled run failed", extra={"key": str(key)})
+            finally:
+                # Free the slot before waking the loop (a done-callback would run too late).
+                tasks.discard(asyncio.current_task())
+                self.finished(key, started)
+                self._changed.set()
+
+        try:
+            while True:
+                self._changed.clear()
+                free = concurrency - len(tasks)
+                if free > 0:
+                    for key, due in self.pop_due(free):
+                        started = self._time()
+                        self._report_lateness(key, max(0.0, started - due))
+                        task = asyncio.create_task(one(key, due, started), name=f"poll {key}")
+                        tasks.add(task)
+                        task.add_done_callback(tasks.discard)
+                timeout: float | None = None
+                if len(tasks) < concurrency:
+                    next_due = self.next_due()
+                    if next_due is not None:
+                        timeout = max(0.0, next_due - self._time())
+                if timeout == 0.0:
+                    await asyncio.sleep(0)
+                    continue
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(timeout):
+                        await self._changed.wait()
+        finally:
+            for task in tasks:
+                task.cancel()
+            if tasks:
+                await asyncio.gather(*tasks, return_exceptions=True)

@@ -1,0 +1,225 @@
+"""Daemon settings: nested frozen dataclasses, filled from flags and environment variables.
+
+Every setting has a flag; most also read an environment variable (KEDA's name where KEDA has
+one, so existing deployments keep working). Flags win over the environment.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import socket
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True, slots=True)
+class WatchSettings:
+    namespace: str = ""  # "" = all namespaces
+    label_selector: str = ""
+    cluster_object_namespace: str = "tidal-system"  # ClusterTriggerAuthentication secrets
+
+
+@dataclass(frozen=True, slots=True)
+class LeaderSettings:
+    enabled: bool = True
+    namespace: str = "tidal-system"
+    name: str = "tidal-leader"
+    identity: str = field(default_factory=socket.gethostname)
+    lease_duration: float = 15.0
+    renew_deadline: float = 10.0
+    retry_period: float = 2.0
+
+
+@dataclass(frozen=True, slots=True)
+class PollSettings:
+    http_timeout: float = 3.0  # seconds (KEDA_HTTP_DEFAULT_TIMEOUT is in ms)
+    max_concurrent: int = 200  # objects polled at once
+    failing_log_every: int = 10  # repeat a failing trigger's warning every N polls
+
+
+@dataclass(frozen=True, slots=True)
+class ServeSettings:
+    metrics_address: str = "0.0.0.0:8080"  # Prometheus /metrics, /healthz, /readyz
+    api_address: str = ""  # external.metrics.k8s.io HTTPS, "" = disabled; e.g. 0.0.0.0:6443
+    tls_cert_file: str = ""
+    tls_key_file: str = ""
+    client_ca_file: str = ""  # requestheader CA; "" = read kube-system ConfigMap
+    allowed_names: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    kubeconfig: str = ""
+    log_format: str = "text"
+    log_level: str = "info"
+    watch: WatchSettings = field(default_factory=WatchSettings)
+    leader: LeaderSettings = field(default_factory=LeaderSettings)
+    poll: PollSettings = field(default_factory=PollSettings)
+    serve: ServeSettings = field(default_factory=ServeSettings)
+
+
+def _env(env: Mapping[str, str], *names: str, default: str = "") -> str:
+    for n in names:
+        if env.get(n):
+            return env[n]
+    return default
+
+
+def _bool(text: str) -> bool:
+    return text.strip().lower() in ("1", "true", "yes", "on")
+
+
+def build_parser(env: Mapping[str, str] | None = None) -> argparse.ArgumentParser:
+    e = os.environ if env is None else env
+    pod_ns = _env(e, "POD_NAMESPACE", default="tidal-system")
+    p = argparse.ArgumentParser(
+        prog="tidal run",
+        description="Run the Tidal daemon: watch ScaledObjects, scale 0<->1, serve HPA metrics.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    a = p.add_argument
+    a(
+        "--kubeconfig",
+        default=_env(e, "KUBECONFIG"),
+        help="kubeconfig file; empty = in-cluster config [env KUBECONFIG]",
+    )
+    a(
+        "--log-format",
+        choices=("text", "json"),
+        default=_env(e, "TIDAL_LOG_FORMAT", default="text"),
+        help="log line format [env TIDAL_LOG_FORMAT]",
+    )
+    a(
+        "--log-level",
+        choices=("debug", "info", "warning", "error"),
+        default=_env(e, "TIDAL_LOG_LEVEL", default="info"),
+        help="[env TIDAL_LOG_LEVEL]",
+    )
+    a(
+        "--watch-namespace",
+        default=_env(e, "WATCH_NAMESPACE"),
+        help="only ScaledObjects in this namespace; empty = all [env WATCH_NAMESPACE]",
+    )
+    a(
+        "--watch-label-selector",
+        default=_env(e, "WATCH_LABEL_SELECTOR"),
+        help="only ScaledObjects matching this label selector [env WATCH_LABEL_SELECTOR]",
+    )
+    a(
+        "--cluster-object-namespace",
+        default=_env(e, "KEDA_CLUSTER_OBJECT_NAMESPACE", default=pod_ns),
+        help="namespace whose Secrets ClusterTriggerAuthentications read "
+        "[env KEDA_CLUSTER_OBJECT_NAMESPACE, then POD_NAMESPACE]",
+    )
+    a(
+        "--leader-elect",
+        type=_bool,
+        default=_bool(_env(e, "TIDAL_LEADER_ELECT", default="true")),
+        help="elect one writer through a Lease [env TIDAL_LEADER_ELECT]",
+    )
+    a(
+        "--leader-election-namespace",
+        default=pod_ns,
+        help="namespace of the Lease [env POD_NAMESPACE]",
+    )
+    a("--leader-election-id", default="tidal-leader", help="name of the Lease")
+    a(
+        "--identity",
+        default=_env(e, "POD_NAME", default=socket.gethostname()),
+        help="this replica's name in the Lease [env POD_NAME]",
+    )
+    a(
+        "--lease-duration",
+        type=float,
+        default=float(
+            _env(e, "KEDA_OPERATOR_LEADER_ELECTION_LEASE_DURATION", default="15").rstrip("s")
+        ),
+        help="seconds [env KEDA_OPERATOR_LEADER_ELECTION_LEASE_DURATION]",
+    )
+    a(
+        "--renew-deadline",
+        type=float,
+        default=float(
+            _env(e, "KEDA_OPERATOR_LEADER_ELECTION_RENEW_DEADLINE", default="10").rstrip("s")
+        ),
+        help="seconds [env KEDA_OPERATOR_LEADER_ELECTION_RENEW_DEADLINE]",
+    )
+    a(
+        "--retry-period",
+        type=float,
+        default=float(
+            _env(e, "KEDA_OPERATOR_LEADER_ELECTION_RETRY_PERIOD", default="2").rstrip("s")
+        ),
+        help="seconds [env KEDA_OPERATOR_LEADER_ELECTION_RETRY_PERIOD]",
+    )
+    a(
+        "--http-timeout-ms",
+        type=int,
+        default=int(_env(e, "KEDA_HTTP_DEFAULT_TIMEOUT", default="3000")),
+        help="default timeout of one scaler query, ms [env KEDA_HTTP_DEFAULT_TIMEOUT]",
+    )
+    a("--max-concurrent-polls", type=int, default=200, help="objects polled at the same time")
+    a(
+        "--metrics-address",
+        default=_env(e, "TIDAL_METRICS_ADDRESS", default="0.0.0.0:8080"),
+        help="host:port of /metrics, /healthz, /readyz [env TIDAL_METRICS_ADDRESS]",
+    )
+    a(
+        "--api-address",
+        default=_env(e, "TIDAL_API_ADDRESS"),
+        help="host:port of the external metrics API (HTTPS); empty = off [env TIDAL_API_ADDRESS]",
+    )
+    a(
+        "--tls-cert-file",
+        default=_env(e, "TIDAL_TLS_CERT_FILE"),
+        help="serving certificate; empty = self-signed for development [env TIDAL_TLS_CERT_FILE]",
+    )
+    a("--tls-key-file", default=_env(e, "TIDAL_TLS_KEY_FILE"), help="[env TIDAL_TLS_KEY_FILE]")
+    a(
+        "--requestheader-client-ca-file",
+        default="",
+        help="CA of the aggregator's client cert; empty = ConfigMap "
+        "kube-system/extension-apiserver-authentication",
+    )
+    a(
+        "--requestheader-allowed-names",
+        default="front-proxy-client",
+        help="comma list of CNs allowed to assert X-Remote-User; empty = any cert from the CA",
+    )
+    return p
+
+
+def settings_from_args(argv: Sequence[str], env: Mapping[str, str] | None = None) -> Settings:
+    ns = build_parser(env).parse_args(list(argv))
+    return Settings(
+        kubeconfig=ns.kubeconfig,
+        log_format=ns.log_format,
+        log_level=ns.log_level,
+        watch=WatchSettings(
+            namespace=ns.watch_namespace,
+            label_selector=ns.watch_label_selector,
+            cluster_object_namespace=ns.cluster_object_namespace,
+        ),
+        leader=LeaderSettings(
+            enabled=ns.leader_elect,
+            namespace=ns.leader_election_namespace,
+            name=ns.leader_election_id,
+            identity=ns.identity,
+            lease_duration=ns.lease_duration,
+            renew_deadline=ns.renew_deadline,
+            retry_period=ns.retry_period,
+        ),
+        poll=PollSettings(
+            http_timeout=ns.http_timeout_ms / 1000.0,
+            max_concurrent=ns.max_concurrent_polls,
+        ),
+        serve=ServeSettings(
+            metrics_address=ns.metrics_address,
+            api_address=ns.api_address,
+            tls_cert_file=ns.tls_cert_file,
+            tls_key_file=ns.tls_key_file,
+            client_ca_file=ns.requestheader_client_ca_file,
+            allowed_names=tuple(n for n in ns.requestheader_allowed_names.split(",") if n),
+        ),
+    )

@@ -1,0 +1,118 @@
+"""The ScaledObject status Tidal writes, built from the spec, the decision and the runtime.
+
+Pure: the same inputs give the same dict, so the daemon writes only when the dict changed (no
+API write when nothing changed). KEDA's field names and condition reasons.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from scaler.decide import Condition, Decision
+from scaler.kube.paths import GVKR
+from scaler.objects import ScaledObject, hpa_name
+
+CONDITION_ORDER = ("Ready", "Active", "Fallback", "Paused")
+
+
+def rfc3339(t: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t))
+
+
+def conditions_json(conditions: Iterable[Condition]) -> list[dict[str, str]]:
+    by_type = {c.type: c for c in conditions}
+    out = []
+    for t in CONDITION_ORDER:
+        c = by_type.get(t)  # type: ignore[call-overload]
+        if c is not None:
+            out.append(
+                {"type": c.type, "status": c.status, "reason": c.reason, "message": c.message}
+            )
+    return out
+
+
+def check_failed_conditions(message: str, paused: bool) -> list[dict[str, str]]:
+    """Ready=False for a ScaledObject that cannot be run (bad spec, missing auth, ...)."""
+    return [
+        {
+            "type": "Ready",
+            "status": "False",
+            "reason": "ScaledObjectCheckFailed",
+            "message": message,
+        },
+        {"type": "Active", "status": "Unknown", "reason": "UnknownState", "message": ""},
+        {"type": "Fallback", "status": "False", "reason": "NoFallbackFound", "message": ""},
+        {
+            "type": "Paused",
+            "status": "True" if paused else "False",
+            "reason": "ScaledObjectPaused" if paused else "ScaledObjectUnpaused",
+            "message": "",
+        },
+    ]
+
+
+def base_status(so: ScaledObject, target: GVKR | None, metric_names: list[str]) -> dict[str, Any]:
+    status: dict[str, Any] = {
+        "hpaName": hpa_name(so),
+        "externalMetricNames": metric_names or None,
+        "triggersTypes": ",".join(dict.fromkeys(t.type for t in so.triggers)) or None,
+        "authenticationsTypes": ",".join(
+            dict.fromkeys(t.authentication_ref.name for t in so.triggers if t.authentication_ref)
+        )
+        or None,
+    }
+    if target is not None:
+        status["scaleTargetKind"] = target.gvk_string
+        status["scaleTargetGVKR"] = {
+            "group": target.group,
+            "version": target.version,
+            "kind": target.kind,
+            "resource": target.resource,
+        }
+    return status
+
+
+def decision_status(
+    so: ScaledObject,
+    target: GVKR | None,
+    metric_names: list[str],
+    decision: Decision,
+    original_replicas: int | None,
+) -> dict[str, Any]:
+    status = base_status(so, target, metric_names)
+    status["conditions"] = conditions_json(decision.conditions)
+    if decision.last_active_time is not None:
+        status["lastActiveTime"] = rfc3339(decision.last_active_time)
+    if original_replicas is not None:
+        status["originalReplicaCount"] = original_replicas
+    if decision.health:
+        status["health"] = {
+            name: {"numberOfFailures": h.number_of_failures, "status": h.status}
+            for name, h in decision.health.items()
+        }
+    if decision.triggers_activity:
+        status["triggersActivity"] = {
+            name: {"isActive": active} for name, active in decision.triggers_activity.items()
+        }
+    paused = so.flags.paused_replicas
+    status["pausedReplicaCount"] = paused
+    return status
+
+
+def status_changed(want: Mapping[str, Any], have: Mapping[str, Any] | None) -> bool:
+    """Whether writing `want` would change anything (lastActiveTime alone doesn't count)."""
+    if have is None:
+        return True
+    for key, value in want.items():
+        if key == "lastActiveTime":
+            continue
+        if value != have.get(key):
+            return True
+    return False
+
+
+def merge_patch_for(want: Mapping[str, Any], have: Mapping[str, Any] | None) -> dict[str, Any]:
+    """A merge patch turning `have` into `want` for the keys Tidal owns (None deletes)."""
+    return {k: v for k, v in want.items() if (have or {}).get(k) != v}

@@ -1,0 +1,417 @@
+"""What the Redis list and stream scalers share: connection parameters, clients, one-trip reads.
+
+Connection parameters follow KEDA's redis scalers: ``address``/``addresses`` or
+``host(s)`` + ``port(s)`` (metadata, ``...FromEnv`` or auth params), ``username``/``password``,
+sentinel credentials and master, ``databaseIndex``, TLS through ``enableTLS`` (metadata) or
+``tls: enable`` (auth params) with ``ca``/``cert``/``key``/``keyPassword`` and ``unsafeSsl``.
+
+Clients are shared through the ClientPool per (mode, addresses, db, user, password hash, TLS).
+Each read is ONE ``EVALSHA`` of a small Lua script; reads issued by many scalers in the same
+event-loop tick against the same client go out as one pipeline (one round trip per server and
+tick). A ``NOSCRIPT`` answer (server restarted, script cache flushed) loads the script and
+retries once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import ssl
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from redis import exceptions as redis_errors
+from redis.asyncio import Redis, RedisCluster
+from redis.asyncio.cluster import ClusterNode
+from redis.asyncio.connection import ConnectionPool, SSLConnection
+from redis.asyncio.retry import Retry
+from redis.asyncio.sentinel import Sentinel, SentinelManagedSSLConnection
+from redis.backoff import NoBackoff
+
+from scaler.clients import ClientKey, ClientPool, Lease, fingerprint, ssl_context_from_pem
+from scaler.contract import TriggerContext
+from scaler.errors import QueryError, ScalerError
+from scaler.params import Config, Param, redact
+
+Mode = Literal["single", "cluster", "sentinel"]
+
+CONNECTION_PARAMS: tuple[Param, ...] = (
+    Param("address", "list", aliases=("addresses",), doc="host:port (comma list for cluster)"),
+    Param("host", "list", aliases=("hosts",), doc="alternative to address, with port"),
+    Param("port", "list", aliases=("ports",)),
+    Param("username"),
+    Param("password", secret=True),
+    Param("sentinelUsername"),
+    Param("sentinelPassword", secret=True),
+    Param("sentinelMaster"),
+    Param("databaseIndex", "int", sources=("metadata",), default=0, minimum=0),
+    Param("enableTLS", "bool", sources=("metadata",), default=False),
+    Param("unsafeSsl", "bool", sources=("metadata",), default=False),
+    Param("tls", sources=("auth",), allowed=("enable", "disable")),
+    Param("ca", sources=("auth",), secret=True),
+    Param("cert", sources=("auth",), secret=True),
+    Param("key", sources=("auth",), secret=True),
+    Param("keyPassword", sources=("auth",), secret=True),
+)
+
+
+def mode_of(trigger_type: str) -> Mode:
+    if trigger_type.startswith("redis-cluster"):
+        return "cluster"
+    if trigger_type.startswith("redis-sentinel"):
+        return "sentinel"
+    return "single"
+
+
+def _addresses(config: Config) -> tuple[list[tuple[str, int]], list[str]]:
+    problems: list[str] = []
+    out: list[tuple[str, int]] = []
+    if config.get_list("address"):
+        for item in config.get_list("address"):
+            host, sep, port = item.rpartition(":")
+            if not sep or not host or not port.isdigit():
+                problems.append(
+                    f"invalid address '{item}': address should be in the format of host:port"
+                )
+            else:
+                out.append((host.strip("[]"), int(port)))
+        return out, problems
+    hosts, ports = config.get_list("host"), config.get_list("port")
+    if not hosts:
+        problems.append(
+            "no address or host given. address should be in the format of host:port"
+            " or you should set the host/port values"
+        )
+    elif len(hosts) != len(ports):
+        problems.append(
+            "not enough hosts or ports given. number of hosts should be equal to"
+            " the number of ports"
+        )
+    else:
+        for host, port in zip(hosts, ports, strict=True):
+            if not port.isdigit():
+                problems.append(f"invalid port '{port}' for host '{host}'")
+            else:
+                out.append((host, int(port)))
+    return out, problems
+
+
+def validate_connection(config: Config, trigger_type: str) -> list[str]:
+    """Cross-field checks of the connection parameters (KEDA's wording where it has one)."""
+    addresses, problems = _addresses(config)
+    mode = mode_of(trigger_type)
+    if mode == "single" and len(addresses) > 1:
+        problems.append(f"trigger type '{trigger_type}' takes one address, got {len(addresses)}")
+    if mode == "sentinel" and not config.opt_str("sentinelMaster"):
+        problems.append("missing required parameter 'sentinelMaster' for a sentinel trigger")
+    if config.has("enableTLS") and config.opt_str("tls") is not None:
+        problems.append(
+            "unable to set `tls` in both ScaledObject and TriggerAuthentication together"
+        )
+    cert_and_key = (config.opt_str("cert") is None) == (config.opt_str("key") is None)
+    if not cert_and_key:
+        problems.append("both cert and key must be provided for TLS client authentication")
+    if mode == "cluster" and config.get_int("databaseIndex") != 0:
+        problems.append("databaseIndex is not supported by Redis Cluster (only database 0)")
+    if _tls_enabled(config) and cert_and_key:
+        try:
+            _ssl_context(config)
+        except ValueError as exc:
+            problems.append(f"invalid TLS settings: {exc}")
+    return problems
+
+
+def _tls_enabled(config: Config) -> bool:
+    return config.get_bool("enableTLS") or config.opt_str("tls") == "enable"
+
+
+def _ssl_context(config: Config) -> ssl.SSLContext:
+    return ssl_context_from_pem(
+        ca=config.opt_str("ca"),
+        cert=config.opt_str("cert"),
+        key=config.opt_str("key"),
+        key_password=config.opt_str("keyPassword"),
+        verify=not config.get_bool("unsafeSsl"),
+    )
+
+
+@dataclass(frozen=True, slots=True, repr=False)
+class RedisTarget:
+    """How to reach one Redis deployment; repr shows no credentials."""
+
+    mode: Mode
+    addresses: tuple[tuple[str, int], ...]
+    db: int
+    username: str | None
+    password: str | None
+    sentinel_username: str | None
+    sentinel_password: str | None
+    sentinel_master: str | None
+    tls: ssl.SSLContext | None
+    tls_fingerprint: str
+    timeout: float
+
+    @classmethod
+    def from_config(cls, config: Config, trigger: TriggerContext) -> RedisTarget:
+        addresses, _ = _addresses(config)
+        tls = _ssl_context(config) if _tls_enabled(config) else None
+        return cls(
+            mode=mode_of(trigger.type),
+            addresses=tuple(addresses),
+            db=config.get_int("databaseIndex"),
+            username=config.opt_str("username"),
+            password=config.opt_str("password"),
+            sentinel_username=config.opt_str("sentinelUsername"),
+            sentinel_password=config.opt_str("sentinelPassword"),
+            sentinel_master=config.opt_str("sentinelMaster"),
+            tls=tls,
+            tls_fingerprint=""
+            if tls is None
+            else fingerprint(
+                config.opt_str("ca"),
+                config.opt_str("cert"),
+                config.opt_str("key"),
+                config.get_bool("unsafeSsl"),
+            ),
+            timeout=trigger.timeout,
+        )
+
+    @property
+    def endpoint(self) -> str:
+        hosts = ",".join(f"{h}:{p}" for h, p in self.addresses)
+        master = f"/{self.sentinel_master}" if self.mode == "sentinel" else ""
+        return f"{self.mode}://{hosts}{master}/{self.db}"
+
+    def __repr__(self) -> str:
+        return f"RedisTarget({self.endpoint}, tls={self.tls is not None})"
+
+    def key(self) -> ClientKey:
+        return ClientKey(
+            "redis",
+            self.endpoint,
+            fingerprint(
+                self.username,
+                self.password,
+                self.sentinel_username,
+                self.sentinel_password,
+                self.tls_fingerprint,
+            ),
+        )
+
+    def secrets(self) -> tuple[str, ...]:
+        return tuple(s for s in (self.password, self.sentinel_password) if s)
+
+
+class _PemSSLConnection(SSLConnection):
+    """redis-py's SSL connection using a context built from PEM text (not files)."""
+
+    def __init__(self, *, tidal_ssl: ssl.SSLContext, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.ssl_context.context = tidal_ssl
+
+
+class _PemSentinelSSLConnection(SentinelManagedSSLConnection):
+    """The same for a master found through Sentinel."""
+
+    def __init__(self, *, tidal_ssl: ssl.SSLContext, **kwargs: Any) -> None:
+        super().__init__(**kwargs)  # type: ignore[no-untyped-call]
+        self.ssl_context.context = tidal_ssl
+
+
+def _client_kwargs(target: RedisTarget) -> dict[str, Any]:
+    return {
+        "username": target.username,
+        "password": target.password,
+        "socket_timeout": target.timeout,
+        "socket_connect_timeout": target.timeout,
+        "retry": Retry(NoBackoff(), 1),
+        "decode_responses": True,
+    }
+
+
+async def create_client(target: RedisTarget) -> Any:
+    """A redis-py asyncio client for `target` (no I/O happens until the first command)."""
+    kwargs = _client_kwargs(target)
+    if target.mode == "cluster":
+        cluster = RedisCluster(
+            startup_nodes=[ClusterNode(h, p) for h, p in target.addresses],
+            ssl=target.tls is not None,
+            **kwargs,
+        )
+        if target.tls is not None:
+            manager = cluster.nodes_manager
+            manager.connection_kwargs["connection_class"] = _PemSSLConnection
+            manager.connection_kwargs["tidal_ssl"] = target.tls
+            for node in manager.startup_nodes.values():
+                node.connection_class = _PemSSLConnection
+                node.connection_kwargs["tidal_ssl"] = target.tls
+        return cluster
+    tls_kwargs: dict[str, Any] = {}
+    if target.tls is not None:
+        tls_kwargs = {"connection_class": _PemSSLConnection, "tidal_ssl": target.tls}
+    if target.mode == "sentinel":
+        sentinel_kwargs: dict[str, Any] = {
+            "username": target.sentinel_username,
+            "password": target.sentinel_password,
+            "socket_timeout": target.timeout,
+            "socket_connect_timeout": target.timeout,
+            **tls_kwargs,
+        }
+        sentinel = Sentinel(  # type: ignore[no-untyped-call]
+            list(target.addresses), sentinel_kwargs=sentinel_kwargs, db=target.db, **kwargs
+        )
+        assert target.sentinel_master is not None
+        if target.tls is not None:
+            tls_kwargs["connection_class"] = _PemSentinelSSLConnection
+        return sentinel.master_for(target.sentinel_master, **tls_kwargs)
+    host, port = target.addresses[0]
+    pool = ConnectionPool(host=host, port=port, db=target.db, **kwargs, **tls_kwargs)
+    return Redis(connection_pool=pool)
+
+
+@dataclass(frozen=True, slots=True)
+class LuaScript:
+    source: str
+
+    @property
+    def sha(self) -> str:
+        return hashlib.sha1(self.source.encode(), usedforsecurity=False).hexdigest()
+
+
+@dataclass(slots=True)
+class _Call:
+    script: LuaScript
+    keys: tuple[str, ...]
+    args: tuple[str, ...]
+    future: asyncio.Future[Any]
+
+
+class ScriptRunner:
+    """Runs Lua scripts on one client; calls made in the same loop tick share one pipeline."""
+
+    def __init__(self, client: Any) -> None:
+        self.client = client
+        self._pending: list[_Call] = []
+        self._tasks: set[asyncio.Task[None]] = set()
+        self.round_trips = 0  # pipelines sent (for tests and benchmarks)
+
+    async def run(self, script: LuaScript, keys: Sequence[str], args: Sequence[str] = ()) -> Any:
+        loop = asyncio.get_running_loop()
+        call = _Call(script, tuple(keys), tuple(args), loop.create_future())
+        self._pending.append(call)
+        if len(self._pending) == 1:
+            loop.call_soon(self._flush)
+        return await call.future
+
+    def _flush(self) -> None:
+        batch, self._pending = self._pending, []
+        batch = [c for c in batch if not c.future.done()]
+        if batch:
+            task = asyncio.ensure_future(self._send(batch))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _send(self, batch: list[_Call]) -> None:
+        try:
+            results = await self._execute(batch)
+            missing = [c for c, r in zip(batch, results, strict=True) if _noscript(r)]
+            if missing:
+                for script in {c.script for c in missing}:
+                    await self.client.script_load(script.source)
+                retried = await self._execute(missing)
+                outcome = dict(zip((id(c) for c in missing), retried, strict=True))
+                results = [outcome.get(id(c), r) for c, r in zip(batch, results, strict=True)]
+        except Exception as exc:  # delivered to every caller, who maps it
+            for call in batch:
+                if not call.future.done():
+                    call.future.set_exception(exc)
+            return
+        except BaseException:
+            for call in batch:
+                call.future.cancel()
+            raise
+        for call, result in zip(batch, results, strict=True):
+            if call.future.done():
+                continue
+            if isinstance(result, Exception):
+                call.future.set_exception(result)
+            else:
+                call.future.set_result(result)
+
+    async def _execute(self, batch: list[_Call]) -> list[Any]:
+        self.round_trips += 1
+        pipe = self.client.pipeline(transaction=False)
+        for call in batch:
+            pipe.evalsha(call.script.sha, len(call.keys), *call.keys, *call.args)
+        return list(await pipe.execute(raise_on_error=False))
+
+    async def aclose(self) -> None:
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.client.aclose()
+
+
+def _noscript(result: object) -> bool:
+    return isinstance(result, redis_errors.NoScriptError) or (
+        isinstance(result, redis_errors.ResponseError) and str(result).startswith("NOSCRIPT")
+    )
+
+
+class RedisConnection:
+    """A scaler's handle on its shared ScriptRunner (acquired lazily, released on close)."""
+
+    def __init__(self, target: RedisTarget, clients: ClientPool) -> None:
+        self.target = target
+        self._clients = clients
+        self._lease: Lease[ScriptRunner] | None = None
+
+    async def run(self, script: LuaScript, keys: Sequence[str], args: Sequence[str] = ()) -> Any:
+        try:
+            if self._lease is None:
+                self._lease = await self._clients.acquire(
+                    self.target.key(), self._create, _close_runner
+                )
+            return await self._lease.client.run(script, keys, args)
+        except redis_errors.ResponseError as exc:
+            if _is_auth_problem(exc):
+                raise ScalerError(self._message("authentication failed", exc)) from exc
+            raise QueryError(self._message("query failed", exc)) from exc
+        except redis_errors.AuthenticationError as exc:
+            raise ScalerError(self._message("authentication failed", exc)) from exc
+        except (redis_errors.RedisError, redis_errors.RedisClusterException, OSError) as exc:
+            raise ScalerError(self._message("connection failed", exc)) from exc
+        except TimeoutError as exc:
+            raise ScalerError(self._message("timed out", exc)) from exc
+
+    async def _create(self) -> ScriptRunner:
+        return ScriptRunner(await create_client(self.target))
+
+    def _message(self, what: str, exc: BaseException) -> str:
+        detail = redact(f"{type(exc).__name__}: {exc}", self.target.secrets())
+        return f"redis {self.target.endpoint}: {what}: {detail}"
+
+    async def aclose(self) -> None:
+        lease, self._lease = self._lease, None
+        if lease is not None:
+            await lease.release()
+
+
+async def _close_runner(runner: ScriptRunner) -> None:
+    await runner.aclose()
+
+
+def _is_auth_problem(exc: redis_errors.ResponseError) -> bool:
+    text = str(exc)
+    return text.startswith(("NOAUTH", "WRONGPASS", "NOPERM")) or "AUTH" in text.split(" ", 1)[0]
+
+
+def as_count(value: object, what: str) -> int:
+    """A script's integer answer, or QueryError."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise QueryError(f"{what}: expected an integer from Redis, got {type(value).__name__}")
+    return value
+
+
+def join_problems(*groups: Iterable[str]) -> list[str]:
+    return [p for group in groups for p in group]

@@ -43,10 +43,10 @@ test-unit: venv
 	$(VENV)/bin/pytest tests/unit
 
 demo: env
-	$(PY) -m localenv.demo
+	PYTHONPATH=deploy/local $(PY) -m localenv.demo $(DEMO_ARGS)
 
 bench: env
-	$(PY) -m benchmarks.run
+	PYTHONPATH=deploy/local $(PY) -m benchmarks.run $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .run .mypy_cache .ruff_cache .pytest_cache

@@ -74,14 +74,16 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 @web.middleware
 async def observe(request: web.Request, handler: Handler) -> web.StreamResponse:
     start = time.perf_counter()
+    stats = request.app[STATS_KEY]
     try:
         resp = await handler(request)
-    except web.HTTPException as exc:
-        resp = exc
+    except web.HTTPException as exc:  # e.g. 404 for an unknown path: count it, let aiohttp answer
+        stats.requests.labels(str(exc.status)).inc()
+        stats.latency.labels(str(exc.status)).observe(time.perf_counter() - start)
+        raise
     except Exception:
         log.exception("metrics API request failed", extra={"path": request.path})
         resp = _error(500, "InternalError", "internal error")
-    stats = request.app[STATS_KEY]
     code = str(resp.status)
     stats.requests.labels(code).inc()
     stats.latency.labels(code).observe(time.perf_counter() - start)

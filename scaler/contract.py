@@ -10,8 +10,13 @@ group `tidal.scalers`) imports only this module and `scaler.params`, `scaler.err
 * ``async sample(now)``: read the source once and return a `Sample`; raise `ScalerError` /
   `QueryError` on any failure -- never return a made-up 0;
 * ``async aclose()``: release shared clients;
-* optionally ``wakeups()``: an async iterator of hints that "something happened" (push sources).
-  A wake-up only makes the core sample sooner; the sample decides, never the event.
+* optionally ``wakeups()``: push sources return a NEW async iterator on each call that yields
+  ``None`` for every hint that "something happened" at the source (a message published, a key
+  changed, an object put). It may yield very often: the core coalesces wake-ups per object. When
+  the subscription breaks, the iterator raises `ScalerError` (or ends); the core then falls back
+  to polling and calls ``wakeups()`` again with jittered backoff. A wake-up only makes the core
+  sample sooner: the sample decides, never the event. Subscriptions share connections through
+  the ClientPool like queries do.
 
 Time: ``now`` is wall-clock seconds since the epoch, passed in by the scheduler (tests inject it),
 so a scaler never reads the clock itself.

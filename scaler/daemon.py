@@ -19,7 +19,7 @@ from typing import Any
 from scaler.clients import ClientPool
 from scaler.contract import Sample
 from scaler.decide import Decision, DecisionInput, TriggerView, decide
-from scaler.errors import ConfigError, KubeError, ScalerError, TidalError
+from scaler.errors import ConfigError, KubeError, ScalerError, TidalError, UnsupportedError
 from scaler.kube.client import JSON, KubeClient
 from scaler.kube.events import EventRecorder, InvolvedObject
 from scaler.kube.hpa import (
@@ -42,7 +42,7 @@ from scaler.kube.paths import (
 )
 from scaler.kube.scale import set_replicas
 from scaler.kube.targets import TargetCache
-from scaler.kube.watch import EventType, Watcher
+from scaler.kube.watch import Backoff, EventType, Watcher
 from scaler.objects import (
     ScaledObject,
     hpa_max_replicas,
@@ -51,7 +51,7 @@ from scaler.objects import (
     parse_scaled_object,
 )
 from scaler.registry import Registry, default_registry
-from scaler.runtime import ObjectRuntime, build_triggers, sample_with_timeout
+from scaler.runtime import ObjectRuntime, TriggerRuntime, build_triggers, sample_with_timeout
 from scaler.scheduler import Scheduler
 from scaler.settings import Settings
 from scaler.status import (
@@ -67,6 +67,7 @@ from scaler.telemetry import Telemetry, TriggerLabels
 log = logging.getLogger(__name__)
 
 FINALIZER = "finalizer.keda.sh"
+REBUILD_ON_ERROR_EVERY = 30.0  # seconds between rebuilds of a failing object's scalers
 Key = tuple[str, str]
 
 
@@ -291,6 +292,7 @@ class Daemon:
         await rt.close()
         rt.needs_rebuild = False
         rt.config_error = None
+        notes: list[str] = []
         try:
             rt.target = await self.mapper.resolve(
                 so.scale_target_ref.api_version, so.scale_target_ref.kind
@@ -305,6 +307,7 @@ class Daemon:
                 pod_spec=None if containers is None else {"containers": containers},
                 cluster_namespace=self.settings.watch.cluster_object_namespace,
                 timeout=self.settings.poll.http_timeout,
+                notes=notes,
             )
         except ConfigError as exc:
             rt.config_error = exc
@@ -313,9 +316,75 @@ class Daemon:
             rt.config_error = ConfigError(f"scale target: {exc}")
             rt.needs_rebuild = True  # transient: try again next poll
             return
+        if notes and not rt.unknown_keys_warned:
+            rt.unknown_keys_warned = True
+            log.warning(
+                "trigger metadata has unknown keys or warnings",
+                extra={"object": f"{so.namespace}/{so.name}", "notes": notes},
+            )
         fallback = so.fallback.failure_threshold if so.fallback else None
         self.store.register(so.namespace, so.name, rt.specs, fallback)
         rt.hpa_dirty = True
+        rt.rebuilt_at = asyncio.get_running_loop().time()
+        for t in rt.triggers:
+            if t.scaler is not None and callable(getattr(t.scaler, "wakeups", None)):
+                task = asyncio.create_task(self._push_loop(so.key, t), name=f"push {so.key}")
+                rt.push_tasks.append(task)
+
+    async def _push_loop(self, key: Key, trig: TriggerRuntime) -> None:
+        """Wake the object whenever its source hints at a change; poll while it can't.
+
+        The subscription is retried with jittered backoff; `tidal_push_subscription_up` says
+        whether the object currently has one. A wake-up is only a hint: the object's next poll
+        samples the source and decides (safety rule 1 still holds).
+        """
+        ns, name = key
+        up = self.telemetry.push_connected.labels(ns, name, str(trig.trigger.index))
+        backoff = Backoff(base=1.0, cap=30.0)
+        down = False
+        while True:
+            try:
+                wakeups = trig.scaler.wakeups()  # type: ignore[union-attr]
+                up.set(1)
+                async for _ in wakeups:
+                    if down:
+                        down = False
+                        log.info(
+                            "push subscription restored",
+                            extra={"object": f"{ns}/{name}", "trigger": trig.spec.name},
+                        )
+                    backoff.reset()
+                    self._wake(key)
+                raise ScalerError("push subscription ended")
+            except asyncio.CancelledError:
+                up.set(0)
+                raise
+            except UnsupportedError as exc:
+                up.set(0)
+                log.info(
+                    "push not available; polling",
+                    extra={"object": f"{ns}/{name}", "trigger": trig.spec.name, "reason": str(exc)},
+                )
+                return
+            except (ScalerError, ConfigError) as exc:
+                up.set(0)
+                if not down:
+                    down = True
+                    log.warning(
+                        "push subscription down; polling",
+                        extra={
+                            "object": f"{ns}/{name}",
+                            "trigger": trig.spec.name,
+                            "error": str(exc),
+                        },
+                    )
+            except Exception:
+                up.set(0)
+                log.exception(
+                    "push subscription failed; polling",
+                    extra={"object": f"{ns}/{name}", "trigger": trig.spec.name},
+                )
+            await asyncio.sleep(backoff.next_delay())
 
     async def _auth_spec(self, kind: str, namespace: str, name: str) -> Mapping[str, Any] | None:
         if kind == "ClusterTriggerAuthentication":
@@ -434,7 +503,10 @@ class Daemon:
                         "error": str(exc),
                     },
                 )
-            rt.needs_rebuild = True  # KEDA: rebuild the scaler (and re-read secrets) on error
+            # KEDA rebuilds a failing scaler (re-reading its secrets); at most every 30 s here,
+            # so a broker outage doesn't churn clients and push subscriptions every poll.
+            if asyncio.get_running_loop().time() - rt.rebuilt_at > REBUILD_ON_ERROR_EVERY:
+                rt.needs_rebuild = True
             return str(exc)
         except Exception as exc:  # a scaler bug must not stall the object loop
             log.exception("scaler raised an unexpected error", extra={"trigger": metric})
@@ -480,10 +552,7 @@ class Daemon:
     ) -> None:
         so = rt.so
         started = time.perf_counter()
-        if not rt.finalizer_added:
-            await self._add_finalizer(so)
-            rt.finalizer_added = True
-        # 1. The scale write first: a 0 -> 1 must not wait behind status or HPA writes.
+        # 1. The scale write first: a 0 -> 1 must not wait behind any other write.
         want = decision.target_replicas
         if want is not None and want != current:
             await set_replicas(self.kube, target, so.namespace, so.scale_target_ref.name, want)
@@ -510,6 +579,9 @@ class Daemon:
                 decision.event.reason,
                 decision.event.message,
             )
+        if not rt.finalizer_added:
+            await self._add_finalizer(so)
+            rt.finalizer_added = True
         # 2. The HPA (deleted while paused).
         if so.flags.paused:
             if rt.hpa_present:

@@ -49,12 +49,19 @@ class ObjectRuntime:
     target: GVKR | None = None
     original_replicas: int | None = None
     hpa_present: bool = True  # assume an HPA may exist until we deleted it
+    push_tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    rebuilt_at: float = float("-inf")  # loop time of the last (re)build
 
     @property
     def specs(self) -> list[MetricSpec]:
         return [t.spec for t in self.triggers]
 
     async def close(self) -> None:
+        tasks, self.push_tasks = self.push_tasks, []
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
         for t in self.triggers:
             if t.scaler is not None:
                 with contextlib.suppress(Exception):
@@ -72,11 +79,13 @@ async def build_triggers(
     pod_spec: Mapping[str, Any] | None,
     cluster_namespace: str,
     timeout: float,
+    notes: list[str] | None = None,
 ) -> list[TriggerRuntime]:
     """Resolve env and auth, parse every trigger and build its scaler.
 
     Raises one ConfigError listing the problems of every trigger; builds nothing in that case
-    (scalers already built are closed), so a half-configured object never scales.
+    (scalers already built are closed), so a half-configured object never scales. Unknown
+    metadata keys and other non-fatal remarks are appended to `notes` for the caller to log once.
     """
     problems: list[str] = []
     env: dict[str, str] = {}
@@ -123,7 +132,14 @@ async def build_triggers(
             timeout=timeout,
         )
         try:
-            prepared.append((trig, registry.prepare(ctx)))
+            prep = registry.prepare(ctx)
+            prepared.append((trig, prep))
+            if notes is not None:
+                config = prep.config
+                keys = getattr(config, "unknown_keys", ())
+                if keys:
+                    notes.append(f"trigger {trig.index} ({trig.type}): unknown keys {sorted(keys)}")
+                notes.extend(f"trigger {trig.index}: {w}" for w in getattr(config, "warnings", ()))
         except ConfigError as exc:
             problems.extend(f"trigger {trig.index} ({trig.type}): {p}" for p in exc.problems)
     if problems:

@@ -7,7 +7,7 @@ greater than ``activationListLength``. The read is one EVALSHA (see `redis_commo
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import AsyncIterator, Iterable
 
 from scaler.clients import ClientPool
 from scaler.contract import MetricSpec, Sample, TriggerContext, metric_name
@@ -20,6 +20,7 @@ from scalers.redis_common import (
     as_count,
     validate_connection,
 )
+from scalers.redis_push import key_wakeups
 
 LENGTH_SCRIPT = LuaScript(
     """
@@ -56,6 +57,7 @@ class RedisListScaler:
             trigger.metric_type,
         )
         self._conn = RedisConnection(RedisTarget.from_config(config, trigger), clients)
+        self._clients = clients
 
     @staticmethod
     def validate(config: Config, trigger: TriggerContext) -> Iterable[str]:
@@ -71,6 +73,10 @@ class RedisListScaler:
     async def sample(self, now: float) -> Sample:
         length = as_count(await self._conn.run(LENGTH_SCRIPT, [self._key]), "list length")
         return Sample(float(length), length > self._activation, now)
+
+    def wakeups(self) -> AsyncIterator[None]:
+        """Keyspace notifications for the key (see scalers.redis_push): a hint, never a value."""
+        return key_wakeups(self._conn.target, self._key, self._clients, "l")
 
     async def aclose(self) -> None:
         await self._conn.aclose()

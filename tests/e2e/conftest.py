@@ -8,8 +8,9 @@ from pathlib import Path
 import pytest
 
 from localenv.controlplane import ControlPlane
+from localenv.crds import install_crds
 from scaler.kube.client import KubeClient
-from tests.e2e.harness import Cluster, install_crds
+from tests.e2e.harness import Cluster
 
 
 @pytest.fixture(scope="session")

@@ -8,46 +8,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
-import yaml
-
-from localenv.controlplane import ControlPlane
 from scaler.daemon import Daemon
 from scaler.kube.client import JSON, KubeClient
 from scaler.kube.paths import hpa, namespaced, scaled_objects
+from scaler.service import Service
 from scaler.settings import LeaderSettings, PollSettings, ServeSettings, Settings, WatchSettings
-from scaler.telemetry import Telemetry
 
-CRD_DIR = Path(__file__).resolve().parents[2] / "deploy" / "crds"
 T = TypeVar("T")
-
-
-def install_crds(plane: ControlPlane) -> None:
-    """Server-side apply every CRD in deploy/crds and wait until each is Established."""
-    for path in sorted(CRD_DIR.glob("*.yaml")):
-        for doc in yaml.safe_load_all(path.read_text()):
-            if not doc:
-                continue
-            name = doc["metadata"]["name"]
-            plane.apply(f"/apis/apiextensions.k8s.io/v1/customresourcedefinitions/{name}", doc)
-            deadline = time.monotonic() + 30
-            while True:
-                crd = plane.request(
-                    "GET", f"/apis/apiextensions.k8s.io/v1/customresourcedefinitions/{name}"
-                )
-                conds = {
-                    c["type"]: c["status"]
-                    for c in (crd.get("status") or {}).get("conditions") or []
-                }
-                if conds.get("Established") == "True":
-                    break
-                if time.monotonic() > deadline:
-                    raise TimeoutError(f"CRD {name} not Established: {conds}")
-                time.sleep(0.2)
 
 
 def settings_for(kubeconfig: Path, **overrides: Any) -> Settings:
@@ -63,22 +34,26 @@ def settings_for(kubeconfig: Path, **overrides: Any) -> Settings:
 
 
 @contextlib.asynccontextmanager
-async def running_daemon(kubeconfig: Path, **overrides: Any) -> AsyncIterator[Daemon]:
-    kube = await KubeClient.from_kubeconfig(str(kubeconfig))
-    daemon = Daemon(settings_for(kubeconfig, **overrides), kube, telemetry=Telemetry())
-    task = asyncio.create_task(daemon.run(), name="tidal-daemon")
-    try:
+async def running_service(kubeconfig: Path, **overrides: Any) -> AsyncIterator[Service]:
+    """Tidal as `tidal run` runs it (daemon + health port + optional metrics API), in-process."""
+    service = Service(settings_for(kubeconfig, **overrides))
+    async with service:
+        daemon = service.daemon
+        assert daemon is not None
         async with asyncio.timeout(30):
             while not daemon.started.is_set():
-                if task.done():
-                    task.result()
+                for task in service._tasks:
+                    if task.done():
+                        task.result()
                 await asyncio.sleep(0.05)
-        yield daemon
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
-        await kube.aclose()
+        yield service
+
+
+@contextlib.asynccontextmanager
+async def running_daemon(kubeconfig: Path, **overrides: Any) -> AsyncIterator[Daemon]:
+    async with running_service(kubeconfig, **overrides) as service:
+        assert service.daemon is not None
+        yield service.daemon
 
 
 async def eventually(

@@ -100,8 +100,15 @@ async def test_kafka_group_lag_is_end_minus_committed(any_kafka: KafkaBroker) ->
     )
     try:
         await admin.create_topics([NewTopic(topic, num_partitions=3, replication_factor=1)])
-        described = await admin.describe_topics([topic])
-        assert len(described[0]["partitions"]) == 3
+        # A new topic's metadata reaches the broker's cache a moment after CreateTopics returns
+        # (seen on Kafka 4.1): ask again until it is there.
+        partitions: list[object] = []
+        for _ in range(50):
+            partitions = (await admin.describe_topics([topic]))[0]["partitions"]
+            if len(partitions) == 3:
+                break
+            await asyncio.sleep(0.1)
+        assert len(partitions) == 3
         await _produce(any_kafka.bootstrap, topic, produced)
 
         consumer.assign(list(tps.values()))

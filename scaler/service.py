@@ -1,0 +1,152 @@
+"""The whole daemon process as one async context: kube client, daemon, health port, metrics API.
+
+`tidal run`, the tests, the demo and the benchmarks all start Tidal through `Service`, so they run
+the same composition.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+from pathlib import Path
+from types import TracebackType
+
+from metrics_api.server import serve_metrics_api
+from metrics_api.source import MetricNotFound, MetricReading, MetricUnavailable
+from metrics_api.tls import ClientTrust, TlsManager
+from scaler.daemon import Daemon
+from scaler.errors import KubeError
+from scaler.health import serve_health
+from scaler.kube.client import KubeClient
+from scaler.kube.objects_io import fetch_requestheader_trust
+from scaler.settings import Settings
+from scaler.store import MetricUnavailableError, UnknownMetricError
+from scaler.telemetry import Telemetry
+
+VERSION = "0.1.0"
+SHUTDOWN_GRACE = 5.0
+DEV_CERT_HOSTS = (
+    "localhost",
+    "127.0.0.1",
+    "tidal-metrics-api.tidal-system.svc",
+    "tidal-metrics.tidal-system.svc",
+)
+log = logging.getLogger(__name__)
+
+
+class StoreSource:
+    """The metrics API's view of the daemon's store (never a live broker query)."""
+
+    def __init__(self, daemon: Daemon) -> None:
+        self._daemon = daemon
+
+    def read(self, namespace: str, metric: str, scaled_object: str) -> MetricReading:
+        try:
+            r = self._daemon.store.metric_value_for_hpa(
+                namespace, metric, scaled_object, self._daemon.clock()
+            )
+        except UnknownMetricError as exc:
+            raise MetricNotFound(str(exc)) from exc
+        except MetricUnavailableError as exc:
+            raise MetricUnavailable(str(exc)) from exc
+        return MetricReading(r.value, r.observed_at)
+
+    def ready(self) -> bool:
+        return self._daemon.ready()
+
+
+class Service:
+    """`async with Service(settings) as svc:` runs Tidal until the block exits."""
+
+    def __init__(self, settings: Settings, *, clock: Callable[[], float] = time.time) -> None:
+        self.settings = settings
+        self.clock = clock
+        self.telemetry = Telemetry(version=VERSION)
+        self.kube: KubeClient | None = None
+        self.daemon: Daemon | None = None
+        self.health_port = 0
+        self.api_port = 0
+        self.tls: TlsManager | None = None
+        self._stack = contextlib.AsyncExitStack()
+        self._tasks: list[asyncio.Task[None]] = []
+
+    async def __aenter__(self) -> Service:
+        s = self.settings
+        self.kube = await KubeClient.auto(s.kubeconfig or None)
+        self._stack.push_async_callback(self.kube.aclose)
+        daemon = self.daemon = Daemon(s, self.kube, telemetry=self.telemetry, clock=self.clock)
+        self.health_port = await self._stack.enter_async_context(
+            serve_health(s.serve.metrics_address, self.telemetry.registry, daemon.ready)
+        )
+        self._tasks.append(asyncio.create_task(daemon.run(), name="daemon"))
+        if s.serve.api_address:
+            self.tls, self.api_port = await self._stack.enter_async_context(
+                serve_metrics_api(
+                    StoreSource(daemon),
+                    self.telemetry.registry,
+                    s.serve.api_address,
+                    cert_file=s.serve.tls_cert_file,
+                    key_file=s.serve.tls_key_file,
+                    dev_hosts=DEV_CERT_HOSTS,
+                )
+            )
+            await self._load_trust()
+            self._tasks.append(asyncio.create_task(self._trust_loop(), name="client-ca"))
+        log.info(
+            "tidal started",
+            extra={"health_port": self.health_port, "api_port": self.api_port or None},
+        )
+        return self
+
+    async def wait(self, stop: asyncio.Event) -> None:
+        """Until `stop` is set or the daemon task ends (it only ends by failing)."""
+        stopper = asyncio.create_task(stop.wait(), name="stop")
+        try:
+            done, _ = await asyncio.wait(
+                [*self._tasks, stopper], return_when=asyncio.FIRST_COMPLETED
+            )
+            for t in done:
+                if t is not stopper and not t.cancelled() and t.exception() is not None:
+                    log.error("tidal task failed", exc_info=t.exception())
+        finally:
+            stopper.cancel()
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        """SIGTERM path: stop polling, finish in-flight writes (bounded), release the lease."""
+        for t in self._tasks:
+            t.cancel()
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(SHUTDOWN_GRACE):
+                await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self._stack.aclose()
+
+    async def _load_trust(self) -> None:
+        s = self.settings.serve
+        assert self.kube is not None
+        assert self.tls is not None
+        try:
+            if s.client_ca_file:
+                ca = await asyncio.to_thread(Path(s.client_ca_file).read_text)
+                names = frozenset(s.allowed_names)
+            else:
+                found = await fetch_requestheader_trust(self.kube)
+                if found is None:
+                    raise KubeError("extension-apiserver-authentication has no requestheader CA")
+                ca, published = found
+                names = frozenset(s.allowed_names) or published
+            self.tls.set_trust(ClientTrust(ca, names))
+        except (KubeError, OSError) as exc:
+            log.warning("client CA not loaded", extra={"error": str(exc)})
+
+    async def _trust_loop(self) -> None:
+        while True:
+            await asyncio.sleep(30)
+            await self._load_trust()

@@ -1,0 +1,169 @@
+"""Push wake-ups for Redis triggers from keyspace notifications.
+
+One pub/sub connection per Redis server (and credentials) is shared by every object watching a
+key on it, through the ClientPool. Each subscriber gets a coalescing flag, not a queue: a burst
+of 10,000 LPUSHes sets the flag 10,000 times and wakes the object once. The server must have
+keyspace notifications for lists enabled (``notify-keyspace-events`` containing ``K`` and ``l``
+or ``A``); when it does not, `wakeups()` raises ScalerError saying so and the object is polled.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+
+from redis import exceptions as redis_errors
+
+from scaler.clients import ClientKey, ClientPool, Lease
+from scaler.errors import ScalerError, UnsupportedError
+from scalers.redis_common import RedisTarget, create_client
+
+log = logging.getLogger(__name__)
+
+
+def keyspace_enabled(flags: str, type_flag: str = "l") -> bool:
+    """Whether `notify-keyspace-events` flags publish keyspace events for a key type's commands
+    (``l`` lists, ``t`` streams, ``z`` sorted sets, ``s`` sets, ``h`` hashes; ``A`` = all)."""
+    return "K" in flags and (type_flag in flags or "A" in flags)
+
+
+class KeyspaceHub:
+    """A shared pub/sub connection fanning keyspace events out to per-subscriber flags."""
+
+    def __init__(self, target: RedisTarget, client: Any, type_flag: str = "l") -> None:
+        self._target = target
+        self._type_flag = type_flag
+        self._client = client
+        self._pubsub = client.pubsub()
+        self._subscribers: dict[str, set[asyncio.Event]] = {}
+        self._lock = asyncio.Lock()
+        self._reader: asyncio.Task[None] | None = None
+        self.error: str | None = None
+        self.closed = asyncio.Event()
+
+    async def start(self) -> None:
+        try:
+            flags = ""
+            with contextlib.suppress(redis_errors.ResponseError):  # CONFIG may be disabled
+                flags = str(
+                    (await self._client.config_get("notify-keyspace-events")).get(
+                        "notify-keyspace-events", "KA"
+                    )
+                )
+                if not keyspace_enabled(flags, self._type_flag):
+                    raise ScalerError(
+                        f"redis {self._target.endpoint}: keyspace notifications are off "
+                        f"(notify-keyspace-events={flags!r}); include 'K' and "
+                        f"'{self._type_flag}' for push wake-ups; polling meanwhile"
+                    )
+            # A placeholder subscription so the connection is in pub/sub mode before the reader.
+            await self._pubsub.subscribe("__tidal__:hello")
+        except (redis_errors.RedisError, OSError) as exc:
+            raise ScalerError(
+                f"redis {self._target.endpoint}: push subscription failed: {type(exc).__name__}"
+            ) from exc
+        self._reader = asyncio.create_task(self._read(), name="redis-keyspace-reader")
+
+    async def _read(self) -> None:
+        try:
+            while True:
+                msg = await self._pubsub.get_message(ignore_subscribe_messages=True, timeout=5.0)
+                if msg is None:
+                    continue
+                channel = msg.get("channel")
+                if isinstance(channel, bytes):
+                    channel = channel.decode()
+                for flag in self._subscribers.get(str(channel), ()):
+                    flag.set()
+        except asyncio.CancelledError:
+            raise
+        except (redis_errors.RedisError, OSError) as exc:
+            self.error = (
+                f"redis {self._target.endpoint}: push connection lost: {type(exc).__name__}"
+            )
+        except Exception as exc:  # anything else also ends the subscription; logged by the core
+            self.error = f"redis {self._target.endpoint}: push reader failed: {type(exc).__name__}"
+        self.closed.set()
+        for flags in self._subscribers.values():
+            for flag in flags:
+                flag.set()
+
+    async def subscribe(self, channel: str, flag: asyncio.Event) -> None:
+        async with self._lock:
+            first = channel not in self._subscribers
+            self._subscribers.setdefault(channel, set()).add(flag)
+            if first:
+                try:
+                    await self._pubsub.subscribe(channel)
+                except (redis_errors.RedisError, OSError) as exc:
+                    raise ScalerError(
+                        f"redis {self._target.endpoint}: subscribe failed: {type(exc).__name__}"
+                    ) from exc
+
+    async def unsubscribe(self, channel: str, flag: asyncio.Event) -> None:
+        async with self._lock:
+            flags = self._subscribers.get(channel)
+            if flags is None:
+                return
+            flags.discard(flag)
+            if not flags:
+                del self._subscribers[channel]
+                if not self.closed.is_set():
+                    with contextlib.suppress(redis_errors.RedisError, OSError):
+                        await self._pubsub.unsubscribe(channel)
+
+    async def aclose(self) -> None:
+        if self._reader is not None:
+            self._reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._reader
+        with contextlib.suppress(Exception):
+            await self._pubsub.aclose()
+        with contextlib.suppress(Exception):
+            await self._client.aclose()
+
+
+async def _close_hub(hub: KeyspaceHub) -> None:
+    await hub.aclose()
+
+
+async def key_wakeups(
+    target: RedisTarget, key: str, clients: ClientPool, type_flag: str = "l"
+) -> AsyncIterator[None]:
+    """Yields once per burst of changes to `key`; raises ScalerError when the connection ends."""
+    if target.mode != "single":
+        raise UnsupportedError(
+            f"push wake-ups need a single Redis server; {target.mode} triggers are polled"
+        )
+
+    async def create() -> KeyspaceHub:
+        hub = KeyspaceHub(target, await create_client(target), type_flag)
+        try:
+            await hub.start()
+        except BaseException:
+            await hub.aclose()
+            raise
+        return hub
+
+    base = target.key()
+    pool_key = ClientKey(f"redis-keyspace-{type_flag}", base.endpoint, base.fingerprint)
+    lease: Lease[KeyspaceHub] = await clients.acquire(pool_key, create, _close_hub)
+    hub = lease.client
+    channel = f"__keyspace@{target.db}__:{key}"
+    flag = asyncio.Event()
+    try:
+        await hub.subscribe(channel, flag)
+        if hub.closed.is_set():  # acquired a hub whose connection had just died
+            raise ScalerError(hub.error or "redis push connection closed")
+        while True:
+            await flag.wait()
+            flag.clear()
+            if hub.closed.is_set():
+                raise ScalerError(hub.error or "redis push connection closed")
+            yield None
+    finally:
+        await hub.unsubscribe(channel, flag)
+        await lease.release()

@@ -67,6 +67,7 @@ from scaler.telemetry import Telemetry, TriggerLabels
 log = logging.getLogger(__name__)
 
 FINALIZER = "finalizer.keda.sh"
+PUSH_ANNOTATION = "autoscaling.tidal.sh/push"  # "false": poll only, never subscribe
 REBUILD_ON_ERROR_EVERY = 30.0  # seconds between rebuilds of a failing object's scalers
 Key = tuple[str, str]
 
@@ -326,7 +327,10 @@ class Daemon:
         self.store.register(so.namespace, so.name, rt.specs, fallback)
         rt.hpa_dirty = True
         rt.rebuilt_at = asyncio.get_running_loop().time()
+        push_off = so.annotations.get(PUSH_ANNOTATION, "").strip().lower() in ("false", "0", "off")
         for t in rt.triggers:
+            if push_off:
+                break
             if t.scaler is not None and callable(getattr(t.scaler, "wakeups", None)):
                 task = asyncio.create_task(self._push_loop(so.key, t), name=f"push {so.key}")
                 rt.push_tasks.append(task)

@@ -1,0 +1,233 @@
+"""One shared nats-py connection per (server, credential fingerprint), for client-protocol mode.
+
+Client mode asks JetStream itself: ``$JS.API.CONSUMER.INFO.<stream>.<consumer>``, which the
+consumer's leader answers, so it is exact in a cluster without any node discovery. Every scaler
+naming the same ``natsServer`` with the same credentials shares one connection through the
+ClientPool; nats-py reconnects it in the background when the server comes back.
+
+Credentials (TriggerAuthentication params only; all but ``username`` are secret):
+``username`` + ``password``, or ``token``, or ``nkeySeed`` (an ``SU...`` seed), or ``creds``
+(the TEXT of a ``.creds`` file: user JWT and seed). Never a file path. NKey and creds need the
+``nkeys`` package (nats-py's ``nkeys`` extra).
+
+Push: `NatsConnection.messages` subscribes (core NATS, no consumer, no ack) to a stream's
+subjects and yields once per message; it raises ScalerError when the connection drops.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import nats
+from nats.aio.client import Client, RawCredentials
+from nats.aio.msg import Msg
+from nats.js import JetStreamContext
+from nats.js.errors import NotFoundError
+
+from scaler.clients import ClientKey, ClientPool, Lease, fingerprint
+from scaler.errors import QueryError, ScalerError
+from scaler.params import redact
+
+log = logging.getLogger(__name__)
+
+_WAKEUP_QUEUE = 64  # pending wake-ups per subscriber; more are redundant (the core coalesces)
+
+
+@dataclass(frozen=True, slots=True, repr=False)
+class NatsTarget:
+    """A server URL and the credentials to use on it; repr shows no secret."""
+
+    server: str
+    username: str | None = None
+    password: str | None = None
+    token: str | None = None
+    nkey_seed: str | None = None
+    creds: str | None = None
+    timeout: float = 3.0
+
+    def __repr__(self) -> str:
+        return f"NatsTarget({self.server!r})"
+
+    def secrets(self) -> tuple[str, ...]:
+        return tuple(s for s in (self.password, self.token, self.nkey_seed, self.creds) if s)
+
+    @property
+    def key(self) -> ClientKey:
+        material = (self.username, self.password, self.token, self.nkey_seed, self.creds)
+        return ClientKey("nats", self.server, fingerprint(*material))
+
+
+class SharedNats:
+    """The pooled client: one nats-py connection plus the subscribers to tell of a drop."""
+
+    def __init__(self, target: NatsTarget) -> None:
+        self.target = target
+        self.client = Client()
+        self.js: JetStreamContext = self.client.jetstream(timeout=target.timeout)
+        self._drop_listeners: set[asyncio.Queue[BaseException | None]] = set()
+        self.last_error: str = ""
+
+    async def connect(self) -> SharedNats:
+        """Connect, or raise ScalerError after `timeout` (nats-py itself would retry forever,
+        as it must once connected: reconnecting is what recovers a restarted server)."""
+        t = self.target
+        options: dict[str, Any] = {
+            "servers": [t.server],
+            "connect_timeout": t.timeout,
+            "allow_reconnect": True,
+            "max_reconnect_attempts": -1,
+            "reconnect_time_wait": 0.5,
+            "error_cb": self._on_error,
+            "disconnected_cb": self._on_disconnect,
+            "name": "tidal",
+        }
+        if t.username is not None:
+            options["user"] = t.username
+            options["password"] = t.password or ""
+        if t.token is not None:
+            options["token"] = t.token
+        if t.nkey_seed is not None:
+            options["nkeys_seed_str"] = t.nkey_seed
+        if t.creds is not None:
+            options["user_credentials"] = RawCredentials(t.creds)
+        try:
+            async with asyncio.timeout(t.timeout):
+                await self.client.connect(**options)
+        except TimeoutError:
+            why = f" (last error: {self.last_error})" if self.last_error else ""
+            raise ScalerError(
+                f"nats-jetstream {t.server}: cannot connect within {t.timeout:g} s{why}"
+            ) from None
+        return self
+
+    async def _on_error(self, exc: Exception) -> None:
+        self.last_error = self._redact(f"{type(exc).__name__}: {exc}")
+        log.debug(
+            "nats connection error", extra={"server": self.target.server, "error": self.last_error}
+        )
+
+    async def _on_disconnect(self) -> None:
+        for queue in list(self._drop_listeners):
+            _offer(queue, ScalerError(f"nats {self.target.server}: connection lost"))
+
+    def listen_for_drop(self, queue: asyncio.Queue[BaseException | None]) -> None:
+        self._drop_listeners.add(queue)
+
+    def unlisten(self, queue: asyncio.Queue[BaseException | None]) -> None:
+        self._drop_listeners.discard(queue)
+
+    def _redact(self, text: str) -> str:
+        return redact(text, self.target.secrets())
+
+    async def close(self) -> None:
+        self._drop_listeners.clear()
+        if not self.client.is_closed:
+            await self.client.close()
+
+
+def _offer(queue: asyncio.Queue[BaseException | None], item: BaseException | None) -> None:
+    if not queue.full():
+        queue.put_nowait(item)
+    elif item is not None:  # a drop must get through: replace a queued wake-up
+        queue.get_nowait()
+        queue.put_nowait(item)
+
+
+async def _connect(target: NatsTarget) -> SharedNats:
+    shared = SharedNats(target)
+    try:
+        return await shared.connect()
+    except BaseException:
+        await shared.close()
+        raise
+
+
+async def _close(shared: SharedNats) -> None:
+    await shared.close()
+
+
+class NatsConnection:
+    """One scaler's handle on the shared connection for `target` (acquired on first use)."""
+
+    def __init__(self, target: NatsTarget, clients: ClientPool) -> None:
+        self.target = target
+        self._clients = clients
+        self._lease: Lease[SharedNats] | None = None
+
+    async def _shared(self) -> SharedNats:
+        if self._lease is None:
+            try:
+                self._lease = await self._clients.acquire(
+                    self.target.key, lambda: _connect(self.target), _close
+                )
+            except (nats.errors.Error, OSError, TimeoutError) as exc:
+                raise ScalerError(self._message("cannot connect", exc)) from exc
+        return self._lease.client
+
+    async def consumer_lag(self, stream: str, consumer: str) -> tuple[int, int]:
+        """(num_pending, num_ack_pending) from ``$JS.API.CONSUMER.INFO`` (the leader answers)."""
+        shared = await self._shared()
+        try:
+            info = await shared.js.consumer_info(stream, consumer, timeout=self.target.timeout)
+        except NotFoundError as exc:
+            raise QueryError(
+                f"nats-jetstream: consumer '{consumer}' of stream '{stream}' not found"
+                f" at {self.target.server} ({exc.description or 'not found'})"
+            ) from exc
+        except (nats.errors.Error, OSError, TimeoutError) as exc:
+            raise ScalerError(self._message("consumer info failed", exc)) from exc
+        return int(info.num_pending or 0), int(info.num_ack_pending or 0)
+
+    async def stream_subjects(self, stream: str) -> Sequence[str]:
+        shared = await self._shared()
+        try:
+            info = await shared.js.stream_info(stream)
+        except NotFoundError as exc:
+            raise QueryError(
+                f"nats-jetstream: stream '{stream}' not found at {self.target.server}"
+            ) from exc
+        except (nats.errors.Error, OSError, TimeoutError) as exc:
+            raise ScalerError(self._message("stream info failed", exc)) from exc
+        return tuple(info.config.subjects or ())
+
+    async def messages(self, subjects: Sequence[str]) -> AsyncIterator[None]:
+        """Yield once per message published on `subjects`; ScalerError when the link drops."""
+        shared = await self._shared()
+        queue: asyncio.Queue[BaseException | None] = asyncio.Queue(_WAKEUP_QUEUE)
+
+        async def on_message(_msg: Msg) -> None:
+            _offer(queue, None)
+
+        subs = []
+        shared.listen_for_drop(queue)
+        try:
+            try:
+                for subject in subjects:
+                    subs.append(await shared.client.subscribe(subject, cb=on_message))
+                await shared.client.flush(timeout=max(1, round(self.target.timeout)))
+            except (nats.errors.Error, OSError, TimeoutError) as exc:
+                raise ScalerError(self._message("subscribe failed", exc)) from exc
+            while True:
+                item = await queue.get()
+                if item is not None:
+                    raise item
+                yield None
+        finally:
+            shared.unlisten(queue)
+            for sub in subs:
+                with contextlib.suppress(nats.errors.Error, OSError):  # gone with the link
+                    await sub.unsubscribe()
+
+    def _message(self, what: str, exc: BaseException) -> str:
+        detail = redact(f"{type(exc).__name__}: {exc}", self.target.secrets())
+        return f"nats-jetstream {self.target.server}: {what}: {detail}"
+
+    async def aclose(self) -> None:
+        lease, self._lease = self._lease, None
+        if lease is not None:
+            await lease.release()

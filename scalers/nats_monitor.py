@@ -1,0 +1,428 @@
+"""The shared ``/jsz`` poller: one GET per (monitoring endpoint, account) per tick.
+
+KEDA's ``nats-jetstream`` scaler fetches the whole account listing (every stream, every
+consumer) once per ScaledObject per poll. Here every scaler reading the same endpoint and
+account holds the same `JszPoller` (through the ClientPool). Calls to `JszPoller.lag` that
+arrive within `JszPoller.window` of the first one (the same event-loop iteration plus a few
+milliseconds) form one *batch*, answered from ONE ``GET <scheme>://<endpoint>/jsz?acc=<account>
+&consumers=true&config=true``. A call that arrives after its batch's request went out starts
+the next batch: an answer never predates the call that asked for it.
+
+Clustered JetStream (``meta_cluster.cluster_size > 1``): only a consumer's *leader* knows its
+real ``num_pending`` (followers report 0). Like KEDA, the poller lists the cluster's nodes from
+the seed's ``/varz`` (``connect_urls``: each node's host with the seed's monitoring port; else
+``server_name`` plus ``cluster.urls`` as ``<node>.<seed host>``), learns each node's
+``server_name`` and reads every consumer from the node whose name is the consumer's
+``cluster.leader``. Leaders are remembered, so a steady tick costs one ``/jsz`` per node that
+leads a requested consumer (at most one per server), and discovery runs again only when a
+leader is not on a known node. A consumer whose leader cannot be read is an error, never the
+follower's numbers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import Collection, Iterable, Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any
+from urllib.parse import urlsplit
+
+from scaler.clients import ClientKey, ClientPool, Lease
+from scaler.errors import QueryError, ScalerError
+from scalers.http_common import HttpAuth, HttpSource
+
+log = logging.getLogger(__name__)
+
+Key = tuple[str, str]  # (stream, consumer)
+
+_NO_AUTH = HttpAuth(headers={}, query={}, ssl=True, fingerprint="", secrets=())
+
+
+@dataclass(frozen=True, slots=True)
+class ConsumerLag:
+    """One durable consumer's counters as its node reported them."""
+
+    num_pending: int
+    num_ack_pending: int
+    leader: str = ""
+
+    @property
+    def lag(self) -> int:
+        return self.num_pending + self.num_ack_pending
+
+
+@dataclass(frozen=True, slots=True)
+class JszView:
+    """One node's ``/jsz`` answer for one account, reduced to what the scaler uses."""
+
+    cluster_size: int
+    streams: frozenset[str]
+    consumers: Mapping[Key, ConsumerLag] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class MonitorTarget:
+    """Where to read: ``<scheme>://<host>:<port>`` and the account (``$G`` by default)."""
+
+    scheme: str
+    host: str
+    port: int
+    account: str
+    timeout: float = 3.0
+
+    @property
+    def base(self) -> str:
+        return f"{self.scheme}://{self.host}:{self.port}"
+
+    @property
+    def key(self) -> ClientKey:
+        return ClientKey("nats-jsz", f"{self.base}/jsz?acc={self.account}")
+
+    def with_host(self, host: str) -> str:
+        return f"{self.scheme}://{host}:{self.port}"
+
+
+def _count(value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        return 0
+    return value
+
+
+def parse_jsz(body: bytes, account: str) -> JszView:
+    """Reduce a ``/jsz?acc=...&consumers=true`` answer to the account's consumers.
+
+    Walks ``account_details[name=account].stream_detail[].consumer_detail[]`` as KEDA does.
+    Raises QueryError when the answer is not such a document.
+    """
+    try:
+        doc = json.loads(body)
+        if not isinstance(doc, dict):
+            raise TypeError("not an object")
+        meta = doc.get("meta_cluster") or {}
+        cluster_size = _count(meta.get("cluster_size")) if isinstance(meta, dict) else 0
+        streams: set[str] = set()
+        consumers: dict[Key, ConsumerLag] = {}
+        for acc in doc.get("account_details") or ():
+            if acc.get("name") != account and acc.get("id") != account:
+                continue
+            for stream in acc.get("stream_detail") or ():
+                name = stream["name"]
+                streams.add(name)
+                for consumer in stream.get("consumer_detail") or ():
+                    cluster = consumer.get("cluster") or {}
+                    consumers[(name, consumer["name"])] = ConsumerLag(
+                        _count(consumer.get("num_pending")),
+                        _count(consumer.get("num_ack_pending")),
+                        str(cluster.get("leader") or ""),
+                    )
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise QueryError(f"nats-jetstream: unexpected /jsz answer ({type(exc).__name__})") from exc
+    return JszView(cluster_size, frozenset(streams), MappingProxyType(consumers))
+
+
+@dataclass(frozen=True, slots=True)
+class _Failure:
+    """A per-consumer failure inside a batch; each waiter raises its own fresh exception."""
+
+    kind: type[ScalerError]
+    message: str
+
+    def exception(self) -> ScalerError:
+        return self.kind(self.message)
+
+
+Answer = ConsumerLag | _Failure
+
+
+class _Batch:
+    __slots__ = ("done", "keys")
+
+    def __init__(self) -> None:
+        self.keys: set[Key] = set()
+        self.done: asyncio.Future[dict[Key, Answer]] = asyncio.get_running_loop().create_future()
+
+
+class JszPoller:
+    """Shared by every scaler on one (monitoring endpoint, account); see the module docstring."""
+
+    window = 0.005  # seconds a batch stays open after its first call
+
+    def __init__(self, target: MonitorTarget, clients: ClientPool) -> None:
+        self.target = target
+        self._clients = clients
+        self._seed = target.base
+        self._sources: dict[str, HttpSource] = {}
+        self._open: _Batch | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._names: dict[str, str] = {}  # node base URL -> server_name (clustered only)
+        self._leaders: dict[Key, str] = {}  # consumer -> base URL of its leader's node
+        self.jsz_requests = 0  # GET /jsz sent (for benchmarks)
+        self.varz_requests = 0  # GET /varz sent (cluster discovery)
+
+    async def lag(self, stream: str, consumer: str) -> ConsumerLag:
+        """The consumer's counters from the current batch; ScalerError / QueryError otherwise."""
+        batch = self._open
+        if batch is None:
+            batch = self._open = _Batch()
+            task = asyncio.create_task(self._run(batch), name=f"jsz {self.target.base}")
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+        key = (stream, consumer)
+        batch.keys.add(key)
+        try:
+            answers = await asyncio.shield(batch.done)
+        except ScalerError as exc:
+            raise type(exc)(*exc.args) from exc
+        answer = answers[key]
+        if isinstance(answer, _Failure):
+            raise answer.exception()
+        return answer
+
+    async def _run(self, batch: _Batch) -> None:
+        try:
+            await asyncio.sleep(self.window)
+        finally:
+            if self._open is batch:
+                self._open = None
+        try:
+            answers = await self._resolve(batch.keys)
+        except asyncio.CancelledError:  # the poller is closing: waiters must not hang
+            batch.done.set_exception(ScalerError("nats-jetstream: the /jsz poller was closed"))
+            batch.done.exception()
+            raise
+        except ScalerError as exc:
+            batch.done.set_exception(exc)
+        except Exception as exc:  # a bug must still wake the waiters, as an error
+            batch.done.set_exception(
+                ScalerError(f"nats-jetstream: /jsz poll failed ({type(exc).__name__}: {exc})")
+            )
+        else:
+            batch.done.set_result(answers)
+        batch.done.exception()  # retrieved here: every waiter raises its own copy
+
+    # -- one batch -----------------------------------------------------------------------------
+
+    async def _resolve(self, keys: Collection[Key]) -> dict[Key, Answer]:
+        views: dict[str, JszView] = {}
+        first = {self._leaders.get(k, self._seed) for k in keys}
+        failed = await self._fetch(first, views)
+        if failed:  # a remembered leader's node failed: forget it, ask the seed too
+            for url in failed:
+                self._forget_node(url)
+            if self._seed not in views and self._seed not in failed:
+                failed.update(await self._fetch({self._seed}, views))
+        if not views:
+            raise failed.get(self._seed) or next(iter(failed.values()))
+        answers: dict[Key, Answer] = {}
+        if all(view.cluster_size <= 1 for view in views.values()):
+            self._leaders.clear()
+            self._names.clear()
+            for key in keys:
+                answers[key] = self._standalone(key, views)
+            return answers
+        return await self._clustered(keys, views, failed)
+
+    def _standalone(self, key: Key, views: Mapping[str, JszView]) -> Answer:
+        view = views.get(self._seed) or next(iter(views.values()))
+        found = view.consumers.get(key)
+        return found if found is not None else self._missing(key, view.streams)
+
+    async def _clustered(
+        self, keys: Collection[Key], views: dict[str, JszView], failed: dict[str, ScalerError]
+    ) -> dict[Key, Answer]:
+        rediscovered = not self._names
+        if rediscovered:
+            await self._discover()
+        answers: dict[Key, Answer] = {}
+        while True:  # ends: each pass fetches nodes not fetched yet, from a finite set
+            wanted: set[str] = set()
+            unknown_leader = False
+            for key in keys:
+                if key in answers:
+                    continue
+                answer, need = self._from_leader(key, views)
+                if answer is not None:
+                    answers[key] = answer
+                elif need is None:  # not seen anywhere yet: every node may hold it
+                    wanted.update(self._names)
+                elif need:
+                    wanted.add(need)
+                else:
+                    unknown_leader = True
+            if unknown_leader and not rediscovered:  # a leader on no known node: list them again
+                rediscovered = True
+                await self._discover()
+                continue
+            wanted -= views.keys() | failed.keys()
+            if not wanted:
+                break
+            failed.update(await self._fetch(wanted, views))
+        for key in keys:
+            if key not in answers:
+                answers[key] = self._unresolved(key, views, failed)
+        return answers
+
+    def _from_leader(
+        self, key: Key, views: Mapping[str, JszView]
+    ) -> tuple[Answer | None, str | None]:
+        """(answer, "") when a fetched view is the leader's (or standalone); else (None, URL of
+        the leader's node, or "" when that node is unknown) -- or (None, None) when no fetched
+        node has the consumer at all."""
+        leader = ""
+        seen = False
+        for url, view in views.items():
+            found = view.consumers.get(key)
+            if found is None:
+                continue
+            seen = True
+            if view.cluster_size <= 1:
+                return found, ""
+            leader = found.leader or leader
+            if leader and self._names.get(url) == leader:
+                self._leaders[key] = url
+                return found, ""
+        if not seen:
+            return None, None
+        self._leaders.pop(key, None)
+        return None, self._node_of(leader) if leader else ""
+
+    def _unresolved(
+        self, key: Key, views: Mapping[str, JszView], failed: Mapping[str, ScalerError]
+    ) -> Answer:
+        streams = frozenset().union(*(v.streams for v in views.values()))
+        leaders = {v.consumers[key].leader for v in views.values() if key in v.consumers}
+        if not leaders:
+            if failed:  # a node we could not read may hold it: not "missing"
+                exc = next(iter(failed.values()))
+                return _Failure(ScalerError, f"{exc} (while looking for the consumer)")
+            return self._missing(key, streams)
+        leader = next(iter(leaders)) or "(none: election in progress)"
+        return _Failure(
+            ScalerError,
+            f"nats-jetstream: consumer '{key[1]}' of stream '{key[0]}': its leader {leader} is"
+            f" not readable through the monitoring endpoints of {self._seed}",
+        )
+
+    def _missing(self, key: Key, streams: Iterable[str]) -> _Failure:
+        stream, consumer = key
+        where = f"account '{self.target.account}' at {self._seed}"
+        if stream not in set(streams):
+            return _Failure(QueryError, f"nats-jetstream: stream '{stream}' not found in {where}")
+        return _Failure(
+            QueryError,
+            f"nats-jetstream: consumer '{consumer}' not found in stream '{stream}' ({where})",
+        )
+
+    # -- cluster nodes -------------------------------------------------------------------------
+
+    def _node_of(self, name: str) -> str:
+        for url, node_name in self._names.items():
+            if node_name == name:
+                return url
+        return ""
+
+    def _forget_node(self, url: str) -> None:
+        self._leaders = {k: v for k, v in self._leaders.items() if v != url}
+
+    async def _discover(self) -> None:
+        """Map every cluster node's monitoring URL to its server_name (KEDA's method)."""
+        seed = await self._varz(self._seed)
+        names: dict[str, str] = {}
+        connect_urls = [u for u in seed.get("connect_urls") or () if isinstance(u, str)]
+        if connect_urls:
+            hosts = {_host_of(u) for u in connect_urls}
+            for host in sorted(hosts):
+                url = self.target.with_host(host)
+                try:
+                    info = await self._varz(url)
+                except ScalerError as exc:  # a node down must not hide the others
+                    log.warning(
+                        "nats node unreachable during leader discovery",
+                        extra={"node": url, "error": str(exc)},
+                    )
+                    continue
+                names[url] = str(info.get("server_name") or "")
+        else:
+            seed_name = str(seed.get("server_name") or "")
+            if seed_name:
+                names[self._seed] = seed_name
+            cluster = seed.get("cluster") or {}
+            for route in cluster.get("urls") or () if isinstance(cluster, dict) else ():
+                node = _host_of(str(route)).split(".", 1)[0]
+                if node and node not in names.values():
+                    names[self.target.with_host(f"{node}.{self.target.host}")] = node
+        self._names = names
+        self._leaders = {k: v for k, v in self._leaders.items() if v in names}
+
+    async def _varz(self, url: str) -> dict[str, Any]:
+        self.varz_requests += 1
+        body = await self._source(url).get(f"{url}/varz")
+        try:
+            doc = json.loads(body)
+        except ValueError as exc:
+            raise QueryError(f"nats-jetstream: GET {url}/varz: not JSON") from exc
+        if not isinstance(doc, dict):
+            raise QueryError(f"nats-jetstream: GET {url}/varz: not a JSON object")
+        return doc
+
+    # -- HTTP ----------------------------------------------------------------------------------
+
+    async def _fetch(
+        self, urls: Iterable[str], views: dict[str, JszView]
+    ) -> dict[str, ScalerError]:
+        """GET /jsz from each node at once; the views land in `views`, failures are returned."""
+        todo = sorted(set(urls))
+        results = await asyncio.gather(*(self._jsz(url) for url in todo), return_exceptions=True)
+        failed: dict[str, ScalerError] = {}
+        for url, result in zip(todo, results, strict=True):
+            if isinstance(result, JszView):
+                views[url] = result
+            elif isinstance(result, ScalerError):
+                failed[url] = result
+            elif isinstance(result, BaseException):
+                raise result
+        return failed
+
+    async def _jsz(self, url: str) -> JszView:
+        self.jsz_requests += 1
+        params = {"acc": self.target.account, "consumers": "true", "config": "true"}
+        body = await self._source(url).get(f"{url}/jsz", params)
+        return parse_jsz(body, self.target.account)
+
+    def _source(self, url: str) -> HttpSource:
+        source = self._sources.get(url)
+        if source is None:
+            source = HttpSource("nats-jetstream", url, _NO_AUTH, self.target.timeout, self._clients)
+            self._sources[url] = source
+        return source
+
+    async def aclose(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+        sources, self._sources = list(self._sources.values()), {}
+        for source in sources:
+            await source.aclose()
+
+
+def _host_of(address: str) -> str:
+    """The host of ``host:port`` / ``scheme://host:port`` / ``[v6]:port``."""
+    parts = urlsplit(address if "://" in address else f"//{address}")
+    return parts.hostname or address.rsplit(":", 1)[0]
+
+
+async def _new_poller(target: MonitorTarget, clients: ClientPool) -> JszPoller:
+    return JszPoller(target, clients)
+
+
+async def _close_poller(poller: JszPoller) -> None:
+    await poller.aclose()
+
+
+async def acquire_poller(target: MonitorTarget, clients: ClientPool) -> Lease[JszPoller]:
+    """The shared poller of `target`'s endpoint and account (release the lease when done)."""
+    return await clients.acquire(target.key, lambda: _new_poller(target, clients), _close_poller)

@@ -129,12 +129,13 @@ class Daemon:
         self.cta_watcher = Watcher(
             kube, f"{keda}/clustertriggerauthentications", self._on_auth, name="clustertriggerauths"
         )
+        # Every HPA, not only ours: the ownership check must see HPAs someone else made.
         self.hpa_watcher = Watcher(
             kube,
             f"/apis/autoscaling/v2{ns_part}/horizontalpodautoscalers",
             self._on_hpa,
-            label_selector="app.kubernetes.io/managed-by=tidal",
             name="hpas",
+            keep=_keep_hpa,
         )
         self.scheduler: Scheduler[Key] | None = None
         self.started = asyncio.Event()
@@ -158,12 +159,17 @@ class Daemon:
         try:
             if self.leader is not None:
                 tasks.append(asyncio.create_task(self.leader.run(), name="leader-election"))
-            for w in (*self.targets.watchers.values(), self.ta_watcher, self.cta_watcher):
+            first = (
+                *self.targets.watchers.values(),
+                self.ta_watcher,
+                self.cta_watcher,
+                self.hpa_watcher,
+            )
+            for w in first:
                 tasks.append(asyncio.create_task(w.run(), name=f"watch {w.name}"))
-            for w in (*self.targets.watchers.values(), self.ta_watcher, self.cta_watcher):
+            for w in first:
                 await w.synced.wait()
-            for w in (self.hpa_watcher, self.so_watcher):
-                tasks.append(asyncio.create_task(w.run(), name=f"watch {w.name}"))
+            tasks.append(asyncio.create_task(self.so_watcher.run(), name="watch scaledobjects"))
             await self.so_watcher.synced.wait()
             self.started.set()
             log.info("daemon started", extra={"objects": len(self.objects)})
@@ -251,6 +257,12 @@ class Daemon:
     async def _on_hpa(self, kind: EventType, raw: JSON) -> None:
         ns = raw.get("metadata", {}).get("namespace", "")
         so_name = (raw.get("metadata", {}).get("labels") or {}).get(SO_NAME_LABEL)
+        if so_name is None:
+            # Someone else's HPA: an object it blocked may be free now (or be blocked now).
+            for key, other in self.objects.items():
+                if key[0] == ns and (other.config_error is not None or kind == "ADDED"):
+                    other.needs_rebuild = True
+            return
         rt = self.objects.get((ns, str(so_name)))
         if rt is None or rt.target is None or rt.so.flags.paused:
             return
@@ -298,6 +310,11 @@ class Daemon:
             rt.target = await self.mapper.resolve(
                 so.scale_target_ref.api_version, so.scale_target_ref.kind
             )
+            owner = self._ownership_problem(rt.so, rt.target)
+            if owner is not None:
+                rt.config_error = ConfigError(owner)
+                rt.needs_rebuild = True  # re-checked every poll: the other owner may go away
+                return
             containers = self.targets.containers(rt.target, so.namespace, so.scale_target_ref.name)
             rt.triggers = await build_triggers(
                 so,
@@ -389,6 +406,32 @@ class Daemon:
                     extra={"object": f"{ns}/{name}", "trigger": trig.spec.name},
                 )
             await asyncio.sleep(backoff.next_delay())
+
+    def _ownership_problem(self, so: ScaledObject, target: GVKR) -> str | None:
+        """KEDA's admission checks, done at reconcile (Tidal has no webhook): one workload, one
+        ScaledObject (the oldest keeps it) and no foreign HPA on it."""
+        ref = so.scale_target_ref
+        what = f"the workload '{ref.name}' of type '{target.gvk_string}' is already managed by"
+        mine = (so.creation_timestamp or 0.0, so.name)
+        for (ns, name), other in self.objects.items():
+            o = other.so
+            if ns != so.namespace or name == so.name or o.scale_target_ref.name != ref.name:
+                continue
+            if o.scale_target_ref.gvk != ref.gvk:
+                continue
+            if (o.creation_timestamp or 0.0, o.name) < mine:
+                return f"{what} the ScaledObject '{name}'"
+        for (ns, name), h in self.hpa_watcher.objects.items():
+            if ns != so.namespace or h["target"] != (target.group, target.kind, ref.name):
+                continue
+            if so.uid and so.uid in h["owners"]:
+                continue
+            if h["ownership_check"] == "false":
+                continue  # validations.keda.sh/hpa-ownership: "false" on the HPA
+            if so.flags.transfer_hpa_ownership and so.advanced.hpa.name == name:
+                continue  # adopted: ensure_hpa rewrites it with our owner reference
+            return f"{what} the hpa '{name}'"
+        return None
 
     async def _auth_spec(self, kind: str, namespace: str, name: str) -> Mapping[str, Any] | None:
         if kind == "ClusterTriggerAuthentication":
@@ -731,6 +774,22 @@ class Daemon:
             await self.events.emit(
                 self._involved(so), "Warning", "ScaledObjectCheckFailed", message
             )
+
+
+def _keep_hpa(obj: JSON) -> JSON:
+    """What the daemon keeps of an HPA: enough for drift checks and the ownership check."""
+    meta = obj.get("metadata", {})
+    ref = obj.get("spec", {}).get("scaleTargetRef", {})
+    group = str(ref.get("apiVersion", "")).rpartition("/")[0]
+    return {
+        **obj,
+        "status": None,
+        "target": (group, ref.get("kind"), ref.get("name")),
+        "owners": [o.get("uid") for o in meta.get("ownerReferences") or []],
+        "ownership_check": (meta.get("annotations") or {}).get(
+            "validations.keda.sh/hpa-ownership", ""
+        ),
+    }
 
 
 def _spec_changed(so: ScaledObject, raw: JSON) -> bool:

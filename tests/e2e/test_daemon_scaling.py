@@ -331,3 +331,87 @@ def _async(fn: Callable[[], T]) -> Callable[[], Awaitable[T]]:
         return fn()
 
     return probe
+
+
+async def test_one_workload_one_owner(
+    cluster: Cluster, kubeconfig: Path, redis_server: RedisServer
+) -> None:
+    """KEDA's admission rules, checked at reconcile: a second ScaledObject or a foreign HPA on
+    the same workload is refused with KEDA's message; transfer-hpa-ownership adopts the HPA."""
+    trig = [redis_trigger(redis_server.address, f"q-{cluster.ns}")]
+    await cluster.create_deployment(deployment("worker", replicas=1))
+    await cluster.create_deployment(deployment("legacy", replicas=1))
+    await cluster.create_so(scaled_object("first", "worker", trig, pollingInterval=1))
+    await asyncio.sleep(1.1)  # creationTimestamp has one-second resolution
+    await cluster.create_so(scaled_object("second", "worker", trig, pollingInterval=1))
+    await cluster.kube.create(
+        f"/apis/autoscaling/v2/namespaces/{cluster.ns}/horizontalpodautoscalers",
+        {
+            "apiVersion": "autoscaling/v2",
+            "kind": "HorizontalPodAutoscaler",
+            "metadata": {"name": "legacy-hpa"},
+            "spec": {
+                "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "legacy"},
+                "minReplicas": 1,
+                "maxReplicas": 3,
+                "metrics": [
+                    {
+                        "type": "Resource",
+                        "resource": {
+                            "name": "cpu",
+                            "target": {"type": "Utilization", "averageUtilization": 50},
+                        },
+                    }
+                ],
+            },
+        },
+    )
+    await cluster.create_so(scaled_object("on-legacy", "legacy", trig, pollingInterval=1))
+    async with running_daemon(kubeconfig):
+        second = await eventually(
+            lambda: cluster.condition("second", "Ready"),
+            lambda c: c is not None and c["status"] == "False",
+        )
+        assert second is not None
+        assert (
+            "the workload 'worker' of type 'apps/v1.Deployment' is already managed by the "
+            "ScaledObject 'first'" in second["message"]
+        )
+        first = await eventually(
+            lambda: cluster.condition("first", "Ready"),
+            lambda c: c is not None and c["status"] == "True",
+        )
+        assert first is not None
+        legacy = await eventually(
+            lambda: cluster.condition("on-legacy", "Ready"),
+            lambda c: c is not None and c["status"] == "False",
+        )
+        assert legacy is not None
+        assert "is already managed by the hpa 'legacy-hpa'" in legacy["message"]
+
+        await cluster.patch_so(
+            "on-legacy",
+            {
+                "metadata": {
+                    "annotations": {"scaledobject.keda.sh/transfer-hpa-ownership": "true"}
+                },
+                "spec": {"advanced": {"horizontalPodAutoscalerConfig": {"name": "legacy-hpa"}}},
+            },
+        )
+        adopted = await eventually(
+            lambda: cluster.hpa("legacy-hpa"),
+            lambda h: (
+                h is not None
+                and any(
+                    o["kind"] == "ScaledObject" for o in h["metadata"].get("ownerReferences", [])
+                )
+            ),
+            what="HPA adopted",
+        )
+        assert adopted is not None
+        assert adopted["spec"]["metrics"][0]["type"] == "External"
+        ready = await eventually(
+            lambda: cluster.condition("on-legacy", "Ready"),
+            lambda c: c is not None and c["status"] == "True",
+        )
+        assert ready is not None

@@ -33,6 +33,8 @@ import redis.asyncio as aioredis
 from benchmarks.common import Result, Row, ms, percentile, progress
 from localenv.controlplane import ControlPlane
 from localenv.crds import install_crds
+from localenv.minio import MinioServer
+from localenv.nats import NatsServer
 from localenv.paths import new_run_dir
 from localenv.process import ManagedProcess, free_port
 from localenv.redis import RedisServer
@@ -45,7 +47,7 @@ TIDAL = Path(sys.executable).parent / "tidal"
 @dataclass
 class Env:
     plane: ControlPlane
-    redis: RedisServer
+    brokers: Brokers
     tidal: ManagedProcess
     session: aiohttp.ClientSession
     base: str
@@ -69,14 +71,26 @@ def _ready(port: int) -> bool:
         return False
 
 
+@dataclass
+class Brokers:
+    redis: RedisServer
+    nats: NatsServer
+    minio: MinioServer
+
+
 @contextlib.contextmanager
-def _processes(run_dir: Path) -> Iterator[tuple[ControlPlane, RedisServer, ManagedProcess]]:
-    progress(NAME, f"starting the control plane, Redis and Tidal (logs: {run_dir})")
+def _processes(run_dir: Path) -> Iterator[tuple[ControlPlane, Brokers, ManagedProcess]]:
+    progress(NAME, f"starting the control plane, Redis, NATS, MinIO and Tidal (logs: {run_dir})")
     plane = ControlPlane(run_dir, hpa_sync_period="15s").start()
-    server: RedisServer | None = None
+    started: list[RedisServer | NatsServer | MinioServer] = []
     tidal: ManagedProcess | None = None
     try:
         server = RedisServer(run_dir, notify_keyspace_events="Kl").start()
+        started.append(server)
+        nats = NatsServer(run_dir).start()
+        started.append(nats)
+        minio = MinioServer(run_dir, redis=server).start()
+        started.append(minio)
         install_crds(plane)
         plane.apply(
             f"/api/v1/namespaces/{NS}",
@@ -102,12 +116,12 @@ def _processes(run_dir: Path) -> Iterator[tuple[ControlPlane, RedisServer, Manag
             run_dir,
             ready=lambda: _ready(port),
         ).start()
-        yield plane, server, tidal
+        yield plane, Brokers(server, nats, minio), tidal
     finally:
         if tidal is not None:
             tidal.stop()
-        if server is not None:
-            server.stop()
+        for component in reversed(started):
+            component.stop()
         plane.stop()
 
 
@@ -216,30 +230,164 @@ async def _ready_object(env: Env, name: str, timeout: float = 60) -> None:
     raise TimeoutError(f"{name} not Ready")
 
 
-async def push_reps(env: Env, watch: ReplicaWatch, r: aioredis.Redis, reps: int) -> list[float]:
-    name = "push-redis"
-    trigger = {
-        "type": "redis",
-        "metadata": {"address": f"127.0.0.1:{env.redis.port}", "listName": name},
-    }
+class PushSource:
+    """One kind of event source: its trigger, how to publish one event and how to undo it."""
+
+    label = ""
+
+    async def setup(self, env: Env) -> tuple[dict[str, Any], dict[str, Any] | None]:
+        """The trigger (and an optional TriggerAuthentication spec)."""
+        raise NotImplementedError
+
+    async def publish(self) -> None:
+        raise NotImplementedError
+
+    async def consume(self) -> None:
+        raise NotImplementedError
+
+    async def close(self) -> None:
+        return None
+
+
+class RedisPush(PushSource):
+    label = "redis push (keyspace notifications)"
+
+    async def setup(self, env: Env) -> tuple[dict[str, Any], dict[str, Any] | None]:
+        self.r = aioredis.Redis(port=env.brokers.redis.port)
+        meta = {"address": f"127.0.0.1:{env.brokers.redis.port}", "listName": "push-jobs"}
+        return {"type": "redis", "metadata": meta}, None
+
+    async def publish(self) -> None:
+        await self.r.rpush("push-jobs", "job")
+
+    async def consume(self) -> None:
+        await self.r.lpop("push-jobs")
+
+    async def close(self) -> None:
+        await self.r.aclose()
+
+
+class NatsPush(PushSource):
+    label = "nats-jetstream push (stream subjects)"
+
+    async def setup(self, env: Env) -> tuple[dict[str, Any], dict[str, Any] | None]:
+        import nats
+
+        n = env.brokers.nats
+        self.nc = await nats.connect(n.url)
+        self.js = self.nc.jetstream()
+        await self.js.add_stream(name="BENCH", subjects=["bench.jobs"])
+        self.sub = await self.js.pull_subscribe("bench.jobs", durable="worker")
+        meta = {
+            "natsServerMonitoringEndpoint": n.monitoring,
+            "account": "$G",
+            "stream": "BENCH",
+            "consumer": "worker",
+            "natsServer": n.url,
+        }
+        return {"type": "nats-jetstream", "metadata": meta}, None
+
+    async def publish(self) -> None:
+        await self.js.publish("bench.jobs", b"job")
+
+    async def consume(self) -> None:
+        for msg in await self.sub.fetch(1, timeout=5):
+            await msg.ack_sync()
+
+    async def close(self) -> None:
+        await self.nc.close()
+
+
+class S3Push(PushSource):
+    label = "aws-s3 push (MinIO bucket events via Redis)"
+
+    async def setup(self, env: Env) -> tuple[dict[str, Any], dict[str, Any] | None]:
+        import boto3
+
+        m = env.brokers.minio
+        self.s3 = boto3.client(
+            "s3",
+            endpoint_url=m.endpoint,
+            region_name="us-east-1",
+            aws_access_key_id=m.access_key,
+            aws_secret_access_key=m.secret_key,
+        )
+        self.s3.create_bucket(Bucket="bench")
+        self.s3.put_bucket_notification_configuration(
+            Bucket="bench",
+            NotificationConfiguration={
+                "QueueConfigurations": [
+                    {"QueueArn": m.redis_queue_arn, "Events": ["s3:ObjectCreated:*"]}
+                ]
+            },
+        )
+        await env.request(
+            "POST",
+            f"/api/v1/namespaces/{NS}/secrets",
+            {
+                "apiVersion": "v1",
+                "kind": "Secret",
+                "metadata": {"name": "minio"},
+                "stringData": {"id": m.access_key, "secret": m.secret_key},
+            },
+        )
+        auth = {
+            "secretTargetRef": [
+                {"parameter": "awsAccessKeyID", "name": "minio", "key": "id"},
+                {"parameter": "awsSecretAccessKey", "name": "minio", "key": "secret"},
+            ]
+        }
+        meta = {
+            "bucketName": "bench",
+            "awsEndpoint": m.endpoint,
+            "awsRegion": "us-east-1",
+            "eventsRedisAddress": f"127.0.0.1:{env.brokers.redis.port}",
+            "eventsRedisList": "s3-events",
+        }
+        return {"type": "aws-s3", "metadata": meta}, auth
+
+    async def publish(self) -> None:
+        await asyncio.to_thread(self.s3.put_object, Bucket="bench", Key="job", Body=b"x")
+
+    async def consume(self) -> None:
+        await asyncio.to_thread(self.s3.delete_object, Bucket="bench", Key="job")
+
+
+async def push_reps(env: Env, watch: ReplicaWatch, source: PushSource, reps: int) -> list[float]:
+    name = "push-" + source.label.split()[0]
+    trigger, auth = await source.setup(env)
+    if auth is not None:
+        await env.request(
+            "POST",
+            f"/apis/keda.sh/v1alpha1/namespaces/{NS}/triggerauthentications",
+            {
+                "apiVersion": "keda.sh/v1alpha1",
+                "kind": "TriggerAuthentication",
+                "metadata": {"name": name},
+                "spec": auth,
+            },
+        )
+        trigger["authenticationRef"] = {"name": name}
     await _create(env, name, trigger, poll=300)
     await _ready_object(env, name)
-    await asyncio.sleep(1.0)  # let the keyspace subscription settle
+    await asyncio.sleep(1.0)  # let the subscription settle
     out: list[float] = []
+    deploy = f"/apis/apps/v1/namespaces/{NS}/deployments/{name}"
     for i in range(reps):
         watch.reached.pop(name, None)
         t0 = time.perf_counter()
-        await r.rpush(name, "job")
+        await source.publish()
         await watch.wait(lambda: name in watch.reached, 30)
         out.append(watch.reached[name] - t0)
-        await r.lpop(name)  # a list event (DEL would need the generic "g" flag)
-        await watch.wait(lambda: watch.replicas.get(name) == 0, 60)
-        await asyncio.sleep(0.2)
+        # Undo: consume the work, then put the workload back to 0 ourselves (the object polls
+        # only every 300 s; the next event wakes it and it must scale 0 -> 1 again).
+        await source.consume()
+        await env.request("PATCH", deploy, {"spec": {"replicas": 0}})
+        await watch.wait(lambda: watch.replicas.get(name) == 0, 30)
+        await asyncio.sleep(0.3)
         if (i + 1) % 10 == 0:
-            progress(
-                NAME,
-                f"redis push: {i + 1}/{reps} repetitions, p50 so far {ms(percentile(out, 50))}",
-            )
+            progress(NAME, f"{source.label}: {i + 1}/{reps}, p50 so far {ms(percentile(out, 50))}")
+    await source.close()
     return out
 
 
@@ -252,7 +400,7 @@ async def polled_round(
     for name in names:
         trigger = {
             "type": "redis",
-            "metadata": {"address": f"127.0.0.1:{env.redis.port}", "listName": name},
+            "metadata": {"address": f"127.0.0.1:{env.brokers.redis.port}", "listName": name},
         }
         await _create(env, name, trigger, poll, push=False)
         await asyncio.sleep(poll / n)
@@ -268,18 +416,19 @@ async def polled_round(
 
 async def _main(run_dir: Path, quick: bool) -> dict[str, list[float]]:
     reps = 10 if quick else 60
-    with _processes(run_dir) as (plane, server, tidal):
+    with _processes(run_dir) as (plane, brokers, tidal):
         ctx = ssl.create_default_context(cafile=str(plane.ca_path))
         crt, key = plane.admin_cert_paths
         ctx.load_cert_chain(crt, key)
         async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=ctx)) as session:
-            env = Env(plane, server, tidal, session, plane.server)
+            env = Env(plane, brokers, tidal, session, plane.server)
             watch = ReplicaWatch(env)
             await watch.start()
-            r = aioredis.Redis(port=server.port)
+            r = aioredis.Redis(port=brokers.redis.port)
             results: dict[str, list[float]] = {}
-            progress(NAME, f"redis push: {reps} repetitions, pollingInterval 300 s")
-            results["redis push"] = await push_reps(env, watch, r, reps)
+            for source in (RedisPush(), NatsPush(), S3Push()):
+                progress(NAME, f"{source.label}: {reps} repetitions, pollingInterval 300 s")
+                results[source.label] = await push_reps(env, watch, source, reps)
             for poll in (5, 30):
                 n = 10 if quick else 50
                 progress(NAME, f"redis polled every {poll} s: one event to each of {n} objects")

@@ -342,6 +342,12 @@ class Daemon:
             )
         fallback = so.fallback.failure_threshold if so.fallback else None
         self.store.register(so.namespace, so.name, rt.specs, fallback)
+        for t in rt.triggers:
+            if t.spec.kind == "External":
+                labels = TriggerLabels(
+                    so.namespace, t.spec.name, so.name, t.trigger.type, t.trigger.index
+                )
+                self.telemetry.record_target(labels, t.spec.target)
         rt.hpa_dirty = True
         rt.rebuilt_at = asyncio.get_running_loop().time()
         push_off = so.annotations.get(PUSH_ANNOTATION, "").strip().lower() in ("false", "0", "off")
@@ -466,6 +472,9 @@ class Daemon:
             rt.original_replicas = so.original_replica_count
             if rt.original_replicas is None:
                 rt.original_replicas = current
+        self.telemetry.record_replicas(
+            so.namespace, so.name, current, so.min_replica_count, hpa_max_replicas(so)
+        )
         decision = await self._sample_and_decide(rt, current)
         if decision.scale_to_zero and self.is_leader:
             # Safety rule 2: re-check activity just before lowering to zero / idle.
@@ -556,9 +565,13 @@ class Daemon:
                 rt.needs_rebuild = True
             return str(exc)
         except Exception as exc:  # a scaler bug must not stall the object loop
-            log.exception("scaler raised an unexpected error", extra={"trigger": metric})
+            log.exception(
+                "scaler raised an unexpected error",
+                extra={"object": f"{so.namespace}/{so.name}", "trigger": metric},
+            )
             self.store.record_error(so.namespace, so.name, metric, type(exc).__name__, now)
             self.telemetry.scaler_errors.labels(*labels).inc()
+            self.telemetry.object_errors.labels(so.namespace, so.name).inc()
             return type(exc).__name__
         previous = self.store.get(so.namespace, so.name, metric)
         if previous is not None and previous.failing:
@@ -699,16 +712,7 @@ class Daemon:
                     "restored original replicas",
                     extra={"object": f"{key[0]}/{key[1]}", "replicas": original},
                 )
-            rest = [f for f in finalizers if f != FINALIZER]
-            await self.kube.merge_patch(
-                scaled_objects(*key),
-                {
-                    "metadata": {
-                        "finalizers": rest or None,
-                        "resourceVersion": meta.get("resourceVersion"),
-                    }
-                },
-            )
+            await self._remove_finalizer(key)
             if rt is not None:
                 await self.events.emit(
                     self._involved(rt.so),
@@ -718,9 +722,37 @@ class Daemon:
                 )
         except KubeError as exc:
             log.warning(
-                "finalizer not removed; will retry",
+                "finalizer not removed; retried on the next change of the object",
                 extra={"object": f"{key[0]}/{key[1]}", "error": str(exc)},
             )
+
+    async def _remove_finalizer(self, key: Key, attempts: int = 5) -> None:
+        """Drop our finalizer with a JSON patch that first tests its position, so a concurrent
+        change to the list (another controller's finalizer) is never overwritten; re-read and
+        retry on conflict."""
+        path = scaled_objects(*key)
+        for attempt in range(attempts):
+            body = await self.kube.get_or_none(path)
+            if body is None:
+                return
+            finalizers = list(body.get("metadata", {}).get("finalizers") or [])
+            if FINALIZER not in finalizers:
+                return
+            i = finalizers.index(FINALIZER)
+            try:
+                await self.kube.json_patch(
+                    path,
+                    [
+                        {"op": "test", "path": f"/metadata/finalizers/{i}", "value": FINALIZER},
+                        {"op": "remove", "path": f"/metadata/finalizers/{i}"},
+                    ],
+                )
+                self.telemetry.api_writes.labels("scaledobject").inc()
+                return
+            except KubeError as exc:
+                if exc.status not in (409, 422) or attempt == attempts - 1:
+                    raise
+            await asyncio.sleep(0.1 * (attempt + 1))
 
     # ------------------------------------------------------------------ reporting bad input
 

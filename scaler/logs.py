@@ -25,7 +25,8 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "msg": record.getMessage(),
         }
-        out.update(fields_of(record))
+        for key, value in fields_of(record).items():
+            out.setdefault(key, value)  # a field never replaces ts/level/logger/msg
         if record.exc_info:
             out["exc"] = self.formatException(record.exc_info)
         return json.dumps(out, default=str)
@@ -35,11 +36,20 @@ class TextFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         ts = time.strftime("%H:%M:%S", time.localtime(record.created))
         parts = [f"{ts}.{int(record.msecs):03d}", f"{record.levelname:<7}", record.getMessage()]
-        parts += [f"{k}={v}" for k, v in fields_of(record).items()]
+        parts += [f"{k}={_logfmt(v)}" for k, v in fields_of(record).items()]
         line = " ".join(parts)
         if record.exc_info:
             line += "\n" + self.formatException(record.exc_info)
         return line
+
+
+def _logfmt(value: Any) -> str:
+    """One token per value: quoted (JSON string escapes) when it has spaces, quotes, `=` or
+    control characters, so a value can't split a record or forge another line."""
+    text = str(value)
+    if text and not any(c.isspace() or c in '"=' or not c.isprintable() for c in text):
+        return text
+    return json.dumps(text, ensure_ascii=False)
 
 
 def configure(fmt: str = "text", level: str = "info") -> None:

@@ -1,16 +1,33 @@
 """Prometheus metrics of the daemon: KEDA's names and labels, plus Tidal's own under `tidal_`.
 
-A dashboard built for KEDA reads these unchanged. No label ever holds a secret or a connection
-string: labels are namespace, object, trigger type/index and metric names only.
+A dashboard built for KEDA reads these unchanged (docs/observability.md lists every metric). No
+label ever holds a secret or a connection string: labels are namespace, object, trigger
+type/index, metric names (`s<index>-<type>-<detail>`), directions, reasons and write kinds only.
+
+Three families are computed at scrape time by `_ScrapeCollector` rather than stored:
+
+* ``keda_scaler_detail_errors_total`` / ``keda_scaled_object_errors_total`` — like KEDA, every
+  trigger and object the daemon has reported on gets its error counter exposed at 0 before its
+  first error, so ``rate()`` and ``label_values()`` in dashboards see healthy objects too;
+* ``tidal_metric_staleness_seconds`` — the age of each trigger's last good value at the moment of
+  the scrape (it keeps growing while the trigger fails). The daemon marks a good value with
+  ``staleness.labels(...).set(0)``; ``set(a)`` means "the last good value is `a` seconds old now".
 """
 
 from __future__ import annotations
 
+import platform
+import time
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 SCALER_LABELS = ("namespace", "metric", "scaledObject", "scaler", "triggerIndex", "type")
+OBJECT_LABELS = ("namespace", "scaledObject")
+LabelValues = tuple[str, ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,16 +49,132 @@ class TriggerLabels:
         )
 
 
+class _FreshMark:
+    __slots__ = ("_key", "_owner")
+
+    def __init__(self, owner: FreshnessGauge, key: LabelValues) -> None:
+        self._owner = owner
+        self._key = key
+
+    def set(self, age: float) -> None:
+        """The last good value is `age` seconds old now (0: it was observed just now)."""
+        self._owner.marks[self._key] = self._owner.clock() - age
+
+
+class FreshnessGauge:
+    """Ages that grow by themselves: exported as ``clock() - mark`` at every scrape."""
+
+    def __init__(self, labelnames: tuple[str, ...], clock: Callable[[], float]) -> None:
+        self.labelnames = labelnames
+        self.clock = clock
+        self.marks: dict[LabelValues, float] = {}
+
+    def labels(self, *values: str) -> _FreshMark:
+        if len(values) != len(self.labelnames):
+            raise ValueError("incorrect label count")
+        return _FreshMark(self, tuple(str(v) for v in values))
+
+    def remove(self, *values: str) -> None:
+        self.marks.pop(tuple(values), None)
+
+    def clear(self) -> None:
+        self.marks.clear()
+
+    def ages(self) -> Iterator[tuple[LabelValues, float]]:
+        now = self.clock()
+        for key, mark in list(self.marks.items()):
+            yield key, max(0.0, now - mark)
+
+
+def _label_sets(metric: Counter | Gauge, names: tuple[str, ...]) -> list[LabelValues]:
+    """The label values of every child of a labelled metric (public API: collect())."""
+    out: dict[LabelValues, None] = {}
+    for family in metric.collect():
+        for s in family.samples:
+            if s.name.endswith("_created"):
+                continue
+            out[tuple(s.labels.get(n, "") for n in names)] = None
+    return list(out)
+
+
+def _values(metric: Counter, names: tuple[str, ...]) -> dict[LabelValues, float]:
+    out: dict[LabelValues, float] = {}
+    for family in metric.collect():
+        for s in family.samples:
+            if s.name.endswith("_total"):
+                out[tuple(s.labels.get(n, "") for n in names)] = s.value
+    return out
+
+
+class _ScrapeCollector(Collector):
+    def __init__(self, telemetry: Telemetry) -> None:
+        self._t = telemetry
+
+    def collect(self) -> Iterable[Metric]:
+        t = self._t
+        triggers: dict[LabelValues, None] = {}
+        for g in (t.scaler_value, t.scaler_active, t.scaler_latency):
+            triggers.update(dict.fromkeys(_label_sets(g, SCALER_LABELS)))
+        triggers.update(dict.fromkeys(t.staleness.marks))
+        scaler_errors = _values(t.scaler_errors, SCALER_LABELS)
+        fam = CounterMetricFamily(
+            "keda_scaler_detail_errors",
+            "The number of errors that have occurred for each scaler (trigger)",
+            labels=SCALER_LABELS,
+        )
+        for key in {**triggers, **dict.fromkeys(scaler_errors)}:
+            fam.add_metric(list(key), scaler_errors.get(key, 0.0))
+        yield fam
+
+        objects: dict[LabelValues, None] = {(k[0], k[2]): None for k in (*triggers, *scaler_errors)}
+        objects.update(dict.fromkeys(_label_sets(t.object_paused, OBJECT_LABELS)))
+        object_errors = _values(t.object_errors, OBJECT_LABELS)
+        fam = CounterMetricFamily(
+            "keda_scaled_object_errors",
+            "The number of errors that have occurred for each ScaledObject",
+            labels=OBJECT_LABELS,
+        )
+        for key in {**objects, **dict.fromkeys(object_errors)}:
+            fam.add_metric(list(key), object_errors.get(key, 0.0))
+        yield fam
+
+        gauge = GaugeMetricFamily(
+            "tidal_metric_staleness_seconds",
+            "Age of the last good value of each trigger's metric, at scrape time",
+            labels=SCALER_LABELS,
+        )
+        for key, age in t.staleness.ages():
+            gauge.add_metric(list(key), age)
+        yield gauge
+
+
+def _build_labels(version: str, git_commit: str) -> tuple[str, str, str, str, str]:
+    arch = {"x86_64": "amd64", "aarch64": "arm64"}.get(platform.machine(), platform.machine())
+    runtime = f"python{platform.python_version()}"
+    return (version, git_commit, runtime, platform.system().lower(), arch)
+
+
 class Telemetry:
-    def __init__(self, registry: CollectorRegistry | None = None, version: str = "0.1.0") -> None:
+    """Every metric the daemon records. Attribute names and label orders are the daemon's API."""
+
+    def __init__(
+        self,
+        registry: CollectorRegistry | None = None,
+        version: str = "0.1.0",
+        *,
+        git_commit: str = "",
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         r = self.registry = registry or CollectorRegistry()
         self.build_info = Gauge(
             "keda_build_info",
-            "Build information (Tidal)",
+            "Build information: version, git commit; goversion holds the Python runtime",
             ["version", "git_commit", "goversion", "goos", "goarch"],
             registry=r,
         )
-        self.build_info.labels(version, "", "python", "linux", "amd64").set(1)
+        self.build_info.labels(*_build_labels(version, git_commit)).set(1)
+
+        # ---- KEDA's per-trigger metrics (labels SCALER_LABELS)
         self.scaler_value = Gauge(
             "keda_scaler_metrics_value",
             "The current value of each scaler's metric, as fed to the HPA",
@@ -50,67 +183,75 @@ class Telemetry:
         )
         self.scaler_latency = Gauge(
             "keda_scaler_metrics_latency_seconds",
-            "Latency of the last query of each scaler",
+            "The latency of the last query of each scaler, in seconds",
             SCALER_LABELS,
             registry=r,
         )
         self.scaler_active = Gauge(
-            "keda_scaler_active", "1 when the trigger is active, else 0", SCALER_LABELS, registry=r
-        )
-        self.scaler_errors = Counter(
-            "keda_scaler_detail_errors",
-            "Errors of each scaler",
+            "keda_scaler_active",
+            "1 when the trigger is active, else 0",
             SCALER_LABELS,
             registry=r,
         )
+        # Not registered: exported by _ScrapeCollector, with zeros for triggers without errors.
+        self.scaler_errors = Counter(
+            "keda_scaler_detail_errors",
+            "The number of errors that have occurred for each scaler (trigger)",
+            SCALER_LABELS,
+            registry=None,
+        )
+        # ---- KEDA's per-object metrics
         self.object_errors = Counter(
             "keda_scaled_object_errors",
-            "Errors of each ScaledObject",
-            ["namespace", "scaledObject"],
-            registry=r,
+            "The number of errors that have occurred for each ScaledObject",
+            OBJECT_LABELS,
+            registry=None,
         )
         self.object_paused = Gauge(
             "keda_scaled_object_paused",
-            "1 when the ScaledObject is paused",
-            ["namespace", "scaledObject"],
+            "1 when the ScaledObject is paused, else 0",
+            OBJECT_LABELS,
             registry=r,
         )
         self.resources = Gauge(
             "keda_resource_registered_total",
-            "Registered custom resources",
+            "Registered custom resources per namespace and type (scaled_object)",
             ["type", "namespace"],
             registry=r,
         )
         self.triggers = Gauge(
-            "keda_trigger_registered_total", "Registered triggers by type", ["type"], registry=r
+            "keda_trigger_registered_total",
+            "Registered triggers per trigger type",
+            ["type"],
+            registry=r,
         )
         self.loop_latency = Gauge(
             "keda_internal_scale_loop_latency_seconds",
-            "How late the last poll of each object started compared with its schedule",
+            "How late the last poll of each object started compared with its schedule, in seconds",
             ["namespace", "type", "resource"],
             registry=r,
         )
-        # Tidal's own.
+
+        # ---- Tidal's own
         self.lateness = Histogram(
             "tidal_scheduler_lateness_seconds",
             "Lateness of every poll against its due time",
             buckets=(0.0005, 0.001, 0.002, 0.003, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 1, 5),
             registry=r,
         )
-        self.staleness = Gauge(
-            "tidal_metric_staleness_seconds",
-            "Age of the last good value of each trigger's metric",
-            SCALER_LABELS,
-            registry=r,
-        )
+        # Not registered: exported by _ScrapeCollector as ages at scrape time.
+        self.staleness = FreshnessGauge(SCALER_LABELS, clock)
         self.scale_actions = Counter(
             "tidal_scale_actions",
-            "Replica changes written by Tidal",
+            "Replica changes written by Tidal, by direction (up/down) and decision reason",
             ["namespace", "scaledObject", "direction", "reason"],
             registry=r,
         )
         self.api_writes = Counter(
-            "tidal_api_writes", "Writes to the Kubernetes API by kind", ["kind"], registry=r
+            "tidal_api_writes",
+            "Writes to the Kubernetes API by kind (scale, hpa, status, scaledobject)",
+            ["kind"],
+            registry=r,
         )
         self.decision_to_write = Histogram(
             "tidal_decision_to_write_seconds",
@@ -124,14 +265,79 @@ class Telemetry:
             ["namespace", "scaledObject", "triggerIndex"],
             registry=r,
         )
+        self.target_replicas = Gauge(
+            "tidal_scale_target_replicas",
+            "spec.replicas of each ScaledObject's scale target, as last read by its poll",
+            OBJECT_LABELS,
+            registry=r,
+        )
+        self.min_replicas = Gauge(
+            "tidal_scaled_object_min_replicas",
+            "minReplicaCount of each ScaledObject",
+            OBJECT_LABELS,
+            registry=r,
+        )
+        self.max_replicas = Gauge(
+            "tidal_scaled_object_max_replicas",
+            "maxReplicaCount of each ScaledObject",
+            OBJECT_LABELS,
+            registry=r,
+        )
+        self.scaler_target = Gauge(
+            "tidal_scaler_metrics_target",
+            "The HPA target of each trigger's metric (averageValue or value)",
+            SCALER_LABELS,
+            registry=r,
+        )
+        r.register(_ScrapeCollector(self))
+
+    # ------------------------------------------------------------------ helpers for the daemon
+
+    def record_replicas(
+        self, namespace: str, name: str, current: int, minimum: int, maximum: int
+    ) -> None:
+        """The scale target's replicas and the object's bounds, once per poll."""
+        self.target_replicas.labels(namespace, name).set(current)
+        self.min_replicas.labels(namespace, name).set(minimum)
+        self.max_replicas.labels(namespace, name).set(maximum)
+
+    def record_target(self, labels: TriggerLabels, target: float) -> None:
+        """The HPA target of one trigger's metric (when its scalers are built)."""
+        self.scaler_target.labels(*labels.values()).set(target)
 
     def forget_object(self, namespace: str, name: str) -> None:
         """Drop the label sets of a deleted object so dashboards don't show ghosts."""
-        for metric in (self.scaler_value, self.scaler_latency, self.scaler_active, self.staleness):
-            for labels in list(metric._metrics):  # prometheus_client has no public listing
-                if labels[0] == namespace and labels[2] == name:
-                    metric.remove(*labels)
-        for g in (self.object_paused,):
-            for labels in list(g._metrics):
-                if labels == (namespace, name):
-                    g.remove(*labels)
+        per_trigger: tuple[Counter | Gauge, ...] = (
+            self.scaler_value,
+            self.scaler_latency,
+            self.scaler_active,
+            self.scaler_errors,
+            self.scaler_target,
+        )
+        for metric in per_trigger:
+            for key in _label_sets(metric, SCALER_LABELS):
+                if key[0] == namespace and key[2] == name:
+                    metric.remove(*key)
+        for key in list(self.staleness.marks):
+            if key[0] == namespace and key[2] == name:
+                self.staleness.remove(*key)
+        per_object: tuple[Counter | Gauge, ...] = (
+            self.object_errors,
+            self.object_paused,
+            self.target_replicas,
+            self.min_replicas,
+            self.max_replicas,
+        )
+        for metric in per_object:
+            if (namespace, name) in _label_sets(metric, OBJECT_LABELS):
+                metric.remove(namespace, name)
+        for key in _label_sets(self.loop_latency, ("namespace", "type", "resource")):
+            if key[0] == namespace and key[2] == name:
+                self.loop_latency.remove(*key)
+        for key in _label_sets(self.push_connected, ("namespace", "scaledObject", "triggerIndex")):
+            if key[:2] == (namespace, name):
+                self.push_connected.remove(*key)
+        actions = ("namespace", "scaledObject", "direction", "reason")
+        for key in _label_sets(self.scale_actions, actions):
+            if key[:2] == (namespace, name):
+                self.scale_actions.remove(*key)

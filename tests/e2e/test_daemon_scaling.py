@@ -256,6 +256,7 @@ async def test_broken_object_never_stalls_healthy_ones(
     key = f"jobs-{cluster.ns}"
     await cluster.create_deployment(deployment("good", replicas=0))
     await cluster.create_deployment(deployment("bad", replicas=0))
+    await cluster.create_deployment(deployment("bad-auth", replicas=0))
     await cluster.create_so(
         scaled_object(
             "bad", "bad", [{"type": "no-such-trigger", "metadata": {}}], pollingInterval=1
@@ -264,7 +265,7 @@ async def test_broken_object_never_stalls_healthy_ones(
     await cluster.create_so(
         scaled_object(
             "missing-auth",
-            "bad",
+            "bad-auth",
             [{**redis_trigger(redis_server.address, key), "authenticationRef": {"name": "nope"}}],
             pollingInterval=1,
         )

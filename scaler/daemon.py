@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import time
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, Literal
 
 from scaler.clients import ClientPool
 from scaler.contract import Sample
@@ -137,6 +138,20 @@ class Daemon:
             name="hpas",
             keep=_keep_hpa,
         )
+        # Metadata-only watches of Secrets and ConfigMaps: a change to one an object read while
+        # building its scalers (auth params, *FromEnv) rebuilds that object. No values are read.
+        self.ref_watchers = [
+            Watcher(
+                kube,
+                f"/api/v1{ns_part}/{resource}",
+                functools.partial(self._on_ref, kind),
+                name=resource,
+                metadata_only=True,
+                keep=_keep_meta,
+            )
+            for kind, resource in (("Secret", "secrets"), ("ConfigMap", "configmaps"))
+        ]
+        self._by_ref: dict[tuple[str, str, str], set[Key]] = {}
         self.scheduler: Scheduler[Key] | None = None
         self.started = asyncio.Event()
 
@@ -164,6 +179,7 @@ class Daemon:
                 self.ta_watcher,
                 self.cta_watcher,
                 self.hpa_watcher,
+                *self.ref_watchers,
             )
             for w in first:
                 tasks.append(asyncio.create_task(w.run(), name=f"watch {w.name}"))
@@ -229,6 +245,7 @@ class Daemon:
         new.last_active_time = so.last_active_time
         new.finalizer_added = FINALIZER in (meta.get("finalizers") or [])
         if rt is not None:
+            new.refs = rt.refs
             new.last_active_time = rt.last_active_time or so.last_active_time
             new.original_replicas = rt.original_replicas
         self.objects[key] = new
@@ -253,6 +270,27 @@ class Daemon:
                     continue
                 rt.needs_rebuild = True
                 self._wake(key)
+
+    async def _on_ref(self, ref_kind: str, kind: EventType, raw: JSON) -> None:
+        meta = raw.get("metadata", {})
+        ref = (ref_kind, str(meta.get("namespace", "")), str(meta.get("name", "")))
+        for key in self._by_ref.get(ref, ()):
+            rt = self.objects.get(key)
+            if rt is not None:
+                rt.needs_rebuild = True
+                self._wake(key)
+
+    def _index_refs(
+        self, key: Key, old: frozenset[tuple[str, str, str]], new: frozenset[tuple[str, str, str]]
+    ) -> None:
+        for ref in old - new:
+            keys = self._by_ref.get(ref)
+            if keys is not None:
+                keys.discard(key)
+                if not keys:
+                    del self._by_ref[ref]
+        for ref in new - old:
+            self._by_ref.setdefault(ref, set()).add(key)
 
     async def _on_hpa(self, kind: EventType, raw: JSON) -> None:
         ns = raw.get("metadata", {}).get("namespace", "")
@@ -280,6 +318,7 @@ class Daemon:
         self.store.remove_object(*key)
         self.telemetry.forget_object(*key)
         if rt is not None:
+            self._index_refs(key, rt.refs, frozenset())
             await rt.close()
             self.events.forget(rt.so.uid)
         self._count_registered()
@@ -306,6 +345,12 @@ class Daemon:
         rt.needs_rebuild = False
         rt.config_error = None
         notes: list[str] = []
+        read: set[tuple[str, str, str]] = set()
+
+        async def recording_fetch(kind: Literal["Secret", "ConfigMap"], ns: str, name: str) -> Any:
+            read.add((kind, ns, name))
+            return await fetch_data(self.kube, kind, ns, name)
+
         try:
             rt.target = await self.mapper.resolve(
                 so.scale_target_ref.api_version, so.scale_target_ref.kind
@@ -320,7 +365,7 @@ class Daemon:
                 so,
                 registry=self.registry,
                 clients=self.clients,
-                fetch=lambda k, ns, n: fetch_data(self.kube, k, ns, n),
+                fetch=recording_fetch,
                 auth_lookup=self._auth_spec,
                 pod_spec=None if containers is None else {"containers": containers},
                 cluster_namespace=self.settings.watch.cluster_object_namespace,
@@ -334,6 +379,11 @@ class Daemon:
             rt.config_error = ConfigError(f"scale target: {exc}")
             rt.needs_rebuild = True  # transient: try again next poll
             return
+        finally:
+            # Also after a failure: a missing Secret that appears later rebuilds the object.
+            refs = frozenset(read)
+            self._index_refs(so.key, rt.refs, refs)
+            rt.refs = refs
         if notes and not rt.unknown_keys_warned:
             rt.unknown_keys_warned = True
             log.warning(
@@ -806,6 +856,17 @@ class Daemon:
             await self.events.emit(
                 self._involved(so), "Warning", "ScaledObjectCheckFailed", message
             )
+
+
+def _keep_meta(obj: JSON) -> JSON:
+    meta = obj.get("metadata", {})
+    return {
+        "metadata": {
+            "name": meta.get("name"),
+            "namespace": meta.get("namespace"),
+            "resourceVersion": meta.get("resourceVersion"),
+        },
+    }
 
 
 def _keep_hpa(obj: JSON) -> JSON:

@@ -51,6 +51,7 @@ class ObjectRuntime:
     hpa_present: bool = True  # assume an HPA may exist until we deleted it
     push_tasks: list[asyncio.Task[None]] = field(default_factory=list)
     rebuilt_at: float = float("-inf")  # loop time of the last (re)build
+    refs: frozenset[tuple[str, str, str]] = frozenset()  # Secrets/ConfigMaps read at build
 
     @property
     def specs(self) -> list[MetricSpec]:

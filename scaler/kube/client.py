@@ -26,6 +26,9 @@ JSON = dict[str, Any]
 
 MERGE_PATCH = "application/merge-patch+json"
 JSON_PATCH = "application/json-patch+json"
+# Metadata-only reads (no Secret values ever reach the daemon through these).
+PARTIAL_LIST = "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1"
+PARTIAL_ITEM = "application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1"
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,8 +90,9 @@ class KubeClient:
         body: object = None,
         content_type: str = "application/json",
         timeout: float | None = None,
+        accept: str = "application/json",
     ) -> aiohttp.ClientResponse:
-        headers = {"Accept": "application/json", "Content-Type": content_type}
+        headers = {"Accept": accept, "Content-Type": content_type}
         req_timeout = aiohttp.ClientTimeout(total=timeout) if timeout else self._timeout
         try:
             resp: aiohttp.ClientResponse = await self._api.call_api(
@@ -113,11 +117,14 @@ class KubeClient:
         query: Mapping[str, str | int] | None = None,
         body: object = None,
         content_type: str = "application/json",
+        accept: str = "application/json",
     ) -> JSON:
         """One call; returns the decoded JSON body or raises KubeError with the HTTP status."""
         if method != "GET":
             self.writes += 1
-        resp = await self._send(method, path, query=query, body=body, content_type=content_type)
+        resp = await self._send(
+            method, path, query=query, body=body, content_type=content_type, accept=accept
+        )
         async with resp:
             try:
                 raw = await resp.read()
@@ -130,8 +137,8 @@ class KubeClient:
             data: JSON = json.loads(raw)
             return data
 
-    async def get(self, path: str, **query: str | int) -> JSON:
-        return await self.request("GET", path, query=query)
+    async def get(self, path: str, *, accept: str = "application/json", **query: str | int) -> JSON:
+        return await self.request("GET", path, query=query, accept=accept)
 
     async def get_or_none(self, path: str) -> JSON | None:
         try:
@@ -161,10 +168,15 @@ class KubeClient:
                 raise
 
     async def watch_lines(
-        self, path: str, query: Mapping[str, str | int], *, timeout: float
+        self,
+        path: str,
+        query: Mapping[str, str | int],
+        *,
+        timeout: float,
+        accept: str = "application/json",
     ) -> AsyncIterator[JSON]:
         """Stream a watch: yields decoded events until the server ends the stream."""
-        resp = await self._send("GET", path, query=query, timeout=timeout)
+        resp = await self._send("GET", path, query=query, timeout=timeout, accept=accept)
         async with resp:
             if resp.status != 200:
                 raw = await resp.read()

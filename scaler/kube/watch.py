@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from scaler.errors import KubeError
-from scaler.kube.client import JSON, KubeClient
+from scaler.kube.client import JSON, PARTIAL_ITEM, PARTIAL_LIST, KubeClient
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +59,7 @@ class Watcher:
         watch_timeout: int = 300,
         name: str = "",
         keep: Callable[[JSON], JSON] | None = None,
+        metadata_only: bool = False,
     ) -> None:
         self._kube = kube
         self._path = path
@@ -69,6 +70,7 @@ class Watcher:
         # `keep` reduces each object to the fields the caller uses before it is cached, so a
         # watch of 1000 Deployments holds replica counts, not pod templates.
         self._keep = keep or (lambda obj: obj)
+        self._metadata_only = metadata_only
         self.objects: dict[tuple[str, str], JSON] = {}
         self.synced = asyncio.Event()
         self.relists = 0
@@ -82,11 +84,15 @@ class Watcher:
                 await self._watch(rv)
             except asyncio.CancelledError:
                 raise
-            except (KubeError, ValueError, KeyError) as exc:
+            except Exception as exc:  # a watch must outlive anything the server sends
                 delay = self._backoff.next_delay()
                 log.warning(
                     "watch failed; retrying",
-                    extra={"watch": self.name, "error": str(exc), "retry_in_s": round(delay, 2)},
+                    extra={
+                        "watch": self.name,
+                        "error": f"{type(exc).__name__}: {exc}",
+                        "retry_in_s": round(delay, 2),
+                    },
                 )
                 await asyncio.sleep(delay)
 
@@ -94,10 +100,11 @@ class Watcher:
         query: dict[str, str | int] = {}
         if self._selector:
             query["labelSelector"] = self._selector
-        body = await self._kube.get(self._path, **query)
+        accept = PARTIAL_LIST if self._metadata_only else "application/json"
+        body = await self._kube.get(self._path, accept=accept, **query)
         self.relists += 1
         seen: dict[tuple[str, str], JSON] = {}
-        for item in body.get("items", []):
+        for item in body.get("items") or []:
             seen[_key(item)] = self._keep(item)
         gone = [k for k in self.objects if k not in seen]
         for k in gone:
@@ -124,7 +131,10 @@ class Watcher:
             if self._selector:
                 query["labelSelector"] = self._selector
             async for event in self._kube.watch_lines(
-                self._path, query, timeout=self._watch_timeout + 30
+                self._path,
+                query,
+                timeout=self._watch_timeout + 30,
+                accept=PARTIAL_ITEM if self._metadata_only else "application/json",
             ):
                 kind = event.get("type")
                 obj = event.get("object", {})

@@ -416,3 +416,53 @@ async def test_one_workload_one_owner(
             lambda c: c is not None and c["status"] == "True",
         )
         assert ready is not None
+
+
+async def test_secret_changes_rebuild_the_object(
+    cluster: Cluster, kubeconfig: Path, redis_factory: Callable[..., RedisServer]
+) -> None:
+    """A TriggerAuthentication naming a Secret that does not exist yet: Ready=False with the
+    reason; the Secret appearing (and later changing) rebuilds the object's scalers at once."""
+    server = redis_factory(password="s3cret-pw")
+    await _with_work(server, "jobs")
+    await cluster.create_deployment(deployment("worker", replicas=0))
+    await cluster.kube.create(
+        f"/apis/keda.sh/v1alpha1/namespaces/{cluster.ns}/triggerauthentications",
+        {
+            "apiVersion": "keda.sh/v1alpha1",
+            "kind": "TriggerAuthentication",
+            "metadata": {"name": "redis-auth"},
+            "spec": {"secretTargetRef": [{"parameter": "password", "name": "redis", "key": "pw"}]},
+        },
+    )
+    trigger = {
+        **redis_trigger(server.address, "jobs"),
+        "authenticationRef": {"name": "redis-auth"},
+    }
+    await cluster.create_so(
+        scaled_object("worker", "worker", [trigger], pollingInterval=300, cooldownPeriod=300)
+    )
+    secrets = f"/api/v1/namespaces/{cluster.ns}/secrets"
+    async with running_daemon(kubeconfig):
+        missing = await eventually(
+            lambda: cluster.condition("worker", "Ready"),
+            lambda c: c is not None and c["status"] == "False",
+        )
+        assert missing is not None
+        assert "Secret" in missing["message"]
+        assert "not found" in missing["message"]
+        await cluster.kube.create(
+            secrets,
+            {
+                "apiVersion": "v1",
+                "kind": "Secret",
+                "metadata": {"name": "redis"},
+                "stringData": {"pw": "s3cret-pw"},
+            },
+        )
+        # pollingInterval is 300 s: only the Secret watch can explain a quick recovery.
+        await eventually(lambda: cluster.replicas("worker"), lambda n: n == 1, what="0 -> 1")
+        ready = await cluster.condition("worker", "Ready")
+        assert ready is not None
+        assert ready["status"] == "True"
+        assert "s3cret-pw" not in str(await cluster.get_so("worker"))

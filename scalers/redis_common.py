@@ -8,8 +8,8 @@ sentinel credentials and master, ``databaseIndex``, TLS through ``enableTLS`` (m
 Clients are shared through the ClientPool per (mode, addresses, db, user, password hash, TLS).
 Each read is ONE ``EVALSHA`` of a small Lua script; reads issued by many scalers in the same
 event-loop tick against the same client go out as one pipeline (one round trip per server and
-tick). A ``NOSCRIPT`` answer (server restarted, script cache flushed) loads the script and
-retries once.
+tick; for a cluster, one per node and tick). A ``NOSCRIPT`` answer (server restarted, script
+cache flushed) is retried once with ``EVAL`` and the script's source, which caches it again.
 """
 
 from __future__ import annotations
@@ -314,12 +314,13 @@ class ScriptRunner:
 
     async def _send(self, batch: list[_Call]) -> None:
         try:
-            results = await self._execute(batch)
+            results = await self._execute_isolated(batch)
             missing = [c for c, r in zip(batch, results, strict=True) if _noscript(r)]
             if missing:
-                for script in {c.script for c in missing}:
-                    await self.client.script_load(script.source)
-                retried = await self._execute(missing)
+                # EVAL with the source runs the script and caches it on the very server that
+                # lacked it (a SCRIPT LOAD on a cluster would go to every primary and fail
+                # while any one of them is down).
+                retried = await self._execute_isolated(missing, with_source=True)
                 outcome = dict(zip((id(c) for c in missing), retried, strict=True))
                 results = [outcome.get(id(c), r) for c, r in zip(batch, results, strict=True)]
         except Exception as exc:  # delivered to every caller, who maps it
@@ -339,11 +340,51 @@ class ScriptRunner:
             else:
                 call.future.set_result(result)
 
-    async def _execute(self, batch: list[_Call]) -> list[Any]:
+    async def _execute_isolated(
+        self, batch: list[_Call], *, with_source: bool = False
+    ) -> list[Any]:
+        """One pipeline for the batch. When a cluster pipeline fails as a whole (redis-py raises
+        for every command when one node is unreachable), each node's calls are sent again on
+        their own, one node after the other, so a dead node fails only the keys it owns."""
+        try:
+            return await self._execute(batch, with_source=with_source)
+        except Exception:
+            groups = await self._node_groups(batch)
+            if len(groups) < 2:
+                raise
+        outcome: dict[int, Any] = {}
+        for group in groups:
+            try:
+                answers: list[Any] = await self._execute(group, with_source=with_source)
+            except Exception as exc:
+                answers = [exc] * len(group)
+            outcome.update(zip((id(c) for c in group), answers, strict=True))
+        return [outcome[id(c)] for c in batch]
+
+    async def _node_groups(self, batch: list[_Call]) -> list[list[_Call]]:
+        """The batch split by the cluster node owning each call's first key ([batch] when the
+        client is not a cluster client or the slot map is unavailable)."""
+        if not isinstance(self.client, RedisCluster) or len(batch) < 2:
+            return [batch]
+        groups: dict[str, list[_Call]] = {}
+        try:
+            await self.client.initialize()
+            for call in batch:
+                node = self.client.get_node_from_key(call.keys[0]) if call.keys else None
+                groups.setdefault("" if node is None else node.name, []).append(call)
+        except Exception:
+            return [batch]
+        return list(groups.values())
+
+    async def _execute(self, batch: list[_Call], *, with_source: bool = False) -> list[Any]:
         self.round_trips += 1
         pipe = self.client.pipeline(transaction=False)
         for call in batch:
-            pipe.evalsha(call.script.sha, len(call.keys), *call.keys, *call.args)
+            # execute_command, not pipe.evalsha(): redis-py's cluster pipeline refuses its
+            # evalsha() method, but routes an EVALSHA/EVAL by its key like any keyed command
+            # (one sub-pipeline per node).
+            head = ("EVAL", call.script.source) if with_source else ("EVALSHA", call.script.sha)
+            pipe.execute_command(*head, len(call.keys), *call.keys, *call.args)
         return list(await pipe.execute(raise_on_error=False))
 
     async def aclose(self) -> None:

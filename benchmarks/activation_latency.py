@@ -19,9 +19,7 @@ import asyncio
 import contextlib
 import json
 import ssl
-import sys
 import time
-import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,12 +34,13 @@ from localenv.crds import install_crds
 from localenv.minio import MinioServer
 from localenv.nats import NatsServer
 from localenv.paths import new_run_dir
-from localenv.process import ManagedProcess, free_port
+from localenv.process import ManagedProcess
 from localenv.redis import RedisServer
+from localenv.tidal import tidal_process
 
 NAME = "activation_latency"
+MISSES: dict[str, int] = {}  # repetitions not activated within 30 s, per source
 NS = "bench"
-TIDAL = Path(sys.executable).parent / "tidal"
 
 
 @dataclass
@@ -61,14 +60,6 @@ class Env:
             if resp.status >= 300:
                 raise RuntimeError(f"{method} {path}: {resp.status} {text[:200]}")
             return json.loads(text) if text else None
-
-
-def _ready(port: int) -> bool:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2) as resp:
-            return bool(resp.status == 200)
-    except OSError:
-        return False
 
 
 @dataclass
@@ -96,26 +87,12 @@ def _processes(run_dir: Path) -> Iterator[tuple[ControlPlane, Brokers, ManagedPr
             f"/api/v1/namespaces/{NS}",
             {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NS}},
         )
-        port = free_port()
-        tidal = ManagedProcess(
-            "tidal",
-            [
-                TIDAL,
-                "run",
-                "--kubeconfig",
-                plane.kubeconfig,
-                "--leader-elect",
-                "false",
-                "--metrics-address",
-                f"127.0.0.1:{port}",
-                "--log-format",
-                "json",
-                "--log-level",
-                "warning",
-            ],
+        tidal, _ = tidal_process(
             run_dir,
-            ready=lambda: _ready(port),
-        ).start()
+            plane.kubeconfig,
+            ["--leader-elect", "false", "--log-format", "json", "--log-level", "warning"],
+        )
+        tidal.start()
         yield plane, Brokers(server, nats, minio), tidal
     finally:
         if tidal is not None:
@@ -372,22 +349,32 @@ async def push_reps(env: Env, watch: ReplicaWatch, source: PushSource, reps: int
     await _ready_object(env, name)
     await asyncio.sleep(1.0)  # let the subscription settle
     out: list[float] = []
+    misses: list[int] = []
     deploy = f"/apis/apps/v1/namespaces/{NS}/deployments/{name}"
     for i in range(reps):
         watch.reached.pop(name, None)
         t0 = time.perf_counter()
         await source.publish()
-        await watch.wait(lambda: name in watch.reached, 30)
+        try:
+            await watch.wait(lambda: name in watch.reached, 30)
+        except TimeoutError:
+            misses.append(i)
+            progress(NAME, f"{source.label}: repetition {i + 1} not activated within 30 s")
+            await source.consume()
+            continue
         out.append(watch.reached[name] - t0)
         # Undo: consume the work, then put the workload back to 0 ourselves (the object polls
         # only every 300 s; the next event wakes it and it must scale 0 -> 1 again).
         await source.consume()
         await env.request("PATCH", deploy, {"spec": {"replicas": 0}})
         await watch.wait(lambda: watch.replicas.get(name) == 0, 30)
-        await asyncio.sleep(0.3)
+        await asyncio.sleep(
+            1.0
+        )  # Tidal's own Deployment watch must see the 0 before the next event
         if (i + 1) % 10 == 0:
             progress(NAME, f"{source.label}: {i + 1}/{reps}, p50 so far {ms(percentile(out, 50))}")
     await source.close()
+    MISSES[source.label] = len(misses)
     return out
 
 
@@ -448,11 +435,17 @@ def run(out: Path, quick: bool) -> Result:
         p50, p90, p99, mx = (percentile(values, p) for p in (50, 90, 99, 100))
         push = "push" in source
         budget = "p50 ≤ 100 ms, p99 ≤ 500 ms" if push else "≤ pollingInterval + 200 ms"
-        ok = (p50 <= 0.1 and p99 <= 0.5) if push else mx <= float(source.split()[-2]) + 0.2
+        ok = (
+            (p50 <= 0.1 and p99 <= 0.5 and not MISSES.get(source))
+            if push
+            else (mx <= float(source.split()[-2]) + 0.2)
+        )
         keda = "p50 516 ms, max 823 ms at a 1 s poll" if push else "p50 12.7 s, max 28.9 s at 30 s"
         rows.append(
             Row(
-                f"event → replicas 1, {source} (n={len(values)})",
+                f"event → replicas 1, {source} (n={len(values)}"
+                + (f", {MISSES[source]} missed" if MISSES.get(source) else "")
+                + ")",
                 f"p50 {ms(p50)}, p90 {ms(p90)}, p99 {ms(p99)}, max {ms(mx)}",
                 budget,
                 keda,

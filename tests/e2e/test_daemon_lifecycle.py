@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import signal
-import sys
 import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -13,8 +12,9 @@ from pathlib import Path
 import redis.asyncio as aioredis
 
 from localenv.controlplane import ControlPlane
-from localenv.process import ManagedProcess, free_port
+from localenv.process import ManagedProcess
 from localenv.redis import RedisServer
+from localenv.tidal import tidal_process
 from scaler.kube.paths import namespaced
 from tests.e2e.harness import (
     Cluster,
@@ -25,19 +25,10 @@ from tests.e2e.harness import (
     scaled_object,
 )
 
-TIDAL = Path(sys.executable).parent / "tidal"
-
 
 def _http(url: str) -> str:
     with urllib.request.urlopen(url, timeout=5) as resp:
         return resp.read().decode()
-
-
-def _ready(port: int) -> bool:
-    try:
-        return _http(f"http://127.0.0.1:{port}/readyz") == "ok"
-    except OSError:
-        return False
 
 
 def _writes(port: int) -> float:
@@ -49,19 +40,13 @@ def _writes(port: int) -> float:
 
 
 @contextmanager
-def tidal_process(
+def tidal_run(
     run_dir: Path, kubeconfig: Path, ns: str, identity: str
 ) -> Iterator[tuple[ManagedProcess, int]]:
-    port = free_port()
-    proc = ManagedProcess(
-        f"tidal-{identity}-{ns}",
+    proc, port = tidal_process(
+        run_dir,
+        kubeconfig,
         [
-            TIDAL,
-            "run",
-            "--kubeconfig",
-            kubeconfig,
-            "--metrics-address",
-            f"127.0.0.1:{port}",
             "--watch-namespace",
             ns,
             "--leader-election-namespace",
@@ -77,9 +62,7 @@ def tidal_process(
             "--log-format",
             "json",
         ],
-        run_dir,
-        ready=lambda: _ready(port),
-        timeout=60,
+        name=f"tidal-{identity}-{ns}",
     )
     proc.start()
     try:
@@ -105,8 +88,8 @@ async def test_one_leader_writes_and_a_standby_takes_over_when_it_dies(
     )
     lease = namespaced("coordination.k8s.io", "v1", "leases", cluster.ns, "tidal-leader")
     with (
-        tidal_process(run_dir, kubeconfig, cluster.ns, "a") as (a, port_a),
-        tidal_process(run_dir, kubeconfig, cluster.ns, "b") as (b, port_b),
+        tidal_run(run_dir, kubeconfig, cluster.ns, "a") as (a, port_a),
+        tidal_run(run_dir, kubeconfig, cluster.ns, "b") as (b, port_b),
     ):
         held = await eventually(
             lambda: cluster.kube.get_or_none(lease),

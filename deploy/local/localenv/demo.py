@@ -12,7 +12,6 @@ import argparse
 import contextlib
 import sys
 import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -24,22 +23,14 @@ from localenv.crds import install_crds
 from localenv.paths import k8s_bin, new_run_dir
 from localenv.process import ManagedProcess, free_port
 from localenv.redis import RedisServer
+from localenv.tidal import tidal_process
 
 NS = "demo"
 STAGES = 6
-TIDAL = Path(sys.executable).parent / "tidal"
 
 
 def stage(n: int, text: str) -> None:
     print(f"[demo {n}/{STAGES}] {text}", flush=True)
-
-
-def _ready(port: int) -> bool:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2) as resp:
-            return bool(resp.status == 200)
-    except OSError:
-        return False
 
 
 @contextlib.contextmanager
@@ -76,23 +67,13 @@ def environment(run_dir: Path) -> Iterator[tuple[ControlPlane, RedisServer, Mana
         )
         certs = extension_server_certs(["tidal-metrics.tidal-system.svc"])
         cert, key = certs.serving.write(run_dir, "tidal-serving")
-        api_port, health_port = free_port(), free_port()
-        stage(
-            4,
-            f"starting Tidal (log: {run_dir}/tidal.log, metrics: "
-            f"http://127.0.0.1:{health_port}/metrics)",
-        )
-        tidal = ManagedProcess(
-            "tidal",
+        api_port = free_port()
+        tidal, health_port = tidal_process(
+            run_dir,
+            plane.kubeconfig,
             [
-                TIDAL,
-                "run",
-                "--kubeconfig",
-                plane.kubeconfig,
                 "--leader-elect",
                 "false",
-                "--metrics-address",
-                f"127.0.0.1:{health_port}",
                 "--api-address",
                 f"127.0.0.1:{api_port}",
                 "--tls-cert-file",
@@ -100,9 +81,13 @@ def environment(run_dir: Path) -> Iterator[tuple[ControlPlane, RedisServer, Mana
                 "--tls-key-file",
                 key,
             ],
-            run_dir,
-            ready=lambda: _ready(health_port),
-        ).start()
+        )
+        stage(
+            4,
+            f"starting Tidal (log: {run_dir}/tidal.log, metrics: "
+            f"http://127.0.0.1:{health_port}/metrics)",
+        )
+        tidal.start()
         stage(5, "registering the APIService external.metrics.k8s.io → Tidal (ExternalName)")
         plane.register_apiservice(port=api_port, ca_pem=certs.ca.cert_pem)
         registered = True

@@ -9,6 +9,12 @@ Metric ``s<index>-kafka-<topic>`` (or ``s<index>-kafka-<consumerGroup>-topics`` 
 target ``lagThreshold``; active when the lag including persistent lag, before the partition cap,
 is strictly greater than ``activationLagThreshold``.
 
+Push: ``wakeups()`` subscribes to the cluster's shared end-offset watcher
+(`KafkaCluster.watch`) for the trigger's topic (and ``partitionLimitation``): it yields when a
+message is appended to a watched partition, so a produce wakes the object's sample within about
+one watcher interval (``pushInterval``, a Tidal extension, 100 ms by default). Triggers without
+``topic`` are polled (UnsupportedError: their partitions depend on the group's commits).
+
 Not supported (UnsupportedError): ``sasl: oauthbearer`` and ``sasl: gssapi``. Accepted and
 ignored: ``version`` (the protocol version is negotiated with each broker) and ``fullMetadata``
 (Tidal always reads metadata for the watched topics only).
@@ -17,9 +23,10 @@ ignored: ``version`` (the protocol version is negotiated with each broker) and `
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 import ssl
-from collections.abc import Iterable, Mapping
+from collections.abc import AsyncGenerator, Iterable, Mapping
 
 from scaler.clients import ClientPool, Lease, fingerprint, ssl_context_from_pem
 from scaler.contract import MetricSpec, Sample, TriggerContext, metric_name
@@ -84,6 +91,14 @@ class KafkaScaler:
         Param("key", sources=("auth",), secret=True),
         Param("keyPassword", sources=("auth",), secret=True),
         Param("unsafeSsl", "bool", sources=("metadata",), default=False),
+        Param(
+            "pushInterval",
+            "duration",
+            sources=("metadata",),
+            default=0.1,
+            above=0,
+            doc="Tidal: how often the shared push watcher reads end offsets (ms, or 100ms / 1s)",
+        ),
     )
 
     @staticmethod
@@ -156,6 +171,7 @@ class KafkaScaler:
         self._lease: Lease[KafkaCluster] | None = None
         self._lease_lock = asyncio.Lock()
         self._seen: Mapping[PartitionKey, int] = {}  # excludePersistentLag memory
+        self._push_interval = config.get_duration("pushInterval")
 
     @property
     def settings(self) -> KafkaSettings:
@@ -172,6 +188,11 @@ class KafkaScaler:
     @property
     def topic(self) -> str | None:
         return self._topic
+
+    @property
+    def push_interval(self) -> float:
+        """Seconds between the push watcher's end-offset reads this trigger asks for."""
+        return self._push_interval
 
     @property
     def partitions(self) -> frozenset[int] | None:
@@ -210,6 +231,28 @@ class KafkaScaler:
         if self._policy.exclude_persistent_lag:
             self._seen = result.seen
         return Sample(float(result.value), result.active, now)
+
+    def wakeups(self) -> AsyncGenerator[None, None]:
+        """A new iterator yielding when a watched partition of `topic` receives messages.
+
+        Raises UnsupportedError for a trigger without `topic`; the iterator raises ScalerError /
+        QueryError when the cluster's end offsets cannot be read (the core then polls and
+        subscribes again later).
+        """
+        if self._topic is None:
+            raise UnsupportedError(
+                "kafka push needs `topic` (a topic-less trigger's partitions follow the group's"
+                " commits); the trigger is polled"
+            )
+        return self._wakeups(self._topic)
+
+    async def _wakeups(self, topic: str) -> AsyncGenerator[None, None]:
+        cluster = await self.cluster()
+        async with contextlib.aclosing(
+            cluster.watch(topic, self._only, self._push_interval)
+        ) as changes:
+            async for _ in changes:
+                yield None
 
     async def aclose(self) -> None:
         lease, self._lease = self._lease, None

@@ -20,6 +20,16 @@ Errors are never zeros: an unreachable broker, a timeout, a moved coordinator, a
 (``GROUP_ID_NOT_FOUND``), a missing topic or a partition-level error fail the scalers that need
 that piece with `ScalerError` / `QueryError`, and mark the cached metadata or coordinator stale.
 
+Push: `KafkaCluster.watch(topic, partitions)` is a group-less watcher of end offsets. ONE watcher
+task per cluster (started by the first subscriber, ended by the last) sends, every ``interval``
+(``KafkaSettings.watch_interval``, 100 ms by default; a subscriber may ask for a shorter one),
+ONE ListOffsets per partition leader for the union of the subscribed partitions, over the same
+connections and ListOffsets code as the rounds above, and wakes each subscriber whose partitions'
+end offsets moved since the previous round. A subscriber's flag is an `asyncio.Event`, so a
+burst between two reads is one wake-up. When its partitions cannot be read (broker down, topic
+deleted...) the subscriber's iterator raises `ScalerError` / `QueryError` and is dropped; the
+caller subscribes again later. The watcher's requests are counted apart (``watch_requests``).
+
 Transport: aiokafka's connection class (`aiokafka.conn.create_conn`: ApiVersions negotiation,
 SASL PLAIN / SCRAM, TLS) with aiokafka's protocol structs; OffsetFetch v8 and FindCoordinator v4,
 which aiokafka 0.14 lacks, are declared here with aiokafka's own schema types.
@@ -28,10 +38,11 @@ which aiokafka 0.14 lacks, are declared here with aiokafka's own schema types.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import ssl
 import struct
 from collections import Counter
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import AsyncGenerator, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from io import BytesIO
 from typing import Any
@@ -65,6 +76,13 @@ LATEST = -1  # ListOffsets timestamp meaning "the log end offset"
 _API_OFFSET_FETCH, _API_FIND_COORDINATOR = 9, 10
 _COORDINATOR_GONE = frozenset({14, 15, 16})  # LOAD_IN_PROGRESS, NOT_AVAILABLE, NOT_COORDINATOR
 _GROUP_ID_NOT_FOUND = 69
+# Seconds (loop time) a subscriber's partitions may keep answering with retriable errors (a
+# leader election, topics just created) before its subscription ends.
+WATCH_RETRIABLE_FOR = 30.0
+# Set in the push watcher's task (and inherited by the tasks it gathers): where `_send` counts.
+_WATCH_ROUND: contextvars.ContextVar[Counter[str] | None] = contextvars.ContextVar(
+    "kafka_watch_round", default=None
+)
 
 
 # -- wire structs aiokafka 0.14 does not have ---------------------------------------------------
@@ -345,6 +363,7 @@ class KafkaSettings:
     timeout: float = 3.0  # seconds per request (and per connect)
     window: float = 0.005  # seconds a round waits for more samples to join
     metadata_max_age: float = 60.0  # seconds before watched topics' metadata is re-read
+    watch_interval: float = 0.1  # seconds between the push watcher's end-offset reads
 
     @property
     def endpoint(self) -> str:
@@ -376,6 +395,7 @@ class Failure:
 
     message: str
     query: bool = False  # the source answered, unusably (QueryError) vs could not be read
+    retriable: bool = False  # a broker's transient answer (no leader yet...): the watcher waits
 
     def error(self) -> ScalerError:
         return QueryError(self.message) if self.query else ScalerError(self.message)
@@ -387,6 +407,24 @@ class _RoundFailed(Exception):
     def __init__(self, failure: Failure) -> None:
         super().__init__(failure.message)
         self.failure = failure
+
+
+@dataclass(eq=False, slots=True)
+class _Subscriber:
+    """One `watch()` iterator: what it watches and its coalescing flag."""
+
+    topic: str
+    partitions: frozenset[int] | None  # None: every partition of the topic
+    interval: float
+    event: asyncio.Event = field(default_factory=asyncio.Event)
+    failure: Failure | None = None
+    troubled_since: float | None = None  # loop time of the first of consecutive retriable errors
+    checked: bool = False  # a round has found its partitions
+
+    def fail(self, failure: Failure) -> None:
+        if self.failure is None:
+            self.failure = failure
+        self.event.set()
 
 
 @dataclass(slots=True)
@@ -407,8 +445,10 @@ def _broker_error(code: int) -> str:
 class KafkaCluster:
     """A cluster's shared connections, metadata cache and coalesced offset queries.
 
-    ``requests`` counts every Kafka request sent (``requests_by_api`` per API name) and
-    ``rounds`` the coalesced rounds, so a benchmark can report requests per tick.
+    ``requests`` counts every Kafka request the sample rounds send (``requests_by_api`` per API
+    name) and ``rounds`` the coalesced rounds, so a benchmark can report requests per tick. The
+    push watcher's requests are counted apart: ``watch_requests`` / ``watch_requests_by_api``,
+    ``watch_rounds`` (completed reads) and ``last_watch_round`` (the requests of the last one).
     """
 
     def __init__(self, settings: KafkaSettings) -> None:
@@ -429,6 +469,13 @@ class KafkaCluster:
         self._pending: list[_Waiter] = []
         self._runner: asyncio.Task[None] | None = None
         self._closed = False
+        self.watch_requests = 0
+        self.watch_requests_by_api: Counter[str] = Counter()
+        self.watch_rounds = 0
+        self.last_watch_round: Counter[str] = Counter()
+        self._subscribers: list[_Subscriber] = []
+        self._watcher: asyncio.Task[None] | None = None
+        self._watch_offsets: dict[PartitionKey, int] = {}  # end offsets read by the last round
 
     def __repr__(self) -> str:
         return f"KafkaCluster({self.settings.endpoint})"
@@ -443,6 +490,16 @@ class KafkaCluster:
     @property
     def watched_topics(self) -> frozenset[str]:
         return frozenset(self._topics)
+
+    @property
+    def subscribers(self) -> int:
+        """Live `watch()` iterators."""
+        return len(self._subscribers)
+
+    @property
+    def watching(self) -> bool:
+        """Whether the push watcher task is running."""
+        return self._watcher is not None
 
     # -- the one public query --------------------------------------------------------------------
 
@@ -462,12 +519,49 @@ class KafkaCluster:
             self._runner = asyncio.create_task(self._run(), name=f"kafka-rounds {self!r}")
         return await future
 
+    async def watch(
+        self, topic: str, partitions: frozenset[int] | None = None, interval: float | None = None
+    ) -> AsyncGenerator[None, None]:
+        """Yield once whenever the end offset of a watched partition of `topic` moved.
+
+        `partitions` None: every partition. Wake-ups between two reads of the shared watcher
+        coalesce into one. The first read only takes the baseline (unless another subscriber
+        already watches the partition). Raises ScalerError / QueryError when the partitions
+        cannot be read; the subscription is then over.
+        """
+        if self._closed:
+            raise ScalerError("kafka client is closed")
+        sub = _Subscriber(topic, partitions, interval or self.settings.watch_interval)
+        self._subscribers.append(sub)
+        if self._watcher is None:
+            self._watcher = asyncio.create_task(self._watch(), name=f"kafka-watch {self!r}")
+        try:
+            while True:
+                await sub.event.wait()
+                if sub.failure is not None:
+                    raise sub.failure.error()
+                sub.event.clear()
+                yield None
+        finally:
+            self._unsubscribe(sub)
+
+    def _unsubscribe(self, sub: _Subscriber) -> None:
+        if sub in self._subscribers:
+            self._subscribers.remove(sub)
+
     async def aclose(self) -> None:
         self._closed = True
         runner, self._runner = self._runner, None
         if runner is not None:
             runner.cancel()
             await asyncio.gather(runner, return_exceptions=True)
+        watcher, self._watcher = self._watcher, None
+        if watcher is not None:
+            watcher.cancel()
+            await asyncio.gather(watcher, return_exceptions=True)
+        subscribers, self._subscribers = self._subscribers, []
+        for sub in subscribers:
+            sub.fail(Failure("kafka client is closed"))
         pending, self._pending = self._pending, []
         for waiter in pending:
             if not waiter.future.done():
@@ -491,6 +585,100 @@ class KafkaCluster:
         finally:
             if self._runner is asyncio.current_task():
                 self._runner = None
+
+    # -- push watcher ----------------------------------------------------------------------------
+
+    async def _watch(self) -> None:
+        """Read the subscribed partitions' end offsets until the last subscriber leaves."""
+        try:
+            loop = asyncio.get_running_loop()
+            while self._subscribers:
+                started = loop.time()
+                round_requests: Counter[str] = Counter()
+                _WATCH_ROUND.set(round_requests)
+                await self._watch_round(list(self._subscribers))
+                self.watch_rounds += 1
+                self.last_watch_round = round_requests
+                if not self._subscribers:
+                    break
+                interval = min(sub.interval for sub in self._subscribers)
+                await asyncio.sleep(max(0.0, started + interval - loop.time()))
+        finally:
+            if self._watcher is asyncio.current_task():
+                self._watcher = None
+            if not self._subscribers:
+                self._watch_offsets = {}
+
+    async def _watch_round(self, subs: list[_Subscriber]) -> None:
+        wanted: dict[str, set[int] | None] = {}
+        for sub in subs:
+            if sub.partitions is None:
+                wanted[sub.topic] = None
+            elif sub.topic not in wanted:
+                wanted[sub.topic] = set(sub.partitions)
+            else:
+                known = wanted[sub.topic]
+                if known is not None:
+                    known.update(sub.partitions)
+        try:
+            meta_failures = await self._ensure_metadata(set(wanted))
+            latest, latest_failures = await self._fetch_latest(
+                {t for t in wanted if t in self._topics and t not in meta_failures},
+                {t: frozenset(p) for t, p in wanted.items() if p is not None},
+            )
+        except _RoundFailed as exc:
+            self._watch_offsets = {}
+            for sub in subs:
+                self._drop(sub, exc.failure)
+            return
+        except Exception as exc:  # a bug must end the subscriptions, never hang them
+            self._watch_offsets = {}
+            failure = Failure(f"kafka end-offset watch failed: {type(exc).__name__}: {exc}")
+            for sub in subs:
+                self._drop(sub, failure)
+            return
+        now = asyncio.get_running_loop().time()
+        previous = self._watch_offsets
+        current = dict(latest)
+        for key, failure in latest_failures.items():
+            if failure.retriable and key in previous:
+                current[key] = previous[key]  # keep the baseline across a leader election
+        self._watch_offsets = current
+        # Most rounds nothing moved and nothing failed: skip those subscribers in O(1) each.
+        moved = {k for k, offset in latest.items() if previous.get(k, offset) != offset}
+        busy = {t for t, _ in moved} | meta_failures.keys() | {t for t, _ in latest_failures}
+        for sub in subs:
+            if sub.checked and sub.troubled_since is None and sub.topic not in busy:
+                continue
+            trouble = meta_failures.get(sub.topic)
+            keys: list[PartitionKey] = []
+            if trouble is None:
+                keys = [
+                    (sub.topic, p)
+                    for p in sorted(self._topics.get(sub.topic, ()))
+                    if sub.partitions is None or p in sub.partitions
+                ]
+                trouble = next((latest_failures[k] for k in keys if k in latest_failures), None)
+                if trouble is None and not keys:
+                    trouble = Failure(
+                        f"expected at least one active partition within the topic '{sub.topic}'",
+                        query=True,
+                    )
+            if trouble is not None:
+                if sub.troubled_since is None:
+                    sub.troubled_since = now
+                if not trouble.retriable or now - sub.troubled_since > WATCH_RETRIABLE_FOR:
+                    self._drop(sub, trouble)
+                    continue
+            else:
+                sub.troubled_since = None
+            sub.checked = sub.checked or bool(keys)
+            if any(k in moved for k in keys):
+                sub.event.set()
+
+    def _drop(self, sub: _Subscriber, failure: Failure) -> None:
+        sub.fail(failure)
+        self._unsubscribe(sub)
 
     async def _round(self, batch: list[_Waiter]) -> None:
         self.rounds += 1
@@ -678,8 +866,14 @@ class KafkaCluster:
         raise _RoundFailed(Failure("no kafka broker is reachable: " + "; ".join(failures)))
 
     async def _send(self, conn: AIOKafkaConnection, request: Any, api: str) -> Any:
-        self.requests += 1
-        self.requests_by_api[api] += 1
+        watch_round = _WATCH_ROUND.get()
+        if watch_round is None:
+            self.requests += 1
+            self.requests_by_api[api] += 1
+        else:
+            watch_round[api] += 1
+            self.watch_requests += 1
+            self.watch_requests_by_api[api] += 1
         try:
             return await conn.send(request)
         except (TimeoutError, kafka_errors.KafkaError, OSError) as exc:
@@ -860,16 +1054,21 @@ class KafkaCluster:
     # -- latest offsets --------------------------------------------------------------------------
 
     async def _fetch_latest(
-        self, topics: set[str]
+        self, topics: set[str], only: Mapping[str, frozenset[int]] | None = None
     ) -> tuple[dict[PartitionKey, int], dict[PartitionKey, Failure]]:
+        """End offsets of `topics` (of `only[topic]`'s partitions where given): one ListOffsets
+        per partition leader."""
         by_leader: dict[int, dict[str, list[int]]] = {}
         failures: dict[PartitionKey, Failure] = {}
         for topic in sorted(topics):
+            subset = only.get(topic) if only is not None else None
             for partition, leader in sorted(self._topics[topic].items()):
+                if subset is not None and partition not in subset:
+                    continue
                 if leader < 0:
                     self._metadata_stale = True
                     failures[(topic, partition)] = Failure(
-                        f"topic '{topic}' partition {partition} has no leader"
+                        f"topic '{topic}' partition {partition} has no leader", retriable=True
                     )
                     continue
                 by_leader.setdefault(leader, {}).setdefault(topic, []).append(partition)
@@ -907,6 +1106,7 @@ class KafkaCluster:
                         f"latest offset of topic '{topic}' partition {partition}:"
                         f" {_broker_error(code)}",
                         query=code == 3,
+                        retriable=code != 3 and kafka_errors.for_code(code).retriable,
                     )
                 elif legacy:
                     latest[key] = int(entry[2][0]) if entry[2] else 0
@@ -924,5 +1124,7 @@ def _topic_failure(topic: str, code: int) -> Failure:
         return Failure(f"topic '{topic}' does not exist", query=True)
     transient = kafka_errors.for_code(code).retriable
     return Failure(
-        f"kafka metadata for topic '{topic}': {_broker_error(code)}", query=not transient
+        f"kafka metadata for topic '{topic}': {_broker_error(code)}",
+        query=not transient,
+        retriable=transient,
     )

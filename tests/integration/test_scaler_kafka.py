@@ -1,7 +1,8 @@
 """The `kafka` scaler against real Kafka brokers (3.9 and 4.1, KRaft) on 127.0.0.1.
 
-Each test creates uniquely named topics and groups on the shared session brokers; only the
-stop/restart test starts a private broker.
+Each test creates uniquely named topics and groups on the shared session brokers; the
+stop/restart test starts a private broker, and the SASL/SCRAM tests one private broker per version
+with a SCRAM listener.
 """
 
 from __future__ import annotations
@@ -9,7 +10,8 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -17,6 +19,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from localenv.kafka import KafkaBroker
+from localenv.paths import KAFKA_VERSIONS
 from scaler.clients import ClientPool
 from scaler.contract import TriggerContext
 from scaler.errors import QueryError, ScalerError
@@ -391,3 +394,84 @@ async def _until(check: Callable[[], Any], what: str) -> Any:
             return result
         await asyncio.sleep(0.5)
     pytest.fail(f"timed out waiting for {what}")
+
+
+SCRAM_USER = "tidal-scaler"
+SCRAM_PASSWORD = f"pw-{uuid.uuid4().hex}"
+
+
+@pytest.fixture(
+    scope="module",
+    params=[pytest.param(version, id=f"kafka-{version}") for version in KAFKA_VERSIONS],
+)
+def scram_kafka(request: pytest.FixtureRequest, run_dir: Path) -> Iterator[KafkaBroker]:
+    """A private broker with a SASL_PLAINTEXT listener and one SCRAM-SHA-256/512 user."""
+    version: str = request.param
+    broker = KafkaBroker(
+        run_dir, version, name=f"kafka-{version}-scram", scram={SCRAM_USER: SCRAM_PASSWORD}
+    )
+    broker.start()
+    yield broker
+    broker.stop()
+
+
+def _sasl_scaler(
+    broker: KafkaBroker, pool: ClientPool, mode: str, password: str, **metadata: str
+) -> KafkaScaler:
+    trigger = TriggerContext(
+        "ns",
+        "so",
+        0,
+        "kafka",
+        "",
+        {"bootstrapServers": broker.sasl_bootstrap, **metadata},
+        auth_params={"sasl": mode, "username": SCRAM_USER, "password": password},
+    )
+    scaler = build_scaler(trigger, pool)
+    assert isinstance(scaler, KafkaScaler)
+    return scaler
+
+
+SCRAM_MODES = [
+    pytest.param("scram_sha256", id="scram-sha-256"),
+    pytest.param("scram_sha512", id="scram-sha-512"),
+]
+
+
+@pytest.mark.parametrize("mode", SCRAM_MODES)
+async def test_sasl_scram_samples_with_the_right_password(
+    scram_kafka: KafkaBroker, pool: ClientPool, mode: str
+) -> None:
+    admin = await Cluster(scram_kafka.bootstrap).start()  # test side: the PLAINTEXT listener
+    try:
+        topic, group = await admin.topic(2, {0: 5, 1: 2}), _uid("group")
+        await admin.commit(group, topic, {0: 2, 1: 2})
+    finally:
+        await admin.stop()
+    scaler = _sasl_scaler(scram_kafka, pool, mode, SCRAM_PASSWORD, consumerGroup=group, topic=topic)
+    assert scaler.settings.security_protocol == "SASL_PLAINTEXT"
+    sample = await scaler.sample(0.0)
+    assert (sample.value, sample.active) == (3.0, True)
+    cluster = await scaler.cluster()
+    assert cluster.connections == 1
+    await scaler.aclose()
+
+
+@pytest.mark.parametrize("mode", SCRAM_MODES)
+async def test_sasl_scram_wrong_password_is_an_error_without_the_password(
+    scram_kafka: KafkaBroker, pool: ClientPool, mode: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    wrong = f"wrong-{uuid.uuid4().hex}"
+    scaler = _sasl_scaler(scram_kafka, pool, mode, wrong, consumerGroup="g", topic="t")
+    for now in (0.0, 1.0):  # a fresh connection attempt each time
+        with pytest.raises(ScalerError) as caught:
+            await scaler.sample(now)
+        assert "SaslAuthenticationFailed" in str(caught.value)  # said, not a lag of 0
+        assert wrong not in str(caught.value)
+        assert SCRAM_PASSWORD not in str(caught.value)
+    with pytest.raises(ScalerError) as pushed:  # push fails the same way
+        async with asyncio.timeout(DEADLINE):
+            await anext(scaler.wakeups())
+    assert wrong not in str(pushed.value)
+    assert wrong not in caplog.text
+    await scaler.aclose()

@@ -2,6 +2,11 @@
 
 Kafka 3.9 logs through reload4j (log4j 1 properties); Kafka 4.x through log4j2. Readiness is a
 real Metadata request on the client listener that lists this broker (so it is unfenced).
+
+``scram={"user": "password"}`` adds a SASL_PLAINTEXT listener (``sasl_bootstrap``) accepting
+SCRAM-SHA-256 and SCRAM-SHA-512; the users are created for both mechanisms when the storage is
+formatted (``StorageTool format --add-scram``, Kafka >= 3.5), so they exist before the broker
+serves. The PLAINTEXT listener stays (test-side producers and the inter-broker listener use it).
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ import struct
 import subprocess
 import time
 import uuid
+from collections.abc import Mapping
 from pathlib import Path
 
 from localenv.paths import kafka_libs
@@ -21,6 +27,7 @@ from localenv.process import ComponentError, ManagedProcess, free_port, tcp_open
 
 HOST = "127.0.0.1"
 NODE_ID = 1
+SCRAM_MECHANISMS = ("SCRAM-SHA-256", "SCRAM-SHA-512")
 JAVA_OPTS = ["-Xms256m", "-Xmx512m", "-XX:+UseSerialGC", "-Djava.awt.headless=true"]
 
 LOG4J1 = """\
@@ -105,8 +112,14 @@ class KafkaBroker:
         name: str | None = None,
         port: int | None = None,
         controller_port: int | None = None,
+        scram: Mapping[str, str] | None = None,
     ) -> None:
         self.version = version
+        self.scram = dict(scram or {})
+        for user, password in self.scram.items():
+            if not user or any(c in user + password for c in ',=[]"'):
+                raise ValueError('SCRAM user names and passwords must not contain , = [ ] "')
+        self.sasl_port = free_port() if self.scram else None
         self.name = name or f"kafka-{version}"
         self.host = HOST
         self.port = port or free_port()
@@ -130,6 +143,13 @@ class KafkaBroker:
     @property
     def bootstrap(self) -> str:
         return f"{self.host}:{self.port}"
+
+    @property
+    def sasl_bootstrap(self) -> str:
+        """The SASL_PLAINTEXT (SCRAM) listener; only with ``scram=``."""
+        if self.sasl_port is None:
+            raise ValueError(f"{self.name} has no SASL listener (start it with scram=...)")
+        return f"{self.host}:{self.sasl_port}"
 
     @property
     def log(self) -> Path:
@@ -179,6 +199,15 @@ class KafkaBroker:
             "broker.heartbeat.interval.ms": "1000",
             "broker.session.timeout.ms": "4000",
         }
+        if self.sasl_port is not None:
+            sasl = f"SASL_PLAINTEXT://{HOST}:{self.sasl_port}"
+            settings["listeners"] += f",{sasl}"
+            settings["advertised.listeners"] += f",{sasl}"
+            settings["listener.security.protocol.map"] += ",SASL_PLAINTEXT:SASL_PLAINTEXT"
+            settings["sasl.enabled.mechanisms"] = ",".join(SCRAM_MECHANISMS)
+            for mechanism in SCRAM_MECHANISMS:
+                key = f"listener.name.sasl_plaintext.{mechanism.lower()}.sasl.jaas.config"
+                settings[key] = "org.apache.kafka.common.security.scram.ScramLoginModule required;"
         path = self.home / "server.properties"
         path.write_text("".join(f"{key}={value}\n" for key, value in settings.items()))
         return path
@@ -197,8 +226,12 @@ class KafkaBroker:
         cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
         argv = [*self._java_cmd, "kafka.tools.StorageTool", "format"]
         argv += ["-t", cluster_id, "-c", str(self.config)]
+        for user, password in self.scram.items():
+            for mechanism in SCRAM_MECHANISMS:
+                argv += ["--add-scram", f"{mechanism}=[name={user},password={password}]"]
         with self.log.open("ab") as log:
-            log.write(f"### {time.strftime('%H:%M:%S')} format: {' '.join(argv)}\n".encode())
+            shown = argv[: argv.index("--add-scram")] if self.scram else argv  # no passwords
+            log.write(f"### {time.strftime('%H:%M:%S')} format: {' '.join(shown)}\n".encode())
             log.flush()
             try:
                 result = subprocess.run(
@@ -212,7 +245,9 @@ class KafkaBroker:
             )
 
     def start(self) -> KafkaBroker:
-        for port in (self.port, self.controller_port):
+        for port in (self.port, self.controller_port, self.sasl_port):
+            if port is None:
+                continue
             if tcp_open(port):
                 raise ComponentError(self.name, self.log, f"port {port} is already in use")
         t0 = time.monotonic()

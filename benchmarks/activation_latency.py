@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import random
 import ssl
 import time
 from collections.abc import Callable, Iterator
@@ -31,6 +32,7 @@ import redis.asyncio as aioredis
 from benchmarks.common import Result, Row, ms, percentile, progress
 from localenv.controlplane import ControlPlane
 from localenv.crds import install_crds
+from localenv.kafka import KafkaBroker
 from localenv.minio import MinioServer
 from localenv.nats import NatsServer
 from localenv.paths import new_run_dir
@@ -67,13 +69,14 @@ class Brokers:
     redis: RedisServer
     nats: NatsServer
     minio: MinioServer
+    kafka: KafkaBroker
 
 
 @contextlib.contextmanager
 def _processes(run_dir: Path) -> Iterator[tuple[ControlPlane, Brokers, ManagedProcess]]:
     progress(NAME, f"starting the control plane, Redis, NATS, MinIO and Tidal (logs: {run_dir})")
     plane = ControlPlane(run_dir, hpa_sync_period="15s").start()
-    started: list[RedisServer | NatsServer | MinioServer] = []
+    started: list[RedisServer | NatsServer | MinioServer | KafkaBroker] = []
     tidal: ManagedProcess | None = None
     try:
         server = RedisServer(run_dir, notify_keyspace_events="Kl").start()
@@ -82,6 +85,8 @@ def _processes(run_dir: Path) -> Iterator[tuple[ControlPlane, Brokers, ManagedPr
         started.append(nats)
         minio = MinioServer(run_dir, redis=server).start()
         started.append(minio)
+        kafka = KafkaBroker(run_dir).start()
+        started.append(kafka)
         install_crds(plane)
         plane.apply(
             f"/api/v1/namespaces/{NS}",
@@ -93,7 +98,7 @@ def _processes(run_dir: Path) -> Iterator[tuple[ControlPlane, Brokers, ManagedPr
             ["--leader-elect", "false", "--log-format", "json", "--log-level", "warning"],
         )
         tidal.start()
-        yield plane, Brokers(server, nats, minio), tidal
+        yield plane, Brokers(server, nats, minio, kafka), tidal
     finally:
         if tidal is not None:
             tidal.stop()
@@ -330,6 +335,44 @@ class S3Push(PushSource):
         await asyncio.to_thread(self.s3.delete_object, Bucket="bench", Key="job")
 
 
+class KafkaPush(PushSource):
+    label = "kafka push (end-offset watcher)"
+
+    async def setup(self, env: Env) -> tuple[dict[str, Any], dict[str, Any] | None]:
+        from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+        from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+        boot = env.brokers.kafka.bootstrap
+        admin = AIOKafkaAdminClient(bootstrap_servers=boot)
+        await admin.start()
+        await admin.create_topics([NewTopic("bench", num_partitions=1, replication_factor=1)])
+        await admin.close()
+        self.tp = TopicPartition("bench", 0)
+        self.producer = AIOKafkaProducer(bootstrap_servers=boot)
+        await self.producer.start()
+        self.consumer = AIOKafkaConsumer(
+            bootstrap_servers=boot, group_id="worker", enable_auto_commit=False
+        )
+        await self.consumer.start()
+        self.consumer.assign([self.tp])
+        await self.consume()  # a committed offset, so the idle group has no lag at all
+        meta = {"bootstrapServers": boot, "consumerGroup": "worker", "topic": "bench"}
+        return {"type": "kafka", "metadata": meta}, None
+
+    async def publish(self) -> None:
+        await self.producer.send_and_wait("bench", b"job", partition=0)
+
+    async def consume(self) -> None:
+        from aiokafka.structs import OffsetAndMetadata
+
+        end = (await self.consumer.end_offsets([self.tp]))[self.tp]
+        await self.consumer.commit({self.tp: OffsetAndMetadata(end, "")})
+
+    async def close(self) -> None:
+        await self.producer.stop()
+        await self.consumer.stop()
+
+
 async def push_reps(env: Env, watch: ReplicaWatch, source: PushSource, reps: int) -> list[float]:
     name = "push-" + source.label.split()[0]
     trigger, auth = await source.setup(env)
@@ -368,9 +411,9 @@ async def push_reps(env: Env, watch: ReplicaWatch, source: PushSource, reps: int
         await source.consume()
         await env.request("PATCH", deploy, {"spec": {"replicas": 0}})
         await watch.wait(lambda: watch.replicas.get(name) == 0, 30)
-        await asyncio.sleep(
-            1.0
-        )  # Tidal's own Deployment watch must see the 0 before the next event
+        # Tidal's own Deployment watch must see the 0 before the next event; the random part
+        # keeps the events from locking onto a periodic source's phase (Kafka's 100 ms watcher).
+        await asyncio.sleep(1.0 + random.random() * 0.25)
         if (i + 1) % 10 == 0:
             progress(NAME, f"{source.label}: {i + 1}/{reps}, p50 so far {ms(percentile(out, 50))}")
     await source.close()
@@ -413,7 +456,7 @@ async def _main(run_dir: Path, quick: bool) -> dict[str, list[float]]:
             await watch.start()
             r = aioredis.Redis(port=brokers.redis.port)
             results: dict[str, list[float]] = {}
-            for source in (RedisPush(), NatsPush(), S3Push()):
+            for source in (RedisPush(), NatsPush(), S3Push(), KafkaPush()):
                 progress(NAME, f"{source.label}: {reps} repetitions, pollingInterval 300 s")
                 results[source.label] = await push_reps(env, watch, source, reps)
             for poll in (5, 30):

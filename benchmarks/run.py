@@ -23,7 +23,9 @@ SKIP = {"common", "run", "__init__"}
 
 def discover() -> list[str]:
     return sorted(
-        m.name for m in pkgutil.iter_modules([str(ROOT / "benchmarks")]) if m.name not in SKIP
+        m.name
+        for m in pkgutil.iter_modules([str(ROOT / "benchmarks")])
+        if m.name not in SKIP and not m.name.startswith("_")
     )
 
 

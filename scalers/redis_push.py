@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -22,6 +23,11 @@ from scaler.errors import ScalerError, UnsupportedError
 from scalers.redis_common import RedisTarget, create_client
 
 log = logging.getLogger(__name__)
+
+# Servers found with keyspace notifications off: every object on them polls, and the server is
+# asked again only after RECHECK_OFF_AFTER seconds (not once per object per backoff step).
+RECHECK_OFF_AFTER = 300.0
+_NOTIFICATIONS_OFF: dict[tuple[str, str], float] = {}
 
 
 def keyspace_enabled(flags: str, type_flag: str = "l") -> bool:
@@ -54,7 +60,10 @@ class KeyspaceHub:
                     )
                 )
                 if not keyspace_enabled(flags, self._type_flag):
-                    raise ScalerError(
+                    _NOTIFICATIONS_OFF[(self._target.endpoint, self._type_flag)] = (
+                        time.monotonic() + RECHECK_OFF_AFTER
+                    )
+                    raise UnsupportedError(
                         f"redis {self._target.endpoint}: keyspace notifications are off "
                         f"(notify-keyspace-events={flags!r}); include 'K' and "
                         f"'{self._type_flag}' for push wake-ups; polling meanwhile"
@@ -148,6 +157,11 @@ async def key_wakeups(
             raise
         return hub
 
+    off_until = _NOTIFICATIONS_OFF.get((target.endpoint, type_flag))
+    if off_until is not None and time.monotonic() < off_until:
+        raise UnsupportedError(
+            f"redis {target.endpoint}: keyspace notifications are off; objects are polled"
+        )
     base = target.key()
     pool_key = ClientKey(f"redis-keyspace-{type_flag}", base.endpoint, base.fingerprint)
     lease: Lease[KeyspaceHub] = await clients.acquire(pool_key, create, _close_hub)

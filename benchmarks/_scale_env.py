@@ -1,0 +1,490 @@
+"""Shared setup of the scale benchmarks: a control plane, Redis, N Deployments, Tidal, N objects.
+
+`ScaleEnv` starts (in this order) etcd + kube-apiserver (+ KCM), Redis, the CRDs, namespace
+`bench` with N Deployments at 0 replicas, then Tidal as its own process (so its RSS and CPU are
+read from /proc/<pid>) with /metrics and, when asked, the external metrics API registered behind
+the aggregator. ScaledObjects are created afterwards by the benchmark, concurrently, through one
+keep-alive aiohttp session as admin. Everything is stopped on exit (APIService first).
+
+The admin user is in `system:masters`, whose requests API Priority and Fairness exempts; the
+inflight limits are raised anyway so the apiserver never throttles the benchmark itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import math
+import os
+import re
+import signal
+import ssl
+import sys
+import time
+import urllib.request
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import redis
+
+from benchmarks.common import progress
+from localenv.certs import extension_server_certs
+from localenv.controlplane import ControlPlane
+from localenv.crds import install_crds
+from localenv.paths import new_run_dir
+from localenv.process import ManagedProcess, free_port
+from localenv.redis import RedisServer
+
+NS = "bench"
+TIDAL = Path(sys.executable).parent / "tidal"
+APISERVER_ARGS = ("--max-requests-inflight=2000", "--max-mutating-requests-inflight=1000")
+# The HPA controller resyncs every HPA each period; Tidal creates one HPA per object, all at 0
+# replicas (ScalingDisabled). Kubernetes' default period keeps KCM from eating the 2 shared cores
+# while Tidal's own CPU is measured; nothing here depends on the HPA acting.
+HPA_SYNC = "15s"
+CREATE_CONCURRENCY = 32
+# TIDAL_BENCH_PROFILE=cpu runs Tidal under pyinstrument (pip install pyinstrument), =mem under
+# tracemalloc (started before Tidal's imports), =gc only times garbage collections; each covers
+# only the benchmark's measured window (SIGUSR1 starts, SIGUSR2 stops) and writes into the run
+# dir: tidal-profile.{txt,html} (cpu), tidal-memory.txt (mem: the top allocation sites still
+# alive, by file and by line) and, always, tidal-gc.txt (collections and pauses per generation).
+# =freeze is an experiment, not a figure: like gc, plus gc.freeze() after Tidal's imports and
+# again (after a full collection) when the window starts, i.e. once every object is loaded.
+# Profilers skew CPU, lateness and RSS: take figures from a run without one.
+PROFILE = os.environ.get("TIDAL_BENCH_PROFILE", "")
+PROFILE_WRAPPER = """
+import gc, os, signal, sys, time, tracemalloc
+mode, out = sys.argv.pop(1), sys.argv.pop(1)
+if mode == "mem":
+    tracemalloc.start(1)
+from scaler.cli import main
+if mode == "cpu":
+    from pyinstrument import Profiler
+    profiler = Profiler(interval=0.001, async_mode="disabled")
+pauses = {0: [], 1: [], 2: []}
+state = {"on": False, "began": 0.0}
+def on_gc(phase, info):
+    if phase == "start":
+        state["began"] = time.perf_counter()
+    elif state["on"]:
+        pauses[info["generation"]].append(time.perf_counter() - state["began"])
+gc.callbacks.append(on_gc)
+if mode == "freeze":
+    gc.freeze()
+def start(*_):
+    if mode == "freeze":
+        gc.collect()
+        gc.freeze()
+    state["on"] = True
+    if mode == "cpu":
+        profiler.start()
+def stop(*_):
+    state["on"] = False
+    if mode == "cpu":
+        profiler.stop()
+        with open(out + "-profile.txt", "w") as f:
+            f.write(profiler.output_text(unicode=True, color=False, show_all=False))
+        with open(out + "-profile.html", "w") as f:
+            f.write(profiler.output_html())
+    if mode == "mem":
+        snap = tracemalloc.take_snapshot()
+        with open(out + "-memory.txt", "w") as f:
+            total = sum(s.size for s in snap.statistics("filename"))
+            f.write(f"traced total {total / 2**20:.1f} MiB\\n\\n== by file ==\\n")
+            for stat in snap.statistics("filename")[:40]:
+                f.write(f"{stat}\\n")
+            f.write("\\n== by line ==\\n")
+            for stat in snap.statistics("lineno")[:60]:
+                f.write(f"{stat}\\n")
+    with open(out + "-gc.tmp", "w") as f:
+        for gen, times in pauses.items():
+            if times:
+                f.write(f"gen{gen}: {len(times)} collections, total {sum(times) * 1000:.0f} ms, "
+                        f"max {max(times) * 1000:.1f} ms\\n")
+    os.rename(out + "-gc.tmp", out + "-gc.txt")
+signal.signal(signal.SIGUSR1, start)
+signal.signal(signal.SIGUSR2, stop)
+sys.exit(main())
+"""
+
+
+def deployment(name: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": name, "namespace": NS},
+        "spec": {
+            "replicas": 0,
+            "selector": {"matchLabels": {"app": name}},
+            "template": {
+                "metadata": {"labels": {"app": name}},
+                "spec": {"containers": [{"name": "app", "image": "registry.invalid/w:1"}]},
+            },
+        },
+    }
+
+
+def scaled_object(name: str, redis_address: str, polling: int = 1) -> dict[str, Any]:
+    return {
+        "apiVersion": "keda.sh/v1alpha1",
+        "kind": "ScaledObject",
+        "metadata": {"name": name, "namespace": NS},
+        "spec": {
+            "scaleTargetRef": {"name": name},
+            "pollingInterval": polling,
+            "cooldownPeriod": 30,
+            "maxReplicaCount": 5,
+            "triggers": [
+                {
+                    "type": "redis",
+                    "metadata": {
+                        "address": redis_address,
+                        "listName": f"list-{name}",
+                        "listLength": "5",
+                    },
+                }
+            ],
+        },
+    }
+
+
+def names(n: int) -> list[str]:
+    return [f"w{i:04d}" for i in range(n)]
+
+
+def _ready_url(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as resp:
+            return bool(resp.status == 200)
+    except OSError:
+        return False
+
+
+# -- Prometheus text ------------------------------------------------------------------------------
+
+_SAMPLE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{[^}]*\})?\s+(\S+)")
+
+
+def parse_metrics(text: str) -> dict[str, float]:
+    """`name{labels}` → value for every sample line (labels kept verbatim as the key)."""
+    out: dict[str, float] = {}
+    for line in text.splitlines():
+        if not line or line.startswith("#"):
+            continue
+        m = _SAMPLE.match(line)
+        if m:
+            out[m.group(1) + (m.group(2) or "")] = float(m.group(3))
+    return out
+
+
+def sum_prefix(metrics: dict[str, float], name: str) -> float:
+    """Sum of every sample of `name` (any labels)."""
+    return sum(v for k, v in metrics.items() if k == name or k.startswith(name + "{"))
+
+
+def histogram_buckets(metrics: dict[str, float], name: str) -> list[tuple[float, float]]:
+    """Cumulative (le, count) pairs of an unlabelled histogram, sorted by le."""
+    out = []
+    prefix = f'{name}_bucket{{le="'
+    for key, value in metrics.items():
+        if key.startswith(prefix):
+            le = key[len(prefix) :].split('"', 1)[0]
+            out.append((float("inf") if le == "+Inf" else float(le), value))
+    return sorted(out)
+
+
+def json_buckets(deltas: list[tuple[float, float]]) -> list[tuple[float | str, float]]:
+    """Bucket pairs with the +Inf bound as a string (strict JSON has no Infinity)."""
+    return [("+Inf" if math.isinf(le) else le, count) for le, count in deltas]
+
+
+def bucket_percentile(deltas: list[tuple[float, float]], p: float) -> float:
+    """Upper bound of the bucket holding the p-th percentile (cumulative bucket deltas)."""
+    total = deltas[-1][1] if deltas else 0
+    if total <= 0:
+        return float("nan")
+    want = p / 100 * total
+    for le, count in deltas:
+        if count >= want:
+            return le
+    return float("inf")
+
+
+@dataclass
+class ScaleEnv:
+    """The whole setup for one benchmark run; use as a context manager."""
+
+    name: str
+    objects: int
+    api: bool = False  # serve the external metrics API behind the aggregator
+    run_dir: Path = field(default_factory=lambda: new_run_dir("bench"))
+    plane: ControlPlane | None = None
+    redis_server: RedisServer | None = None
+    tidal: ManagedProcess | None = None
+    metrics_port: int = 0
+    api_port: int = 0
+    serving_ca: Path | None = None
+    _registered: bool = False
+    _stack: contextlib.ExitStack = field(default_factory=contextlib.ExitStack)
+
+    # -- lifecycle --------------------------------------------------------------------------------
+
+    def __enter__(self) -> ScaleEnv:
+        try:
+            self._start()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def _start(self) -> None:
+        progress(self.name, f"starting the control plane (logs: {self.run_dir}/kube)")
+        self.plane = ControlPlane(
+            self.run_dir, hpa_sync_period=HPA_SYNC, extra_apiserver_args=APISERVER_ARGS
+        ).start()
+        progress(self.name, "starting Redis")
+        self.redis_server = RedisServer(self.run_dir).start()
+        install_crds(self.plane)
+        self.plane.apply(
+            f"/api/v1/namespaces/{NS}",
+            {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NS}},
+        )
+        t0 = time.monotonic()
+        progress(self.name, f"creating {self.objects} Deployments at 0 replicas")
+        asyncio.run(self.create_all("/apis/apps/v1", "deployments", deployment))
+        progress(self.name, f"{self.objects} Deployments created in {time.monotonic() - t0:.1f} s")
+        self.start_tidal()
+
+    def start_tidal(self) -> None:
+        assert self.plane is not None
+        self.metrics_port = free_port()
+        argv: list[str | Path] = [TIDAL]
+        if PROFILE:
+            wrapper = self.run_dir / "profiled_tidal.py"
+            wrapper.write_text(PROFILE_WRAPPER)
+            argv = [sys.executable, wrapper, PROFILE, self.run_dir / "tidal"]
+        argv += [
+            "run",
+            "--kubeconfig",
+            self.plane.kubeconfig,
+            "--leader-elect",
+            "false",
+            "--metrics-address",
+            f"127.0.0.1:{self.metrics_port}",
+            "--log-format",
+            "json",
+            "--watch-namespace",
+            NS,
+        ]
+        certs = None
+        if self.api:
+            certs = extension_server_certs(["tidal-metrics.tidal-system.svc"])
+            cert, key = certs.serving.write(self.run_dir, "tidal-serving")
+            self.serving_ca = self.run_dir / "tidal-serving-ca.crt"
+            self.serving_ca.write_bytes(certs.ca.cert_pem)
+            self.api_port = free_port()
+            argv += [
+                "--api-address",
+                f"127.0.0.1:{self.api_port}",
+                "--tls-cert-file",
+                cert,
+                "--tls-key-file",
+                key,
+                "--requestheader-client-ca-file",
+                self.plane.front_proxy_ca_path,
+            ]
+        progress(
+            self.name,
+            f"starting Tidal (log: {self.run_dir}/tidal.log, "
+            f"metrics: http://127.0.0.1:{self.metrics_port}/metrics)",
+        )
+        port = self.metrics_port
+        self.tidal = ManagedProcess(
+            "tidal",
+            argv,
+            self.run_dir,
+            ready=lambda: _ready_url(f"http://127.0.0.1:{port}/readyz"),
+        ).start()
+        if self.api and certs is not None:
+            progress(self.name, "registering the APIService external.metrics.k8s.io → Tidal")
+            self.plane.register_apiservice(port=self.api_port, ca_pem=certs.ca.cert_pem)
+            self._registered = True
+
+    def stop(self) -> None:
+        progress(self.name, "stopping (APIService, Tidal, Redis, control plane)")
+        if self.plane is not None and self._registered:
+            with contextlib.suppress(Exception):
+                self.plane.unregister_apiservice()
+            self._registered = False
+        if self.tidal is not None:
+            self.tidal.stop()
+        if self.redis_server is not None:
+            self.redis_server.stop()
+        if self.plane is not None:
+            self.plane.stop()
+
+    # -- access ---------------------------------------------------------------------------------
+
+    @property
+    def tidal_pid(self) -> int:
+        assert self.tidal is not None
+        assert self.tidal.proc is not None
+        return self.tidal.proc.pid
+
+    def profile(self, on: bool) -> None:
+        """Start (on) or stop and write (off) the profile when TIDAL_BENCH_PROFILE is set."""
+        if PROFILE:
+            os.kill(self.tidal_pid, signal.SIGUSR1 if on else signal.SIGUSR2)
+            if not on:
+                deadline = time.monotonic() + 120
+                while not (self.run_dir / "tidal-gc.txt").exists():
+                    if time.monotonic() > deadline:
+                        break
+                    time.sleep(0.5)
+                progress(self.name, f"profile ({PROFILE}): {self.run_dir}/tidal-*")
+
+    def redis_client(self) -> redis.Redis:
+        assert self.redis_server is not None
+        return redis.Redis(port=self.redis_server.port)
+
+    def scrape(self) -> dict[str, float]:
+        url = f"http://127.0.0.1:{self.metrics_port}/metrics"
+        with urllib.request.urlopen(url, timeout=10) as resp:
+            return parse_metrics(resp.read().decode())
+
+    def admin_ssl(self) -> ssl.SSLContext:
+        assert self.plane is not None
+        ctx = ssl.create_default_context(cafile=str(self.plane.ca_path))
+        crt, key = self.plane.admin_cert_paths
+        ctx.load_cert_chain(str(crt), str(key))
+        return ctx
+
+    def session(self, limit: int = CREATE_CONCURRENCY) -> aiohttp.ClientSession:
+        connector = aiohttp.TCPConnector(ssl=self.admin_ssl(), limit=limit)
+        return aiohttp.ClientSession(connector=connector)
+
+    async def create_all(
+        self,
+        api_prefix: str,
+        plural: str,
+        manifest: Callable[[str], dict[str, Any]],
+        on_first: Callable[[], None] | None = None,
+    ) -> float:
+        """POST one object per name, CREATE_CONCURRENCY at a time; returns the seconds taken."""
+        assert self.plane is not None
+        url = f"{self.plane.server}{api_prefix}/namespaces/{NS}/{plural}"
+        queue = list(reversed(names(self.objects)))
+        t0 = time.monotonic()
+        async with self.session() as http:
+
+            async def worker() -> None:
+                while queue:
+                    obj = manifest(queue.pop())
+                    if on_first is not None:
+                        on_first()
+                    async with http.post(url, json=obj) as resp:
+                        if resp.status not in (201, 409):
+                            body = await resp.text()
+                            raise RuntimeError(f"POST {plural} -> {resp.status}: {body[:300]}")
+                        await resp.read()
+
+            await asyncio.gather(*(worker() for _ in range(CREATE_CONCURRENCY)))
+        return time.monotonic() - t0
+
+    async def list_scaled_objects(self, http: aiohttp.ClientSession) -> list[dict[str, Any]]:
+        assert self.plane is not None
+        url = f"{self.plane.server}/apis/keda.sh/v1alpha1/namespaces/{NS}/scaledobjects"
+        async with http.get(url) as resp:
+            resp.raise_for_status()
+            body = json.loads(await resp.read())
+        return list(body.get("items", []))
+
+
+def tcp_peers(pid: int) -> dict[int, int]:
+    """Established TCP connections of process `pid` by remote port (from /proc)."""
+    inodes = set()
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        with contextlib.suppress(OSError):
+            target = os.readlink(fd)
+            if target.startswith("socket:["):
+                inodes.add(target[8:-1])
+    peers: dict[int, int] = {}
+    for table in ("tcp", "tcp6"):
+        with contextlib.suppress(OSError):
+            for line in Path(f"/proc/{pid}/net/{table}").read_text().splitlines()[1:]:
+                fields = line.split()
+                if fields[3] == "01" and fields[9] in inodes:  # 01 = ESTABLISHED
+                    port = int(fields[2].rsplit(":", 1)[1], 16)
+                    peers[port] = peers.get(port, 0) + 1
+    return peers
+
+
+def ready_count(items: list[dict[str, Any]]) -> int:
+    n = 0
+    for item in items:
+        for cond in (item.get("status") or {}).get("conditions") or []:
+            if cond.get("type") == "Ready" and cond.get("status") == "True":
+                n += 1
+                break
+    return n
+
+
+async def create_and_wait_ready(env: ScaleEnv, timeout: float) -> dict[str, Any]:
+    """Create the N ScaledObjects concurrently, LIST once a second until all are Ready=True.
+
+    Returns timings (from the first POST): creation done, all Ready, and the Ready curve.
+    """
+    assert env.redis_server is not None
+    address = env.redis_server.address
+    first: list[float] = []
+
+    def mark() -> None:
+        if not first:
+            first.append(time.monotonic())
+
+    create_task = asyncio.create_task(
+        env.create_all(
+            "/apis/keda.sh/v1alpha1",
+            "scaledobjects",
+            lambda name: scaled_object(name, address),
+            on_first=mark,
+        )
+    )
+    curve: list[tuple[float, int]] = []
+    created_at: float | None = None
+    async with env.session(limit=2) as http:
+        while True:
+            await asyncio.sleep(1.0 if create_task.done() else 0.5)
+            if create_task.done() and created_at is None:
+                create_task.result()
+                created_at = time.monotonic() - first[0]
+                progress(env.name, f"{env.objects} ScaledObjects created in {created_at:.1f} s")
+            if not first:
+                continue
+            items = await env.list_scaled_objects(http)
+            ready = ready_count(items)
+            elapsed = time.monotonic() - first[0]
+            curve.append((round(elapsed, 2), ready))
+            progress(env.name, f"t={elapsed:5.1f} s: {len(items)} listed, {ready} Ready=True")
+            if ready >= env.objects and created_at is not None:
+                return {"created_s": created_at, "all_ready_s": elapsed, "curve": curve}
+            if elapsed > timeout:
+                await _finish(create_task)
+                return {
+                    "created_s": created_at,
+                    "all_ready_s": None,
+                    "ready_at_timeout": ready,
+                    "curve": curve,
+                }
+
+
+async def _finish(task: Awaitable[Any]) -> None:
+    with contextlib.suppress(Exception):
+        await task

@@ -124,7 +124,7 @@ class Daemon:
             self._on_scaled_object,
             label_selector=settings.watch.label_selector or None,
             name="scaledobjects",
-            keep=_drop_managed_fields,
+            keep=_keep_meta,  # the parsed object lives in the runtime; the cache needs rv only
         )
         self.ta_watcher = Watcher(
             kube, f"{keda}{ns_part}/triggerauthentications", self._on_auth, name="triggerauths"
@@ -894,14 +894,6 @@ class Daemon:
             )
 
 
-def _drop_managed_fields(obj: JSON) -> JSON:
-    """A ScaledObject without metadata.managedFields (the bulk of a cached object)."""
-    meta = obj.get("metadata")
-    if isinstance(meta, dict) and "managedFields" in meta:
-        obj = {**obj, "metadata": {k: v for k, v in meta.items() if k != "managedFields"}}
-    return obj
-
-
 def _keep_meta(obj: JSON) -> JSON:
     meta = obj.get("metadata", {})
     return {
@@ -914,13 +906,17 @@ def _keep_meta(obj: JSON) -> JSON:
 
 
 def _keep_hpa(obj: JSON) -> JSON:
-    """What the daemon keeps of an HPA: enough for drift checks and the ownership check."""
+    """What the daemon keeps of an HPA: enough for the ownership check and DELETED events."""
     meta = obj.get("metadata", {})
     ref = obj.get("spec", {}).get("scaleTargetRef", {})
     group = str(ref.get("apiVersion", "")).rpartition("/")[0]
     return {
-        **obj,
-        "status": None,
+        "metadata": {
+            "name": meta.get("name"),
+            "namespace": meta.get("namespace"),
+            "resourceVersion": meta.get("resourceVersion"),
+            "labels": dict(meta.get("labels") or {}),
+        },
         "target": (group, ref.get("kind"), ref.get("name")),
         "owners": [o.get("uid") for o in meta.get("ownerReferences") or []],
         "ownership_check": (meta.get("annotations") or {}).get(

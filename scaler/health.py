@@ -41,9 +41,10 @@ async def serve_health(
     beat = Heartbeat(loop.time)
 
     async def metrics(_: web.Request) -> web.Response:
-        return web.Response(
-            body=generate_latest(registry), headers={"Content-Type": CONTENT_TYPE_LATEST}
-        )
+        # Rendering ~10k samples takes tens of ms: in a thread, so polls due meanwhile are not
+        # held back (prometheus_client is thread-safe; the collectors copy what they read).
+        body = await asyncio.to_thread(generate_latest, registry)
+        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     async def healthz(_: web.Request) -> web.Response:
         if beat.alive():

@@ -67,8 +67,10 @@ class Watcher:
         self._selector = label_selector
         self._watch_timeout = watch_timeout
         self.name = name or path
-        # `keep` reduces each object to the fields the caller uses before it is cached, so a
-        # watch of 1000 Deployments holds replica counts, not pod templates.
+        # `keep` reduces each object to the fields the caller reads from `objects` before it is
+        # cached (it must keep metadata.resourceVersion), so a watch of 1000 Deployments holds
+        # replica counts, not pod templates. Handlers still receive the whole object; an object
+        # found gone at a relist is reported DELETED with its kept form.
         self._keep = keep or (lambda obj: obj)
         self._metadata_only = metadata_only
         self.objects: dict[tuple[str, str], JSON] = {}
@@ -105,13 +107,13 @@ class Watcher:
         self.relists += 1
         seen: dict[tuple[str, str], JSON] = {}
         for item in body.get("items") or []:
-            seen[_key(item)] = self._keep(item)
+            seen[_key(item)] = item
         gone = [k for k in self.objects if k not in seen]
         for k in gone:
             await self._dispatch("DELETED", self.objects.pop(k))
         for k, item in seen.items():
             previous = self.objects.get(k)
-            self.objects[k] = item
+            self.objects[k] = self._keep(item)
             if previous is None:
                 await self._dispatch("ADDED", item)
             elif _rv(previous) != _rv(item):
@@ -152,9 +154,8 @@ class Watcher:
                     self.objects.pop(_key(obj), None)
                     await self._dispatch("DELETED", obj)
                 elif kind in ("ADDED", "MODIFIED"):
-                    kept = self._keep(obj)
-                    self.objects[_key(obj)] = kept
-                    await self._dispatch(kind, kept)
+                    self.objects[_key(obj)] = self._keep(obj)
+                    await self._dispatch(kind, obj)
                 self._backoff.reset()
             # The server closed the stream normally (timeoutSeconds): resume from rv.
 

@@ -320,7 +320,12 @@ class Daemon:
         if kind == "DELETED":
             rt.hpa_dirty = True
         elif raw.get("metadata", {}).get("name") == hpa_name(rt.so):
+            seen = _hpa_fingerprint(raw)
+            if seen == rt.hpa_seen:
+                return  # a status update by the HPA controller (every sync period): no drift
             rt.hpa_dirty = hpa_drifted(desired_hpa(self._hpa_request(rt, rt.target)), raw)
+            if not rt.hpa_dirty:
+                rt.hpa_seen = seen
         if rt.hpa_dirty:
             self._wake((ns, str(so_name)))
 
@@ -723,7 +728,8 @@ class Daemon:
                 self.telemetry.api_writes.labels("hpa").inc()
                 rt.hpa_present = False
         elif rt.hpa_dirty:
-            outcome, _ = await ensure_hpa(self.kube, self._hpa_request(rt, target))
+            outcome, live = await ensure_hpa(self.kube, self._hpa_request(rt, target))
+            rt.hpa_seen = _hpa_fingerprint(live)
             rt.hpa_dirty = False
             rt.hpa_present = True
             if outcome != "unchanged":
@@ -903,6 +909,18 @@ def _keep_meta(obj: JSON) -> JSON:
             "resourceVersion": meta.get("resourceVersion"),
         },
     }
+
+
+def _hpa_fingerprint(obj: JSON) -> tuple[Any, ...]:
+    """What changes when someone edits an HPA (HPAs carry no metadata.generation, so the spec
+    itself; status updates by the HPA controller leave all of this alone)."""
+    meta = obj.get("metadata", {})
+    return (
+        repr(obj.get("spec")),
+        repr(sorted((meta.get("labels") or {}).items())),
+        repr(sorted((meta.get("annotations") or {}).items())),
+        repr([o.get("uid") for o in meta.get("ownerReferences") or []]),
+    )
 
 
 def _keep_hpa(obj: JSON) -> JSON:

@@ -52,6 +52,7 @@ class ObjectRuntime:
     push_tasks: list[asyncio.Task[None]] = field(default_factory=list)
     rebuilt_at: float = float("-inf")  # loop time of the last (re)build
     refs: frozenset[tuple[str, str, str]] = frozenset()  # Secrets/ConfigMaps read at build
+    hpa_seen: object = None  # fingerprint of the HPA as last written or checked
     status_key: object = None  # what the last status check was built from (skip when equal)
     gauges: dict[str, tuple[Any, ...]] = field(default_factory=dict)  # per-trigger children
 

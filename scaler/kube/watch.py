@@ -16,6 +16,7 @@ log = logging.getLogger(__name__)
 
 EventType = Literal["ADDED", "MODIFIED", "DELETED"]
 Handler = Callable[[EventType, JSON], Awaitable[None]]
+YIELD_EVERY = 20  # events handled between yields to the event loop
 
 
 @dataclass(slots=True)
@@ -111,7 +112,9 @@ class Watcher:
         gone = [k for k in self.objects if k not in seen]
         for k in gone:
             await self._dispatch("DELETED", self.objects.pop(k))
-        for k, item in seen.items():
+        for n, (k, item) in enumerate(seen.items(), 1):
+            if n % YIELD_EVERY == 0:
+                await asyncio.sleep(0)  # a relist of thousands must not hold the loop
             previous = self.objects.get(k)
             self.objects[k] = self._keep(item)
             if previous is None:
@@ -132,6 +135,7 @@ class Watcher:
             }
             if self._selector:
                 query["labelSelector"] = self._selector
+            handled = 0
             async for event in self._kube.watch_lines(
                 self._path,
                 query,
@@ -157,6 +161,9 @@ class Watcher:
                     self.objects[_key(obj)] = self._keep(obj)
                     await self._dispatch(kind, obj)
                 self._backoff.reset()
+                handled += 1
+                if handled % YIELD_EVERY == 0:
+                    await asyncio.sleep(0)  # a burst of events must not hold the loop
             # The server closed the stream normally (timeoutSeconds): resume from rv.
 
     async def _dispatch(self, kind: EventType, obj: JSON) -> None:

@@ -19,7 +19,10 @@ import ssl
 import tempfile
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
+
+if TYPE_CHECKING:
+    from scaler.params import Config
 
 log = logging.getLogger(__name__)
 
@@ -203,3 +206,15 @@ def _load_cert_chain(ctx: ssl.SSLContext, cert: str, key: str, password: str | N
             for path in (cert_path, key_path):
                 with contextlib.suppress(OSError):
                     os.unlink(path)
+
+
+def ssl_context_from_config(config: Config) -> ssl.SSLContext:
+    """TLS from the conventional trigger parameters ``ca``, ``cert``, ``key``, ``keyPassword``
+    (PEM text, usually from a TriggerAuthentication) and ``unsafeSsl``."""
+    return ssl_context_from_pem(
+        ca=config.opt_str("ca"),
+        cert=config.opt_str("cert"),
+        key=config.opt_str("key"),
+        key_password=config.opt_str("keyPassword"),
+        verify=not config.get_bool("unsafeSsl"),
+    )

@@ -25,10 +25,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import re
-import ssl
 from collections.abc import AsyncGenerator, Iterable, Mapping
 
-from scaler.clients import ClientPool, Lease, fingerprint, ssl_context_from_pem
+from scaler.clients import ClientPool, Lease, fingerprint, ssl_context_from_config
 from scaler.contract import MetricSpec, Sample, TriggerContext, metric_name
 from scaler.errors import QueryError, UnsupportedError
 from scaler.params import Config, Param
@@ -281,7 +280,7 @@ def _tls_problems(config: Config, trigger: TriggerContext) -> list[str]:
         problems.append("cert must be provided with key")
     else:
         try:
-            _ssl_context(config)
+            ssl_context_from_config(config)
         except ValueError as exc:
             problems.append(f"invalid TLS settings: {exc}")
     return problems
@@ -306,16 +305,6 @@ def _sasl_problems(config: Config, trigger: TriggerContext) -> list[str]:
     return problems
 
 
-def _ssl_context(config: Config) -> ssl.SSLContext:
-    return ssl_context_from_pem(
-        ca=config.opt_str("ca"),
-        cert=config.opt_str("cert"),
-        key=config.opt_str("key"),
-        key_password=config.opt_str("keyPassword"),
-        verify=not config.get_bool("unsafeSsl"),
-    )
-
-
 def _settings(config: Config, trigger: TriggerContext) -> KafkaSettings:
     servers, _ = parse_servers(config.get_list("bootstrapServers"))
     tls = _tls_enabled(config)
@@ -328,7 +317,7 @@ def _settings(config: Config, trigger: TriggerContext) -> KafkaSettings:
     context = None
     tls_fingerprint = ""
     if tls:
-        context = _ssl_context(config)
+        context = ssl_context_from_config(config)
         tls_fingerprint = fingerprint(
             config.opt_str("ca"),
             config.opt_str("cert"),

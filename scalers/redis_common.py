@@ -29,7 +29,7 @@ from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import Sentinel, SentinelManagedSSLConnection
 from redis.backoff import NoBackoff
 
-from scaler.clients import ClientKey, ClientPool, Lease, fingerprint, ssl_context_from_pem
+from scaler.clients import ClientKey, ClientPool, Lease, fingerprint, ssl_context_from_config
 from scaler.contract import TriggerContext
 from scaler.errors import QueryError, ScalerError
 from scaler.params import Config, Param, redact
@@ -116,7 +116,7 @@ def validate_connection(config: Config, trigger_type: str) -> list[str]:
         problems.append("databaseIndex is not supported by Redis Cluster (only database 0)")
     if _tls_enabled(config) and cert_and_key:
         try:
-            _ssl_context(config)
+            ssl_context_from_config(config)
         except ValueError as exc:
             problems.append(f"invalid TLS settings: {exc}")
     return problems
@@ -124,16 +124,6 @@ def validate_connection(config: Config, trigger_type: str) -> list[str]:
 
 def _tls_enabled(config: Config) -> bool:
     return config.get_bool("enableTLS") or config.opt_str("tls") == "enable"
-
-
-def _ssl_context(config: Config) -> ssl.SSLContext:
-    return ssl_context_from_pem(
-        ca=config.opt_str("ca"),
-        cert=config.opt_str("cert"),
-        key=config.opt_str("key"),
-        key_password=config.opt_str("keyPassword"),
-        verify=not config.get_bool("unsafeSsl"),
-    )
 
 
 @dataclass(frozen=True, slots=True, repr=False)
@@ -155,7 +145,7 @@ class RedisTarget:
     @classmethod
     def from_config(cls, config: Config, trigger: TriggerContext) -> RedisTarget:
         addresses, _ = _addresses(config)
-        tls = _ssl_context(config) if _tls_enabled(config) else None
+        tls = ssl_context_from_config(config) if _tls_enabled(config) else None
         return cls(
             mode=mode_of(trigger.type),
             addresses=tuple(addresses),

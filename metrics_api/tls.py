@@ -20,11 +20,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
-
 log = logging.getLogger(__name__)
 
 
@@ -36,6 +31,12 @@ class ClientTrust:
 
 def self_signed(hosts: Sequence[str], directory: Path) -> tuple[Path, Path]:
     """A development serving certificate (ECDSA P-256, 1 year) for the given DNS names / IPs."""
+    # Imported here: cryptography costs ~8 MiB RSS, and production uses certificate files.
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, hosts[0] if hosts else "tidal")])
     sans: list[x509.GeneralName] = []

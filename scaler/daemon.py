@@ -155,6 +155,8 @@ class Daemon:
         ]
         self._by_ref: dict[tuple[str, str, str], set[Key]] = {}
         self._lateness_children: dict[Key, Any] = {}
+        self._per_namespace: dict[str, int] = {}
+        self._per_type: dict[str, int] = {}
         self.scheduler: Scheduler[Key] | None = None
         self.started = asyncio.Event()
 
@@ -246,10 +248,7 @@ class Daemon:
             await rt.close()
         if so is None:
             assert problem is not None
-            self.objects.pop(key, None)
-            if self.scheduler is not None:
-                self.scheduler.remove(key)
-            self.store.remove_object(*key)
+            await self._forget(key)
             await self._report_invalid(raw, problem)
             return
         new = ObjectRuntime(so)
@@ -261,8 +260,10 @@ class Daemon:
             new.refs = rt.refs
             new.last_active_time = rt.last_active_time or so.last_active_time
             new.original_replicas = rt.original_replicas
+        if rt is not None:
+            self._count(rt.so, -1)
         self.objects[key] = new
-        self._count_registered()
+        self._count(so, +1)
         if self.scheduler is not None:
             loop_now = asyncio.get_running_loop().time()
             if key in self.scheduler:
@@ -340,21 +341,24 @@ class Daemon:
             self._index_refs(key, rt.refs, frozenset())
             await rt.close()
             self.events.forget(rt.so.uid)
-        self._count_registered()
+            self._count(rt.so, -1)
 
-    def _count_registered(self) -> None:
-        per_ns: dict[str, int] = {}
-        per_type: dict[str, int] = {}
-        for (ns, _), rt in self.objects.items():
-            per_ns[ns] = per_ns.get(ns, 0) + 1
-            for t in rt.so.triggers:
-                per_type[t.type] = per_type.get(t.type, 0) + 1
-        self.telemetry.resources.clear()
-        for ns, n in per_ns.items():
-            self.telemetry.resources.labels("scaled_object", ns).set(n)
-        self.telemetry.triggers.clear()
-        for typ, n in per_type.items():
-            self.telemetry.triggers.labels(typ).set(n)
+    def _count(self, so: ScaledObject, delta: int) -> None:
+        """Keep keda_resource_registered_total / keda_trigger_registered_total current by
+        delta (a recount of every object on each event was O(objects) per event)."""
+        n = self._per_namespace[so.namespace] = self._per_namespace.get(so.namespace, 0) + delta
+        if n:
+            self.telemetry.resources.labels("scaled_object", so.namespace).set(n)
+        else:
+            del self._per_namespace[so.namespace]
+            self.telemetry.resources.remove("scaled_object", so.namespace)
+        for t in so.triggers:
+            m = self._per_type[t.type] = self._per_type.get(t.type, 0) + delta
+            if m:
+                self.telemetry.triggers.labels(t.type).set(m)
+            else:
+                del self._per_type[t.type]
+                self.telemetry.triggers.remove(t.type)
 
     # ------------------------------------------------------------------ polling
 

@@ -42,9 +42,7 @@ class ObjectRuntime:
     hpa_dirty: bool = True
     last_active_time: float | None = None
     last_status: dict[str, Any] | None = None  # what we last wrote (or read) as status
-    last_decision_branch: str = ""
     polls: int = 0
-    failing_polls: dict[str, int] = field(default_factory=dict)
     finalizer_added: bool = False
     target: GVKR | None = None
     original_replicas: int | None = None

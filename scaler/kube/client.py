@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import AsyncIterator, Mapping
-from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
@@ -31,22 +30,12 @@ PARTIAL_LIST = "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1
 PARTIAL_ITEM = "application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1"
 
 
-@dataclass(frozen=True, slots=True)
-class ApiStatus:
-    """The parts of a failed call the callers branch on."""
-
-    code: int
-    reason: str
-    message: str
-
-
 class KubeClient:
     """Async JSON client over kubernetes_asyncio's ApiClient (config, auth, session)."""
 
     def __init__(self, api: k8s_client.ApiClient, *, timeout: float = 10.0) -> None:
         self._api = api
         self._timeout = timeout
-        self.writes = 0  # API writes issued; read by metrics and tests (DESIGN: 0 when idle)
 
     @classmethod
     async def from_kubeconfig(
@@ -120,8 +109,6 @@ class KubeClient:
         accept: str = "application/json",
     ) -> JSON:
         """One call; returns the decoded JSON body or raises KubeError with the HTTP status."""
-        if method != "GET":
-            self.writes += 1
         resp = await self._send(
             method, path, query=query, body=body, content_type=content_type, accept=accept
         )

@@ -57,7 +57,3 @@ async def fetch_requestheader_trust(kube: KubeClient) -> tuple[str, frozenset[st
 async def patch_status(kube: KubeClient, namespace: str, name: str, status: JSON) -> JSON:
     """Merge-PATCH of the ScaledObject's status subresource."""
     return await kube.merge_patch(scaled_objects(namespace, name) + "/status", {"status": status})
-
-
-async def patch_metadata(kube: KubeClient, namespace: str, name: str, metadata: JSON) -> JSON:
-    return await kube.merge_patch(scaled_objects(namespace, name), {"metadata": metadata})

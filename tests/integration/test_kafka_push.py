@@ -9,13 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import uuid
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Coroutine, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Coroutine
 from typing import Any
 
 import pytest
-from aiokafka import AIOKafkaProducer
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from localenv.kafka import KafkaBroker
 from scaler.clients import ClientPool
@@ -24,66 +21,14 @@ from scaler.errors import ConfigError, QueryError, ScalerError, UnsupportedError
 from scaler.registry import build_scaler
 from scalers.kafka import KafkaScaler
 from scalers.kafka_cluster import KafkaCluster
+from tests.integration.kafka_helpers import Cluster, uid
 
 GUARD = 30.0  # seconds: a deadlock guard for waits on the watcher, never a speed assertion
 
 
-def _uid(prefix: str) -> str:
-    return f"{prefix}-{uuid.uuid4().hex[:8]}"
-
-
-@pytest.fixture(
-    params=[
-        pytest.param("kafka_broker", id="kafka-3.9.1"),
-        pytest.param("kafka4_broker", id="kafka-4.1.1"),
-    ]
-)
-def any_kafka(request: pytest.FixtureRequest) -> KafkaBroker:
-    broker: KafkaBroker = request.getfixturevalue(request.param)
-    return broker
-
-
 @pytest.fixture
-async def pool() -> AsyncIterator[ClientPool]:
-    clients = ClientPool()
-    yield clients
-    await clients.aclose()
-
-
-class Producer:
-    """Test-side topics and messages (aiokafka's admin client and producer)."""
-
-    def __init__(self, bootstrap: str) -> None:
-        self.bootstrap = bootstrap
-        self.admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-        self.producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5)
-
-    async def start(self) -> Producer:
-        await self.admin.start()
-        await self.producer.start()
-        return self
-
-    async def stop(self) -> None:
-        await self.producer.stop()
-        await self.admin.close()
-
-    async def topic(self, partitions: int) -> str:
-        name = _uid("topic")
-        await self.admin.create_topics([NewTopic(name, partitions, 1)])
-        return name
-
-    async def produce(self, topic: str, counts: Mapping[int, int]) -> None:
-        sent = [
-            await self.producer.send(topic, b"m", partition=partition)
-            for partition, count in counts.items()
-            for _ in range(count)
-        ]
-        await asyncio.gather(*sent)
-
-
-@pytest.fixture
-async def kafka(any_kafka: KafkaBroker) -> AsyncIterator[Producer]:
-    producer = await Producer(any_kafka.bootstrap).start()
+async def kafka(any_kafka: KafkaBroker) -> AsyncIterator[Cluster]:
+    producer = await Cluster(any_kafka.bootstrap).start()
     yield producer
     await producer.stop()
 
@@ -162,9 +107,9 @@ async def test_the_trigger_needs_no_extra_metadata_for_push(pool: ClientPool) ->
     assert isinstance(scaler, PushScaler)
 
 
-async def test_one_message_wakes_the_iterator(kafka: Producer, pool: ClientPool) -> None:
+async def test_one_message_wakes_the_iterator(kafka: Cluster, pool: ClientPool) -> None:
     topic = await kafka.topic(2)
-    scaler = _scaler(kafka.bootstrap, pool, consumerGroup=_uid("group"), topic=topic)
+    scaler = _scaler(kafka.bootstrap, pool, consumerGroup=uid("group"), topic=topic)
     cluster = await scaler.cluster()
     async with contextlib.aclosing(scaler.wakeups()) as wakeups:
         waiting = await _armed(scaler, _next(wakeups))
@@ -177,9 +122,9 @@ async def test_one_message_wakes_the_iterator(kafka: Producer, pool: ClientPool)
     await scaler.aclose()
 
 
-async def test_a_burst_is_a_few_wake_ups(kafka: Producer, pool: ClientPool) -> None:
+async def test_a_burst_is_a_few_wake_ups(kafka: Cluster, pool: ClientPool) -> None:
     topic = await kafka.topic(3)
-    scaler = _scaler(kafka.bootstrap, pool, consumerGroup=_uid("group"), topic=topic)
+    scaler = _scaler(kafka.bootstrap, pool, consumerGroup=uid("group"), topic=topic)
     cluster = await scaler.cluster()
     burst = {0: 400, 1: 300, 2: 300}
 
@@ -215,10 +160,10 @@ async def test_a_burst_is_a_few_wake_ups(kafka: Producer, pool: ClientPool) -> N
     await scaler.aclose()
 
 
-async def test_two_scalers_share_one_watcher(kafka: Producer, pool: ClientPool) -> None:
+async def test_two_scalers_share_one_watcher(kafka: Cluster, pool: ClientPool) -> None:
     first_topic, second_topic = await kafka.topic(2), await kafka.topic(3)
-    first = _scaler(kafka.bootstrap, pool, consumerGroup=_uid("group"), topic=first_topic)
-    second = _scaler(kafka.bootstrap, pool, consumerGroup=_uid("group"), topic=second_topic)
+    first = _scaler(kafka.bootstrap, pool, consumerGroup=uid("group"), topic=first_topic)
+    second = _scaler(kafka.bootstrap, pool, consumerGroup=uid("group"), topic=second_topic)
     cluster = await first.cluster()
     assert await second.cluster() is cluster
     async with (
@@ -254,11 +199,11 @@ async def test_two_scalers_share_one_watcher(kafka: Producer, pool: ClientPool) 
 
 
 async def test_partition_limitation_watches_only_those_partitions(
-    kafka: Producer, pool: ClientPool
+    kafka: Cluster, pool: ClientPool
 ) -> None:
     topic = await kafka.topic(3)
     scaler = _scaler(
-        kafka.bootstrap, pool, consumerGroup=_uid("group"), topic=topic, partitionLimitation="0,2"
+        kafka.bootstrap, pool, consumerGroup=uid("group"), topic=topic, partitionLimitation="0,2"
     )
     cluster = await scaler.cluster()
     async with contextlib.aclosing(scaler.wakeups()) as wakeups:
@@ -272,10 +217,10 @@ async def test_partition_limitation_watches_only_those_partitions(
 
 
 async def test_deleted_topic_ends_the_iterator_with_an_error(
-    kafka: Producer, pool: ClientPool
+    kafka: Cluster, pool: ClientPool
 ) -> None:
     topic = await kafka.topic(1)
-    scaler = _scaler(kafka.bootstrap, pool, consumerGroup=_uid("group"), topic=topic)
+    scaler = _scaler(kafka.bootstrap, pool, consumerGroup=uid("group"), topic=topic)
     cluster = await scaler.cluster()
     async with contextlib.aclosing(scaler.wakeups()) as wakeups:
         waiting = await _armed(scaler, _next(wakeups))
@@ -287,10 +232,10 @@ async def test_deleted_topic_ends_the_iterator_with_an_error(
 
 
 async def test_missing_topic_is_an_error_and_is_not_created(
-    kafka: Producer, pool: ClientPool
+    kafka: Cluster, pool: ClientPool
 ) -> None:
-    missing = _uid("missing")
-    scaler = _scaler(kafka.bootstrap, pool, consumerGroup=_uid("group"), topic=missing)
+    missing = uid("missing")
+    scaler = _scaler(kafka.bootstrap, pool, consumerGroup=uid("group"), topic=missing)
     with pytest.raises(QueryError, match=f"topic '{missing}' does not exist"):
         await _woken(asyncio.create_task(_next(scaler.wakeups())))
     assert missing not in await kafka.admin.list_topics()
@@ -301,12 +246,12 @@ async def test_broker_killed_raises_then_a_new_subscription_works(
     kafka_factory: Callable[..., KafkaBroker], pool: ClientPool
 ) -> None:
     broker = kafka_factory("3.9.1")
-    producer = await Producer(broker.bootstrap).start()
+    producer = await Cluster(broker.bootstrap).start()
     try:
         topic = await producer.topic(2)
     finally:
         await producer.stop()
-    scaler = _scaler(broker.bootstrap, pool, consumerGroup=_uid("group"), topic=topic)
+    scaler = _scaler(broker.bootstrap, pool, consumerGroup=uid("group"), topic=topic)
     cluster = await scaler.cluster()
     waiting = await _armed(scaler, _next(scaler.wakeups()))
     assert not waiting.done()
@@ -322,7 +267,7 @@ async def test_broker_killed_raises_then_a_new_subscription_works(
 
     broker.restart()
     wakeups, resubscribed = await _resubscribe(scaler)
-    producer = await Producer(broker.bootstrap).start()
+    producer = await Cluster(broker.bootstrap).start()
     try:
         await producer.produce(topic, {0: 1})
     finally:

@@ -10,13 +10,11 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from localenv.kafka import KafkaBroker
 from localenv.paths import KAFKA_VERSIONS
@@ -25,74 +23,9 @@ from scaler.contract import TriggerContext
 from scaler.errors import QueryError, ScalerError
 from scaler.registry import build_scaler
 from scalers.kafka import KafkaScaler
+from tests.integration.kafka_helpers import Cluster, uid
 
 DEADLINE = 90.0  # generous: 2 shared cores, a JVM restart
-
-
-def _uid(prefix: str) -> str:
-    return f"{prefix}-{uuid.uuid4().hex[:8]}"
-
-
-@pytest.fixture(
-    params=[
-        pytest.param("kafka_broker", id="kafka-3.9.1"),
-        pytest.param("kafka4_broker", id="kafka-4.1.1"),
-    ]
-)
-def any_kafka(request: pytest.FixtureRequest) -> KafkaBroker:
-    broker: KafkaBroker = request.getfixturevalue(request.param)
-    return broker
-
-
-@pytest.fixture
-async def pool() -> AsyncIterator[ClientPool]:
-    clients = ClientPool()
-    yield clients
-    await clients.aclose()
-
-
-class Cluster:
-    """Test-side admin: topics, produced messages, committed offsets (aiokafka clients)."""
-
-    def __init__(self, bootstrap: str) -> None:
-        self.bootstrap = bootstrap
-        self.admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-        self.producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5)
-
-    async def start(self) -> Cluster:
-        await self.admin.start()
-        await self.producer.start()
-        return self
-
-    async def stop(self) -> None:
-        await self.producer.stop()
-        await self.admin.close()
-
-    async def topic(self, partitions: int, produced: Mapping[int, int] | None = None) -> str:
-        name = _uid("topic")
-        await self.admin.create_topics([NewTopic(name, partitions, 1)])
-        await self.produce(name, produced or {})
-        return name
-
-    async def produce(self, topic: str, counts: Mapping[int, int]) -> None:
-        sent = [
-            await self.producer.send(topic, b"m", partition=partition)
-            for partition, count in counts.items()
-            for _ in range(count)
-        ]
-        await asyncio.gather(*sent)
-
-    async def commit(self, group: str, topic: str, offsets: Mapping[int, int]) -> None:
-        consumer = AIOKafkaConsumer(
-            bootstrap_servers=self.bootstrap, group_id=group, enable_auto_commit=False
-        )
-        tps = {p: TopicPartition(topic, p) for p in offsets}
-        consumer.assign(list(tps.values()))
-        await consumer.start()
-        try:
-            await consumer.commit({tps[p]: offset for p, offset in offsets.items()})
-        finally:
-            await consumer.stop()
 
 
 @pytest.fixture
@@ -114,7 +47,7 @@ def _scaler(bootstrap: str, pool: ClientPool, index: int = 0, **metadata: str) -
 async def test_lag_per_partition_is_latest_minus_committed(
     kafka: Cluster, pool: ClientPool
 ) -> None:
-    topic, group = await kafka.topic(3, {0: 5, 1: 3, 2: 7}), _uid("group")
+    topic, group = await kafka.topic(3, {0: 5, 1: 3, 2: 7}), uid("group")
     await kafka.commit(group, topic, {0: 2, 1: 3, 2: 1})
     scaler = _scaler(
         kafka.bootstrap, pool, consumerGroup=group, topic=topic, allowIdleConsumers="true"
@@ -183,7 +116,7 @@ FLAG_CASES = [
 async def test_flags(
     kafka: Cluster, pool: ClientPool, metadata: dict[str, str], value: float, active: bool
 ) -> None:
-    topic, group = await kafka.topic(4, {0: 40, 1: 10, 3: 5}), _uid("group")
+    topic, group = await kafka.topic(4, {0: 40, 1: 10, 3: 5}), uid("group")
     await kafka.commit(group, topic, {0: 0, 1: 10})
     scaler = _scaler(kafka.bootstrap, pool, consumerGroup=group, topic=topic, **metadata)
     sample = await scaler.sample(0.0)
@@ -194,7 +127,7 @@ async def test_flags(
 async def test_partition_limitation_matching_no_partition_is_an_error(
     kafka: Cluster, pool: ClientPool
 ) -> None:
-    topic, group = await kafka.topic(2, {0: 1}), _uid("group")
+    topic, group = await kafka.topic(2, {0: 1}), uid("group")
     scaler = _scaler(
         kafka.bootstrap, pool, consumerGroup=group, topic=topic, partitionLimitation="5-6"
     )
@@ -204,7 +137,7 @@ async def test_partition_limitation_matching_no_partition_is_an_error(
 
 
 async def test_exclude_persistent_lag(kafka: Cluster, pool: ClientPool) -> None:
-    topic, group = await kafka.topic(2, {0: 30, 1: 8}), _uid("group")
+    topic, group = await kafka.topic(2, {0: 30, 1: 8}), uid("group")
     await kafka.commit(group, topic, {0: 10, 1: 2})
     scaler = _scaler(
         kafka.bootstrap,
@@ -245,7 +178,7 @@ async def test_group_with_no_commits(
     scaler = _scaler(
         kafka.bootstrap,
         pool,
-        consumerGroup=_uid("never-committed"),
+        consumerGroup=uid("never-committed"),
         topic=topic,
         allowIdleConsumers="true",
         **metadata,
@@ -260,7 +193,7 @@ async def test_without_topic_the_groups_committed_topics_are_summed(
 ) -> None:
     first, second = await kafka.topic(2, {0: 4, 1: 4}), await kafka.topic(1, {0: 10})
     unrelated = await kafka.topic(1, {0: 99})
-    group = _uid("group")
+    group = uid("group")
     await kafka.commit(group, first, {0: 1})  # partition 1 uncommitted: lag 1 (latest policy)
     await kafka.commit(group, second, {0: 6})
     scaler = _scaler(kafka.bootstrap, pool, consumerGroup=group, allowIdleConsumers="true")
@@ -274,7 +207,7 @@ async def test_without_topic_the_groups_committed_topics_are_summed(
 async def test_without_topic_a_group_with_no_commits_is_an_error(
     kafka: Cluster, pool: ClientPool
 ) -> None:
-    scaler = _scaler(kafka.bootstrap, pool, consumerGroup=_uid("unknown-group"))
+    scaler = _scaler(kafka.bootstrap, pool, consumerGroup=uid("unknown-group"))
     with pytest.raises(QueryError, match="has no committed offsets and no topic is set"):
         await scaler.sample(0.0)
     await scaler.aclose()
@@ -283,8 +216,8 @@ async def test_without_topic_a_group_with_no_commits_is_an_error(
 async def test_missing_topic_is_an_error_and_is_not_created(
     kafka: Cluster, pool: ClientPool
 ) -> None:
-    missing = _uid("missing")
-    scaler = _scaler(kafka.bootstrap, pool, consumerGroup=_uid("group"), topic=missing)
+    missing = uid("missing")
+    scaler = _scaler(kafka.bootstrap, pool, consumerGroup=uid("group"), topic=missing)
     for now in (0.0, 1.0):
         with pytest.raises(QueryError, match=f"topic '{missing}' does not exist"):
             await scaler.sample(now)
@@ -293,7 +226,7 @@ async def test_missing_topic_is_an_error_and_is_not_created(
 
 
 async def test_deleted_topic_is_an_error(kafka: Cluster, pool: ClientPool) -> None:
-    topic, group = await kafka.topic(2, {0: 3}), _uid("group")
+    topic, group = await kafka.topic(2, {0: 3}), uid("group")
     await kafka.commit(group, topic, {0: 1, 1: 0})
     scaler = _scaler(kafka.bootstrap, pool, consumerGroup=group, topic=topic)
     assert (await scaler.sample(0.0)).value == 2.0
@@ -313,7 +246,7 @@ async def test_many_topics_and_groups_share_one_client_and_one_query_per_broker(
     kafka: Cluster, pool: ClientPool
 ) -> None:
     topics = [await kafka.topic(2, {0: n + 1, 1: 2 * n}) for n in range(8)]
-    groups = [_uid("group") for _ in range(4)]
+    groups = [uid("group") for _ in range(4)]
     expected: dict[tuple[str, str], float] = {}
     for g, group in enumerate(groups):
         for n, topic in enumerate(topics):
@@ -359,7 +292,7 @@ async def test_broker_down_is_an_error_then_recovers(
     broker = kafka_factory("3.9.1")
     cluster = await Cluster(broker.bootstrap).start()
     try:
-        topic, group = await cluster.topic(2, {0: 6, 1: 4}), _uid("group")
+        topic, group = await cluster.topic(2, {0: 6, 1: 4}), uid("group")
         await cluster.commit(group, topic, {0: 1, 1: 1})
     finally:
         await cluster.stop()
@@ -444,7 +377,7 @@ async def test_sasl_scram_samples_with_the_right_password(
 ) -> None:
     admin = await Cluster(scram_kafka.bootstrap).start()  # test side: the PLAINTEXT listener
     try:
-        topic, group = await admin.topic(2, {0: 5, 1: 2}), _uid("group")
+        topic, group = await admin.topic(2, {0: 5, 1: 2}), uid("group")
         await admin.commit(group, topic, {0: 2, 1: 2})
     finally:
         await admin.stop()

@@ -93,13 +93,6 @@ async def api() -> AsyncIterator[Api]:
     await server.stop()
 
 
-@pytest.fixture
-async def pool() -> AsyncIterator[ClientPool]:
-    clients = ClientPool()
-    yield clients
-    await clients.aclose()
-
-
 def _scaler(
     pool: ClientPool, url: str, location: str, auth: dict[str, str] | None = None, **meta: str
 ) -> Any:

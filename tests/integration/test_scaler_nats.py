@@ -59,13 +59,6 @@ def _scaler(
     return scaler
 
 
-@pytest.fixture
-async def pool() -> AsyncIterator[ClientPool]:
-    clients = ClientPool()
-    yield clients
-    await clients.aclose()
-
-
 @dataclass
 class Queue:
     """A stream with one durable pull consumer (explicit acks) and a publisher."""

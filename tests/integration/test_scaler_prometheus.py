@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import aiohttp
@@ -64,13 +64,6 @@ async def prometheus(prometheus_server: PrometheusServer, exporter: Exporter) ->
     await _wait_for_series(prometheus_server.url, "tidal_test_queue_depth")
     await _wait_for_series(prometheus_server.url, "tidal_test_multi")
     return prometheus_server
-
-
-@pytest.fixture
-async def pool() -> AsyncIterator[ClientPool]:
-    clients = ClientPool()
-    yield clients
-    await clients.aclose()
 
 
 def _scaler(pool: ClientPool, url: str, query: str, **meta: str) -> PrometheusScaler:

@@ -35,13 +35,6 @@ def _trigger(
 
 
 @pytest.fixture
-async def pool() -> AsyncIterator[ClientPool]:
-    clients = ClientPool()
-    yield clients
-    await clients.aclose()
-
-
-@pytest.fixture
 async def db(redis_server: RedisServer) -> AsyncIterator[aioredis.Redis]:
     client = aioredis.Redis(host=redis_server.host, port=redis_server.port, decode_responses=True)
     yield client

@@ -59,13 +59,6 @@ def redis_tls(run_dir: Path) -> Iterator[RedisTLSServer]:
         server.stop()
 
 
-@pytest.fixture
-async def pool() -> AsyncIterator[ClientPool]:
-    clients = ClientPool()
-    yield clients
-    await clients.aclose()
-
-
 def _build(
     kind: str,
     metadata: dict[str, str],

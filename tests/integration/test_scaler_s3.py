@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from collections.abc import AsyncIterator, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -89,13 +89,6 @@ def _scaler(
     scaler = build_scaler(_trigger(minio.endpoint, metadata, auth or _auth(minio)), pool)
     assert isinstance(scaler, S3Scaler)
     return scaler
-
-
-@pytest.fixture
-async def pool() -> AsyncIterator[ClientPool]:
-    clients = ClientPool()
-    yield clients
-    await clients.aclose()
 
 
 @pytest.fixture(scope="module")

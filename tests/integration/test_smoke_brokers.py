@@ -61,17 +61,6 @@ async def _until(check: Callable[[], Awaitable[Any]], what: str, deadline: float
 # --- Kafka -------------------------------------------------------------------------------------
 
 
-@pytest.fixture(
-    params=[
-        pytest.param("kafka_broker", id="kafka-3.9.1"),
-        pytest.param("kafka4_broker", id="kafka-4.1.1"),
-    ]
-)
-def any_kafka(request: pytest.FixtureRequest) -> KafkaBroker:
-    broker: KafkaBroker = request.getfixturevalue(request.param)
-    return broker
-
-
 async def _produce(bootstrap: str, topic: str, counts: dict[int, int]) -> None:
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap)
     await producer.start()

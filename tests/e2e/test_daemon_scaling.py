@@ -195,7 +195,12 @@ async def test_pause_annotations(
             },
         )
         await eventually(lambda: cluster.replicas("worker"), lambda n: n == 4, what="paused at 4")
-        so = await cluster.get_so("worker")
+        # The status is written right after the /scale write of the same poll: wait for it.
+        so = await eventually(
+            lambda: cluster.get_so("worker"),
+            lambda o: o.get("status", {}).get("pausedReplicaCount") == 4,
+            what="pausedReplicaCount in status",
+        )
         assert so["status"].get("pausedReplicaCount") == 4
 
         await cluster.patch_so(

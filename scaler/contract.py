@@ -99,3 +99,9 @@ def normalize_metric_detail(detail: str) -> str:
 def metric_name(index: int, detail: str) -> str:
     """KEDA's GenerateMetricNameWithIndex: ``s<index>-<normalized detail>``."""
     return f"s{index}-{normalize_metric_detail(detail)}"
+
+
+def fold_metric_name(name: str) -> str:
+    """The form metric names are compared in: the HPA controller asks for a metric in lower
+    case and KEDA matches names with strings.EqualFold, so names equal up to case are one."""
+    return name.casefold()

@@ -5,13 +5,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from scaler.auth import Fetch, resolve_auth_params, resolve_container_env
 from scaler.clients import ClientPool
-from scaler.contract import MetricSpec, Scaler, TriggerContext
+from scaler.contract import MetricSpec, Scaler, TriggerContext, fold_metric_name
 from scaler.errors import ConfigError, ScalerError, TidalError
 from scaler.kube.paths import GVKR
 from scaler.objects import ScaledObject, Trigger
@@ -156,14 +156,35 @@ async def build_triggers(
             if t.scaler is not None:
                 await t.scaler.aclose()
         raise
-    names = [t.spec.name for t in built if t.spec.kind == "External"]
-    dupes = sorted({n for n in names if names.count(n) > 1})
-    if dupes:
+    problems = duplicate_metric_names(t.spec.name for t in built if t.spec.kind == "External")
+    if problems:
         for t in built:
             if t.scaler is not None:
                 await t.scaler.aclose()
-        raise ConfigError([f"duplicate external metric name {n}" for n in dupes])
+        raise ConfigError(problems)
     return built
+
+
+def duplicate_metric_names(names: Iterable[str]) -> list[str]:
+    """KEDA's rule (external metric names are unique in an object), compared ignoring case:
+    the HPA asks for metric names in lower case, so `s0-redis-Jobs` and `s0-redis-jobs` would
+    be one metric to it."""
+    seen: dict[str, list[str]] = {}
+    for name in names:
+        seen.setdefault(fold_metric_name(name), []).append(name)
+    problems = []
+    for same in seen.values():
+        if len(same) == 1:
+            continue
+        if len(set(same)) == 1:
+            problems.append(f"duplicate external metric name {same[0]}")
+        else:
+            listed = ", ".join(sorted(set(same)))
+            problems.append(
+                f"external metric names {listed} differ only in case "
+                "(the HPA asks for metric names in lower case)"
+            )
+    return sorted(problems)
 
 
 def _needs_env(trig: Trigger) -> bool:

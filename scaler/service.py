@@ -28,6 +28,7 @@ from scaler.telemetry import Telemetry
 
 VERSION = "0.1.0"
 SHUTDOWN_GRACE = 5.0
+UNKNOWN_METRICS_REMEMBERED = 10_000  # (object, metric) pairs already logged as unknown
 DEV_CERT_HOSTS = (
     "localhost",
     "127.0.0.1",
@@ -42,6 +43,7 @@ class StoreSource:
 
     def __init__(self, daemon: Daemon) -> None:
         self._daemon = daemon
+        self._unknown_logged: set[tuple[str, str, str]] = set()
 
     def read(self, namespace: str, metric: str, scaled_object: str) -> MetricReading:
         try:
@@ -49,6 +51,7 @@ class StoreSource:
                 namespace, metric, scaled_object, self._daemon.clock()
             )
         except UnknownMetricError as exc:
+            self._log_unknown(namespace, metric, scaled_object)
             raise MetricNotFound(str(exc)) from exc
         except MetricUnavailableError as exc:
             raise MetricUnavailable(str(exc)) from exc
@@ -56,6 +59,25 @@ class StoreSource:
 
     def ready(self) -> bool:
         return self._daemon.ready()
+
+    def _log_unknown(self, namespace: str, metric: str, scaled_object: str) -> None:
+        """Once per (object, name): the HPA asks for a metric Tidal does not serve. Names the
+        metrics the object does serve, so a naming mismatch is visible at once."""
+        key = (namespace, scaled_object, metric)
+        if key in self._unknown_logged:
+            return
+        if len(self._unknown_logged) >= UNKNOWN_METRICS_REMEMBERED:
+            self._unknown_logged.clear()
+        self._unknown_logged.add(key)
+        known = self._daemon.store.metric_names(namespace, scaled_object)
+        log.warning(
+            "metric requested that the object does not serve",
+            extra={
+                "object": f"{namespace}/{scaled_object}",
+                "metric": metric,
+                "known": list(known) if known else "no such ScaledObject (or not built yet)",
+            },
+        )
 
 
 class Service:

@@ -23,7 +23,7 @@ from dataclasses import dataclass, replace
 from types import MappingProxyType
 from typing import Final
 
-from scaler.contract import MetricSpec, MetricTargetType, Sample
+from scaler.contract import MetricSpec, MetricTargetType, Sample, fold_metric_name
 from scaler.errors import ScalerError, TidalError
 
 ObjectKey = tuple[str, str]  # (namespace, name)
@@ -89,11 +89,19 @@ class _Target:
 class _ObjectMetrics:
     """Everything stored for one ScaledObject."""
 
-    __slots__ = ("fallback_replicas", "fallback_threshold", "ready_replicas", "records", "targets")
+    __slots__ = (
+        "fallback_replicas",
+        "fallback_threshold",
+        "folded",
+        "ready_replicas",
+        "records",
+        "targets",
+    )
 
     def __init__(self) -> None:
         self.records: dict[str, MetricRecord] = {}
         self.targets: dict[str, _Target] = {}
+        self.folded: dict[str, str] = {}  # casefolded name → declared name (HPA asks lower-case)
         self.fallback_threshold: int | None = None
         self.fallback_replicas: int | None = None
         self.ready_replicas: int | None = None
@@ -122,6 +130,7 @@ class MetricStore:
         entry.targets = {
             s.name: _Target(s.target, s.target_type) for s in specs if s.kind == "External"
         }
+        entry.folded = {fold_metric_name(n): n for n in entry.targets}
         entry.records = {k: v for k, v in entry.records.items() if k in entry.targets}
         entry.fallback_threshold = fallback_threshold
         if fallback_threshold is None:
@@ -179,6 +188,11 @@ class MetricStore:
         entry = self._objects.get((namespace, name))
         return MappingProxyType({} if entry is None else dict(entry.records))
 
+    def metric_names(self, namespace: str, name: str) -> tuple[str, ...]:
+        """The External metric names the object declares (empty when it is unknown)."""
+        entry = self._objects.get((namespace, name))
+        return () if entry is None else tuple(entry.targets)
+
     def objects(self) -> Iterable[ObjectKey]:
         return tuple(self._objects)
 
@@ -199,6 +213,9 @@ class MetricStore:
         With ``max_age``, a good value older than that is unavailable too.
         """
         entry = self._objects.get((namespace, selector_object_name))
+        if entry is not None and metric not in entry.targets:
+            # The HPA controller asks for the name in lower case: match like KEDA (EqualFold).
+            metric = entry.folded.get(fold_metric_name(metric), metric)
         if entry is None or (metric not in entry.targets and metric not in entry.records):
             raise UnknownMetricError(
                 f"no metric {metric} for ScaledObject {namespace}/{selector_object_name}"

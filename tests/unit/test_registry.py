@@ -15,6 +15,7 @@ from scaler.clients import ClientKey, ClientPool, fingerprint
 from scaler.contract import MetricSpec, TriggerContext
 from scaler.errors import ConfigError, QueryError
 from scaler.registry import BUILTINS, Registry, ScalerEntry, build_scaler, known_types, prepare
+from scaler.runtime import duplicate_metric_names
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -330,3 +331,22 @@ async def test_pool_closes_a_client_whose_only_acquirer_was_cancelled() -> None:
     assert len(made) == 1
     assert made[0].closed
     assert len(pool) == 0
+
+
+@pytest.mark.parametrize(
+    ("names", "problems"),
+    [
+        pytest.param(["s0-redis-a", "s1-redis-b"], [], id="distinct"),
+        pytest.param(["s0-x", "s0-x"], ["duplicate external metric name s0-x"], id="same"),
+        pytest.param(
+            ["s0-redis-Jobs", "s0-redis-jobs"],
+            [
+                "external metric names s0-redis-Jobs, s0-redis-jobs differ only in case "
+                "(the HPA asks for metric names in lower case)"
+            ],
+            id="differ-in-case",
+        ),
+    ],
+)
+def test_duplicate_metric_names_ignore_case(names: list[str], problems: list[str]) -> None:
+    assert duplicate_metric_names(names) == problems

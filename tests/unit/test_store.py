@@ -232,3 +232,36 @@ def test_thousand_objects_are_cheap() -> None:
     assert len(s) == 1000
     assert s.metric_value_for_hpa("ns", "s2-redis-q999", "so-999", T0).value == 999.0
     assert used < 4 * 1024 * 1024, used
+
+
+# --------------------------------------------------------------------------- metric name case
+
+
+@pytest.mark.parametrize(
+    ("declared", "asked"),
+    [
+        pytest.param("s0-nats-jetstream-ORDERS", "s0-nats-jetstream-orders", id="nats-stream"),
+        pytest.param("s0-cron-Etc-UTC-0xxxx-59xxxx", "s0-cron-etc-utc-0xxxx-59xxxx", id="cron-tz"),
+        pytest.param("s1-kafka-Payments-Topic", "s1-kafka-payments-topic", id="kafka-topic"),
+        pytest.param("s0-redis-Jobs", "s0-redis-Jobs", id="exact-case"),
+        pytest.param("s0-redis-jobs", "S0-REDIS-JOBS", id="upper-asked"),
+    ],
+)
+def test_hpa_read_matches_metric_names_ignoring_case(declared: str, asked: str) -> None:
+    """The HPA controller asks for the metric name in lower case (KEDA matches with EqualFold)."""
+    store = MetricStore()
+    store.register(NS, SO, [MetricSpec(declared, 5.0)])
+    store.record_sample(NS, SO, declared, Sample(42.0, True, T0))
+    assert store.metric_value_for_hpa(NS, asked, SO, T0) == HpaReading(42.0, T0)
+
+
+def test_case_index_follows_re_registration() -> None:
+    store = MetricStore()
+    store.register(NS, SO, [MetricSpec("s0-redis-Jobs", 5.0)])
+    store.register(NS, SO, [MetricSpec("s0-redis-Other", 5.0)])
+    store.record_sample(NS, SO, "s0-redis-Other", Sample(1.0, True, T0))
+    with pytest.raises(UnknownMetricError):
+        store.metric_value_for_hpa(NS, "s0-redis-jobs", SO, T0)
+    assert store.metric_value_for_hpa(NS, "s0-redis-other", SO, T0).value == 1.0
+    assert store.metric_names(NS, SO) == ("s0-redis-Other",)
+    assert store.metric_names(NS, "missing") == ()

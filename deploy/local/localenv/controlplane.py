@@ -4,6 +4,13 @@ No kubelet and no scheduler: pods stay Pending, which is enough for the Deployme
 and HPA controllers (an HPA with an External `AverageValue` target counts created pods, not Ready
 ones). Aggregated API servers on loopback are reached through an `ExternalName` Service pointing
 at `localhost` (see ../shared/testenv.md section 3.3); nothing ever dials a ClusterIP.
+
+Audit log: kube-apiserver records, at `Metadata` level and only at stage `ResponseComplete`, every
+write (create, update, patch, delete) made by a client in the group `AUDITED_GROUP`, into
+`kube/audit.log` (JSON lines, written synchronously as each request completes). Nothing else is
+audited (no reads, no other client), so the rest of the suite pays nothing: a test opts in by
+giving the processes it watches a user of their own (`user_kubeconfig(name)`) and reads the log
+with `audit_events()`.
 """
 
 from __future__ import annotations
@@ -18,7 +25,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from localenv.certs import ClusterCerts, write_cluster_certs
+from localenv.certs import CertKey, ClusterCerts, issue, write_cluster_certs
 from localenv.paths import k8s_bin
 from localenv.process import ComponentError, ManagedProcess, free_port
 
@@ -33,6 +40,18 @@ KCM_CONTROLLERS = (
     "serviceaccount-controller",
     "serviceaccount-token-controller",
 )
+AUDITED_GROUP = "tidal:audited"  # writes by members of this group land in the audit log
+WRITE_VERBS = ("create", "update", "patch", "delete", "deletecollection")
+AUDIT_POLICY: dict[str, Any] = {
+    "apiVersion": "audit.k8s.io/v1",
+    "kind": "Policy",
+    # One event per request, once its response is complete.
+    "omitStages": ["RequestReceived", "ResponseStarted", "Panic"],
+    "rules": [
+        {"level": "Metadata", "userGroups": [AUDITED_GROUP], "verbs": list(WRITE_VERBS)},
+        {"level": "None"},
+    ],
+}
 
 
 class KubeHTTPError(RuntimeError):
@@ -82,6 +101,8 @@ class ControlPlane:
         self.kcm_port = free_port()
         self.server = f"https://{HOST}:{self.apiserver_port}"
         self.kubeconfig = self.dir / "admin.kubeconfig"
+        self.audit_log = self.dir / "audit.log"
+        self.audit_policy = self.dir / "audit-policy.json"
         self.certs: ClusterCerts | None = None
         self.etcd: ManagedProcess | None = None
         self.apiserver: ManagedProcess | None = None
@@ -136,6 +157,7 @@ class ControlPlane:
         self.certs = certs = write_cluster_certs(self.pki)
         print(f"[localenv] certificates written in {time.monotonic() - t0:.1f} s ({self.pki})")
         self._write_kubeconfig(certs)
+        self.audit_policy.write_text(json.dumps(AUDIT_POLICY, indent=2) + "\n")
         self._admin_context = ssl.create_default_context(cafile=str(certs.ca_crt))
         self._admin_context.load_cert_chain(str(certs.admin_crt), str(certs.admin_key))
 
@@ -195,6 +217,10 @@ class ControlPlane:
             f"--proxy-client-key-file={certs.front_proxy_client_key}",
             # End open watches at once on SIGTERM; otherwise shutdown waits for them (~60 s).
             "--shutdown-watch-termination-grace-period=1s",
+            f"--audit-policy-file={self.audit_policy}",
+            f"--audit-log-path={self.audit_log}",
+            "--audit-log-format=json",
+            "--audit-log-mode=blocking",  # written as the request completes, not batched later
             *self.extra_apiserver_args,
         ]
         return ManagedProcess(
@@ -235,8 +261,11 @@ class ControlPlane:
             timeout=60,
         )
 
-    def _write_kubeconfig(self, certs: ClusterCerts) -> None:
+    def _write_kubeconfig(
+        self, certs: ClusterCerts, path: Path | None = None, user: tuple[Path, Path] | None = None
+    ) -> None:
         # JSON is YAML: kubectl, client-go and kubernetes_asyncio all read this file.
+        crt, key = user or (certs.admin_crt, certs.admin_key)
         config = {
             "apiVersion": "v1",
             "kind": "Config",
@@ -249,10 +278,7 @@ class ControlPlane:
             "users": [
                 {
                     "name": "admin",
-                    "user": {
-                        "client-certificate": str(certs.admin_crt),
-                        "client-key": str(certs.admin_key),
-                    },
+                    "user": {"client-certificate": str(crt), "client-key": str(key)},
                 }
             ],
             "contexts": [
@@ -260,7 +286,51 @@ class ControlPlane:
             ],
             "current-context": "tidal-local",
         }
-        self.kubeconfig.write_text(json.dumps(config, indent=2) + "\n")
+        (path or self.kubeconfig).write_text(json.dumps(config, indent=2) + "\n")
+
+    def user_kubeconfig(self, name: str, *, audited: bool = True) -> Path:
+        """A kubeconfig for a user of its own, `name`, with admin rights (`system:masters`).
+
+        The username tells this client's requests apart from every other one in the audit log;
+        `audited` puts it in `AUDITED_GROUP`, whose writes the audit log records.
+        """
+        certs = self._certs()
+        ca = CertKey(certs.ca_crt.read_bytes(), certs.ca_key.read_bytes())
+        groups = ("system:masters", AUDITED_GROUP) if audited else ("system:masters",)
+        crt, key = issue(ca, name, organizations=groups, client=True).write(
+            self.pki, f"user-{name}"
+        )
+        path = self.dir / f"{name}.kubeconfig"
+        self._write_kubeconfig(certs, path, (crt, key))
+        return path
+
+    # -- the audit log ------------------------------------------------------------------------
+
+    def audit_offset(self) -> int:
+        """The audit log's current end: pass it to `audit_events` to read only what follows."""
+        try:
+            return self.audit_log.stat().st_size
+        except FileNotFoundError:
+            return 0
+
+    def audit_events(self, since: int = 0, user: str | None = None) -> list[dict[str, Any]]:
+        """Audit events (dicts, as kube-apiserver wrote them) from byte offset `since`, in the
+        order their requests completed; only `user`'s when given. A partly written last line
+        is left for the next call."""
+        try:
+            with self.audit_log.open("rb") as f:
+                f.seek(since)
+                data = f.read()
+        except FileNotFoundError:
+            return []
+        events = []
+        for line in data.split(b"\n")[:-1]:
+            if not line.strip():
+                continue
+            event = json.loads(line)
+            if user is None or event.get("user", {}).get("username") == user:
+                events.append(event)
+        return events
 
     def stop(self) -> None:
         """Stop KCM, then the apiserver, then etcd (each is a no-op when not running)."""

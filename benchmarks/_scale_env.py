@@ -31,7 +31,7 @@ from typing import Any
 import aiohttp
 import redis
 
-from benchmarks.common import progress
+from benchmarks.common import ms, progress
 from localenv.certs import extension_server_certs
 from localenv.controlplane import ControlPlane
 from localenv.crds import install_crds
@@ -47,6 +47,7 @@ APISERVER_ARGS = ("--max-requests-inflight=2000", "--max-mutating-requests-infli
 # while Tidal's own CPU is measured; nothing here depends on the HPA acting.
 HPA_SYNC = "15s"
 CREATE_CONCURRENCY = 32
+LATENESS = "tidal_scheduler_lateness_seconds"
 # TIDAL_BENCH_PROFILE=cpu runs Tidal under pyinstrument (pip install pyinstrument), =mem under
 # tracemalloc (started before Tidal's imports), =gc only times garbage collections; each covers
 # only the benchmark's measured window (SIGUSR1 starts, SIGUSR2 stops) and writes into the run
@@ -56,6 +57,10 @@ CREATE_CONCURRENCY = 32
 # again (after a full collection) when the window starts, i.e. once every object is loaded.
 # Profilers skew CPU, lateness and RSS: take figures from a run without one.
 PROFILE = os.environ.get("TIDAL_BENCH_PROFILE", "")
+# TIDAL_BENCH_SOURCE=<dir> runs Tidal from another copy of the source tree (its scaler/, scalers/
+# and metrics_api/ come first on PYTHONPATH), e.g. `git archive <commit>` unpacked, to measure a
+# before/after on the same machine with the same benchmark code.
+SOURCE = os.environ.get("TIDAL_BENCH_SOURCE", "")
 PROFILE_WRAPPER = """
 import gc, os, signal, sys, time, tracemalloc
 mode, out = sys.argv.pop(1), sys.argv.pop(1)
@@ -202,6 +207,36 @@ def json_buckets(deltas: list[tuple[float, float]]) -> list[tuple[float | str, f
     return [("+Inf" if math.isinf(le) else le, count) for le, count in deltas]
 
 
+def le_text(seconds: float) -> str:
+    """A bucket bound as the tables show it: "≤ 2.0 ms", "> 5 s" (beyond the last bound)."""
+    if math.isnan(seconds):
+        return "n/a"
+    if math.isinf(seconds):
+        return "> 5 s"
+    return f"≤ {ms(seconds)}"
+
+
+def lateness_window(m0: dict[str, float], m1: dict[str, float]) -> dict[str, Any]:
+    """The `tidal_scheduler_lateness_seconds` histogram between two scrapes: polls, mean and
+    bucket-bound p50/p99/max (the max is the bound of the highest non-empty bucket)."""
+    b0 = dict(histogram_buckets(m0, LATENESS))
+    deltas = [(le, count - b0.get(le, 0.0)) for le, count in histogram_buckets(m1, LATENESS)]
+    polls = m1.get(f"{LATENESS}_count", 0.0) - m0.get(f"{LATENESS}_count", 0.0)
+    lateness_sum = m1.get(f"{LATENESS}_sum", 0.0) - m0.get(f"{LATENESS}_sum", 0.0)
+    top = max(
+        (le for i, (le, c) in enumerate(deltas) if c > (deltas[i - 1][1] if i else 0)),
+        default=float("nan"),
+    )
+    return {
+        "polls": polls,
+        "lateness_bucket_deltas": json_buckets(deltas),
+        "lateness_mean_s": lateness_sum / polls if polls else None,
+        "lateness_p50_le_s": bucket_percentile(deltas, 50),
+        "lateness_p99_le_s": bucket_percentile(deltas, 99),
+        "lateness_max_le_s": None if math.isnan(top) else top,
+    }
+
+
 def bucket_percentile(deltas: list[tuple[float, float]], p: float) -> float:
     """Upper bound of the bucket holding the p-th percentile (cumulative bucket deltas)."""
     total = deltas[-1][1] if deltas else 0
@@ -306,11 +341,14 @@ class ScaleEnv:
             f"metrics: http://127.0.0.1:{self.metrics_port}/metrics)",
         )
         port = self.metrics_port
+        if SOURCE:
+            progress(self.name, f"Tidal runs from {SOURCE} (TIDAL_BENCH_SOURCE)")
         self.tidal = ManagedProcess(
             "tidal",
             argv,
             self.run_dir,
             ready=lambda: _ready_url(f"http://127.0.0.1:{port}/readyz"),
+            env={"PYTHONPATH": SOURCE} if SOURCE else None,
         ).start()
         if self.api and certs is not None:
             progress(self.name, "registering the APIService external.metrics.k8s.io → Tidal")
@@ -354,9 +392,9 @@ class ScaleEnv:
         assert self.redis_server is not None
         return redis.Redis(port=self.redis_server.port)
 
-    def scrape(self) -> dict[str, float]:
+    def scrape(self, timeout: float = 10.0) -> dict[str, float]:
         url = f"http://127.0.0.1:{self.metrics_port}/metrics"
-        with urllib.request.urlopen(url, timeout=10) as resp:
+        with urllib.request.urlopen(url, timeout=timeout) as resp:
             return parse_metrics(resp.read().decode())
 
     def admin_ssl(self) -> ssl.SSLContext:
@@ -376,27 +414,50 @@ class ScaleEnv:
         plural: str,
         manifest: Callable[[str], dict[str, Any]],
         on_first: Callable[[], None] | None = None,
+        *,
+        patch: bool = False,
     ) -> float:
-        """POST one object per name, CREATE_CONCURRENCY at a time; returns the seconds taken."""
+        """POST one object per name (or, with `patch`, merge-PATCH the object of that name),
+        CREATE_CONCURRENCY at a time; returns the seconds taken."""
         assert self.plane is not None
         url = f"{self.plane.server}{api_prefix}/namespaces/{NS}/{plural}"
         queue = list(reversed(names(self.objects)))
+        method, ok = ("PATCH", (200,)) if patch else ("POST", (201, 409))
+        content_type = "application/merge-patch+json" if patch else "application/json"
         t0 = time.monotonic()
         async with self.session() as http:
 
             async def worker() -> None:
                 while queue:
-                    obj = manifest(queue.pop())
+                    name = queue.pop()
+                    body = json.dumps(manifest(name)).encode()
                     if on_first is not None:
                         on_first()
-                    async with http.post(url, json=obj) as resp:
-                        if resp.status not in (201, 409):
-                            body = await resp.text()
-                            raise RuntimeError(f"POST {plural} -> {resp.status}: {body[:300]}")
+                    async with http.request(
+                        method,
+                        f"{url}/{name}" if patch else url,
+                        data=body,
+                        headers={"Content-Type": content_type},
+                    ) as resp:
+                        if resp.status not in ok:
+                            text = await resp.text()
+                            raise RuntimeError(f"{method} {plural} -> {resp.status}: {text[:300]}")
                         await resp.read()
 
             await asyncio.gather(*(worker() for _ in range(CREATE_CONCURRENCY)))
         return time.monotonic() - t0
+
+    async def write_scaled_objects(
+        self,
+        manifest: Callable[[str], dict[str, Any]],
+        on_first: Callable[[], None] | None = None,
+        *,
+        patch: bool = False,
+    ) -> float:
+        """`create_all` for the N ScaledObjects (POST, or merge-PATCH with `patch`)."""
+        return await self.create_all(
+            "/apis/keda.sh/v1alpha1", "scaledobjects", manifest, on_first, patch=patch
+        )
 
     async def list_scaled_objects(self, http: aiohttp.ClientSession) -> list[dict[str, Any]]:
         assert self.plane is not None
@@ -450,12 +511,7 @@ async def create_and_wait_ready(env: ScaleEnv, timeout: float) -> dict[str, Any]
             first.append(time.monotonic())
 
     create_task = asyncio.create_task(
-        env.create_all(
-            "/apis/keda.sh/v1alpha1",
-            "scaledobjects",
-            lambda name: scaled_object(name, address),
-            on_first=mark,
-        )
+        env.write_scaled_objects(lambda name: scaled_object(name, address), on_first=mark)
     )
     curve: list[tuple[float, int]] = []
     created_at: float | None = None

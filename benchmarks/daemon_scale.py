@@ -19,7 +19,6 @@ engineers' test runs: CPU and lateness are upper bounds of what Tidal alone woul
 from __future__ import annotations
 
 import asyncio
-import math
 import os
 import time
 from pathlib import Path
@@ -27,17 +26,15 @@ from typing import Any
 
 from benchmarks._scale_env import (
     ScaleEnv,
-    bucket_percentile,
     create_and_wait_ready,
-    histogram_buckets,
-    json_buckets,
+    lateness_window,
+    le_text,
     sum_prefix,
     tcp_peers,
 )
-from benchmarks.common import Result, Row, cpu_seconds, ms, progress, rss_mib
+from benchmarks.common import Result, Row, cpu_seconds, progress, rss_mib
 
 NAME = "daemon_scale"
-LATENESS = "tidal_scheduler_lateness_seconds"
 WRITES = "tidal_api_writes_total"
 SETTLE_S = 10.0
 
@@ -48,14 +45,6 @@ def _commandstats(env: ScaleEnv) -> dict[str, int]:
     out = {k.removeprefix("cmdstat_"): int(v["calls"]) for k, v in info.items()}
     out["(connections received)"] = int(client.info("stats")["total_connections_received"])
     return out
-
-
-def _le(seconds: float) -> str:
-    if math.isnan(seconds):
-        return "n/a"
-    if math.isinf(seconds):
-        return "> 5 s"
-    return f"≤ {ms(seconds)}"
 
 
 def _steady(env: ScaleEnv, window: float) -> dict[str, Any]:
@@ -87,16 +76,8 @@ def _steady(env: ScaleEnv, window: float) -> dict[str, Any]:
         - peers.get(env.redis_server.port, 0),
     }
     wall = t1 - t0
-
-    b0 = dict(histogram_buckets(m0, LATENESS))
-    deltas = [(le, count - b0.get(le, 0.0)) for le, count in histogram_buckets(m1, LATENESS)]
-    polls = m1.get(f"{LATENESS}_count", 0.0) - m0.get(f"{LATENESS}_count", 0.0)
-    lateness_sum = m1.get(f"{LATENESS}_sum", 0.0) - m0.get(f"{LATENESS}_sum", 0.0)
-    # The histogram has no max: the highest non-empty bucket bounds it.
-    top = max(
-        (le for i, (le, c) in enumerate(deltas) if c > (deltas[i - 1][1] if i else 0)),
-        default=float("nan"),
-    )
+    lateness = lateness_window(m0, m1)
+    polls = lateness["polls"]
     commands = {k: r1.get(k, 0) - r0.get(k, 0) for k in r1}
     commands = {k: v for k, v in commands.items() if v}
     # INFO commandstats also counts the commands a script runs (TYPE, LLEN inside EVALSHA) and
@@ -111,13 +92,8 @@ def _steady(env: ScaleEnv, window: float) -> dict[str, Any]:
         "rss_mib_samples": [round(x, 1) for x in rss_samples],
         "rss_mib_max": round(max(rss_samples), 1),
         "cpu_cores": round((c1 - c0) / wall, 3),
-        "polls": polls,
+        **lateness,
         "polls_nominal": round(nominal_polls),
-        "lateness_bucket_deltas": json_buckets(deltas),
-        "lateness_mean_s": lateness_sum / polls if polls else None,
-        "lateness_p50_le_s": bucket_percentile(deltas, 50),
-        "lateness_p99_le_s": bucket_percentile(deltas, 99),
-        "lateness_max_le_s": None if math.isnan(top) else top,
         "redis_commandstats_delta": commands,
         "redis_wire_commands": wire,
         "redis_commands_per_object_poll": wire / polls if polls else None,
@@ -178,20 +154,20 @@ def run(out: Path, quick: bool) -> Result:
         ),
         Row(
             f"scheduler lateness p50 at {n} (bucket bound)",
-            _le(steady["lateness_p50_le_s"]),
+            le_text(steady["lateness_p50_le_s"]),
             "",
             "0.5 ms",
         ),
         Row(
             f"scheduler lateness p99 at {n} (bucket bound)",
-            _le(steady["lateness_p99_le_s"]),
+            le_text(steady["lateness_p99_le_s"]),
             "≤ 3 ms",
             "3.0 ms",
             steady["lateness_p99_le_s"] <= 0.003,
         ),
         Row(
             f"scheduler lateness max at {n} (bucket bound)",
-            _le(steady["lateness_max_le_s"] or float("nan")),
+            le_text(steady["lateness_max_le_s"] or float("nan")),
             "",
             "16 ms",
         ),

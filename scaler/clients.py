@@ -4,8 +4,13 @@ A scaler acquires a `Lease` on its first sample and releases it in ``aclose()``.
 created by the first acquirer's factory, shared by reference count, and closed when the last
 lease is released. Keys carry a *fingerprint* of the credentials (a hash), never the secret.
 
-`ssl_context_from_pem` builds TLS contexts from PEM text as delivered by TriggerAuthentication
-(never from a user-supplied file path).
+TLS: `TlsSettings` is a trigger's client TLS material (PEM text as delivered by a
+TriggerAuthentication, never a user-supplied file path). Building a context costs ~25 ms of CPU
+(loading the system CA store), and a failing object is rebuilt every 30 s, so contexts are shared
+through `TLS_CONTEXTS`: one per distinct material (keyed by its digest, never the text), bounded
+and dropped when unused. `TlsSettings.check()` validates the material cheaply (without the system
+store) for a scaler's synchronous validation; `await TlsSettings.context()` hands out the shared
+context and builds a missing one in a worker thread, off the event loop.
 """
 
 from __future__ import annotations
@@ -17,8 +22,12 @@ import logging
 import os
 import ssl
 import tempfile
+import threading
+import time
+import weakref
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 if TYPE_CHECKING:
@@ -166,15 +175,23 @@ def ssl_context_from_pem(
     key_password: str | None = None,
     verify: bool = True,
 ) -> ssl.SSLContext:
-    """A client TLS context from PEM text (CA bundle, client certificate and key).
+    """A NEW client TLS context from PEM text (CA bundle, client certificate and key): ~25 ms of
+    CPU, so share contexts through `TlsSettings.context()` instead of calling this per scaler.
 
     `verify=False` is KEDA's ``unsafeSsl``: no certificate or host name check.
     Raises ValueError (without the PEM content) when the material does not load.
     """
-    ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH)
+    ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH)  # the system CA store: the cost
     if not verify:
         ctx.check_hostname = False
         ctx.verify_mode = ssl.CERT_NONE
+    _load_material(ctx, ca, cert, key, key_password)
+    return ctx
+
+
+def _load_material(
+    ctx: ssl.SSLContext, ca: str | None, cert: str | None, key: str | None, password: str | None
+) -> None:
     if ca:
         try:
             ctx.load_verify_locations(cadata=ca)
@@ -183,8 +200,7 @@ def ssl_context_from_pem(
     if cert or key:
         if not (cert and key):
             raise ValueError("a client certificate needs both cert and key")
-        _load_cert_chain(ctx, cert, key, key_password)
-    return ctx
+        _load_cert_chain(ctx, cert, key, password)
 
 
 def _load_cert_chain(ctx: ssl.SSLContext, cert: str, key: str, password: str | None) -> None:
@@ -208,13 +224,176 @@ def _load_cert_chain(ctx: ssl.SSLContext, cert: str, key: str, password: str | N
                     os.unlink(path)
 
 
+@dataclass(frozen=True, slots=True, repr=False)
+class TlsSettings:
+    """One trigger's client TLS material (PEM text) and whether to verify the server.
+
+    Equal material means one shared context (`context()`); the repr and `fingerprint` (a
+    digest) show no secret.
+    """
+
+    ca: str | None = None
+    cert: str | None = None
+    key: str | None = None
+    key_password: str | None = None
+    verify: bool = True
+    fingerprint: str = field(init=False, compare=False)
+
+    def __post_init__(self) -> None:
+        digest = fingerprint("tls", self.ca, self.cert, self.key, self.key_password, self.verify)
+        object.__setattr__(self, "fingerprint", digest)
+
+    @classmethod
+    def from_config(cls, config: Config, *, client_cert: bool = True) -> TlsSettings:
+        """From the conventional trigger parameters ``ca``, ``cert``, ``key``, ``keyPassword``
+        (usually from a TriggerAuthentication) and ``unsafeSsl``; `client_cert=False` ignores
+        ``cert``/``key``/``keyPassword`` (the HTTP scalers use them only with ``authModes: tls``).
+        """
+        return cls(
+            ca=config.opt_str("ca"),
+            cert=config.opt_str("cert") if client_cert else None,
+            key=config.opt_str("key") if client_cert else None,
+            key_password=config.opt_str("keyPassword") if client_cert else None,
+            verify=not config.get_bool("unsafeSsl"),
+        )
+
+    def __repr__(self) -> str:
+        return (
+            f"TlsSettings(ca={self.ca is not None}, cert={self.cert is not None},"
+            f" verify={self.verify})"
+        )
+
+    def check(self) -> None:
+        """Raise ValueError (without the PEM content) if the material does not load; cheap
+        (well under a millisecond: no system CA store), for synchronous validation."""
+        if TLS_CONTEXTS.cached(self):
+            return
+        _load_material(
+            ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT), self.ca, self.cert, self.key, self.key_password
+        )
+
+    async def context(self) -> ssl.SSLContext:
+        """The shared context for this material; a missing one is built off the event loop."""
+        return await TLS_CONTEXTS.get(self)
+
+    def context_now(self) -> ssl.SSLContext:
+        """The shared context, built on the calling thread when missing (synchronous callers)."""
+        return TLS_CONTEXTS.get_now(self)
+
+
+class TlsContextCache:
+    """Client TLS contexts by the digest of their material (never the material itself).
+
+    Holds at most `maxsize` contexts (least recently used out first) and drops those unused for
+    `idle` seconds; a context dropped while clients still use it is handed out again as long as
+    it lives (weak reference), so equal material never means two contexts at once. Concurrent
+    requests for a missing context share one build. Thread-safe.
+    """
+
+    def __init__(
+        self,
+        maxsize: int = 256,
+        idle: float = 900.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.maxsize = maxsize
+        self.idle = idle
+        self._clock = clock
+        self._entries: OrderedDict[str, tuple[ssl.SSLContext, float]] = OrderedDict()
+        self._alive: weakref.WeakValueDictionary[str, ssl.SSLContext] = (
+            weakref.WeakValueDictionary()
+        )
+        self._building: dict[str, asyncio.Future[ssl.SSLContext]] = {}
+        self._lock = threading.Lock()
+        self.builds = 0  # contexts built (tests and benchmarks read it)
+
+    def __len__(self) -> int:
+        """Contexts held (not counting those only clients still hold)."""
+        with self._lock:
+            self._expire(self._clock())
+            return len(self._entries)
+
+    def clear(self) -> None:
+        """Forget every context and reset `builds`."""
+        with self._lock:
+            self._entries.clear()
+            self._alive.clear()
+            self.builds = 0
+
+    def cached(self, tls: TlsSettings) -> bool:
+        """Whether a context for this material exists (held, or still used by a client)."""
+        return self._lookup(tls.fingerprint) is not None
+
+    def get_now(self, tls: TlsSettings) -> ssl.SSLContext:
+        ctx = self._lookup(tls.fingerprint)
+        return ctx if ctx is not None else self._add(tls.fingerprint, self._build(tls))
+
+    async def get(self, tls: TlsSettings) -> ssl.SSLContext:
+        ctx = self._lookup(tls.fingerprint)
+        if ctx is not None:
+            return ctx
+        loop = asyncio.get_running_loop()
+        pending = self._building.get(tls.fingerprint)
+        if pending is None or pending.get_loop() is not loop:
+            pending = loop.create_task(self._build_off_loop(tls))
+            self._building[tls.fingerprint] = pending
+            pending.add_done_callback(lambda done: self._built(tls.fingerprint, done))
+        # Shielded: a cancelled waiter leaves the build running for the others (and the cache).
+        return await asyncio.shield(pending)
+
+    async def _build_off_loop(self, tls: TlsSettings) -> ssl.SSLContext:
+        return self._add(tls.fingerprint, await asyncio.to_thread(self._build, tls))
+
+    def _built(self, digest: str, done: asyncio.Future[ssl.SSLContext]) -> None:
+        if self._building.get(digest) is done:
+            del self._building[digest]
+        if not done.cancelled():
+            done.exception()  # retrieved: a failure no waiter awaited is not "never retrieved"
+
+    def _build(self, tls: TlsSettings) -> ssl.SSLContext:
+        ctx = ssl_context_from_pem(
+            ca=tls.ca, cert=tls.cert, key=tls.key, key_password=tls.key_password, verify=tls.verify
+        )
+        with self._lock:
+            self.builds += 1
+        return ctx
+
+    def _lookup(self, digest: str) -> ssl.SSLContext | None:
+        with self._lock:
+            ctx = self._alive.get(digest)
+            if ctx is not None:
+                self._hold(digest, ctx)
+            return ctx
+
+    def _add(self, digest: str, ctx: ssl.SSLContext) -> ssl.SSLContext:
+        with self._lock:
+            # Built twice at once (a synchronous and an asynchronous caller): keep the first.
+            ctx = self._alive.setdefault(digest, ctx)
+            self._hold(digest, ctx)
+            return ctx
+
+    def _hold(self, digest: str, ctx: ssl.SSLContext) -> None:
+        now = self._clock()
+        self._entries[digest] = (ctx, now)
+        self._entries.move_to_end(digest)
+        while len(self._entries) > self.maxsize:
+            self._entries.popitem(last=False)
+        self._expire(now)
+
+    def _expire(self, now: float) -> None:
+        # Least recently used first, so the idle ones are at the front.
+        while self._entries:
+            _, (_, used) = next(iter(self._entries.items()))
+            if now - used <= self.idle:
+                break
+            self._entries.popitem(last=False)
+
+
+TLS_CONTEXTS = TlsContextCache()
+
+
 def ssl_context_from_config(config: Config) -> ssl.SSLContext:
-    """TLS from the conventional trigger parameters ``ca``, ``cert``, ``key``, ``keyPassword``
-    (PEM text, usually from a TriggerAuthentication) and ``unsafeSsl``."""
-    return ssl_context_from_pem(
-        ca=config.opt_str("ca"),
-        cert=config.opt_str("cert"),
-        key=config.opt_str("key"),
-        key_password=config.opt_str("keyPassword"),
-        verify=not config.get_bool("unsafeSsl"),
-    )
+    """The shared TLS context for the conventional trigger parameters ``ca``, ``cert``, ``key``,
+    ``keyPassword`` and ``unsafeSsl`` (see `TlsSettings.from_config`); built on the calling
+    thread when missing: in async code prefer ``await TlsSettings.from_config(c).context()``."""
+    return TlsSettings.from_config(config).context_now()

@@ -21,7 +21,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import aiohttp
 
-from scaler.clients import ClientKey, ClientPool, Lease, fingerprint, ssl_context_from_pem
+from scaler.clients import ClientKey, ClientPool, Lease, TlsSettings, fingerprint
 from scaler.contract import TriggerContext
 from scaler.errors import QueryError, ScalerError
 from scaler.params import Config, Param, redact
@@ -83,7 +83,7 @@ def validate_auth(config: Config) -> list[str]:
                 problems.append(f"{message} (authModes contains '{mode}')")
     if "tls" in modes or config.opt_str("ca"):
         try:
-            _tls_context(config)
+            _tls_settings(config).check()
         except ValueError as exc:
             problems.append(f"invalid TLS settings: {exc}")
     return problems
@@ -98,25 +98,18 @@ def safe_url(url: str) -> str:
     return urlunsplit((parts.scheme, host, parts.path, "", ""))
 
 
-def _tls_context(config: Config) -> ssl.SSLContext:
-    modes = config.get_list("authModes")
-    with_cert = "tls" in modes
-    return ssl_context_from_pem(
-        ca=config.opt_str("ca"),
-        cert=config.opt_str("cert") if with_cert else None,
-        key=config.opt_str("key") if with_cert else None,
-        key_password=config.opt_str("keyPassword") if with_cert else None,
-        verify=not config.get_bool("unsafeSsl"),
-    )
+def _tls_settings(config: Config) -> TlsSettings:
+    return TlsSettings.from_config(config, client_cert="tls" in config.get_list("authModes"))
 
 
 @dataclass(frozen=True, slots=True, repr=False)
 class HttpAuth:
-    """Headers and query parameters a request carries, plus the TLS settings."""
+    """Headers and query parameters a request carries, plus the TLS settings (True: aiohttp's
+    default verified context, False: no verification, or our own CA / client certificate)."""
 
     headers: Mapping[str, str]
     query: Mapping[str, str]
-    ssl: ssl.SSLContext | bool
+    ssl: TlsSettings | bool
     fingerprint: str
     secrets: tuple[str, ...]
 
@@ -143,24 +136,25 @@ class HttpAuth:
                 query[config.opt_str("keyParamName") or query_default] = config.get_str("apiKey")
             else:
                 headers[config.opt_str("keyParamName") or header_default] = config.get_str("apiKey")
-        tls: ssl.SSLContext | bool = True
+        tls: TlsSettings | bool = True
         if "tls" in modes or config.opt_str("ca"):
-            tls = _tls_context(config)
+            tls = _tls_settings(config)
         elif config.get_bool("unsafeSsl"):
             tls = False
-        material = (
-            sorted(headers.items()),
-            sorted(query.items()),
-            config.opt_str("ca"),
-            config.opt_str("cert") if "tls" in modes else None,
-            config.opt_str("key") if "tls" in modes else None,
-            config.get_bool("unsafeSsl"),
-        )
+        tls_material = tls if isinstance(tls, bool) else tls.fingerprint
+        material = (sorted(headers.items()), sorted(query.items()), tls_material)
         return cls(headers, query, tls, fingerprint(*material), config.secret_values())
 
 
-async def _new_session(tls: ssl.SSLContext | bool) -> aiohttp.ClientSession:
-    connector = aiohttp.TCPConnector(ssl=tls, limit=20)
+async def _new_session(kind: str, tls: TlsSettings | bool) -> aiohttp.ClientSession:
+    if isinstance(tls, bool):
+        context: ssl.SSLContext | bool = tls
+    else:
+        try:
+            context = await tls.context()  # shared; a missing one is built off the event loop
+        except ValueError as exc:
+            raise ScalerError(f"{kind}: invalid TLS settings: {exc}") from None
+    connector = aiohttp.TCPConnector(ssl=context, limit=20)
     return aiohttp.ClientSession(connector=connector, trust_env=False)
 
 
@@ -194,7 +188,7 @@ class HttpSource:
         if self._lease is None:
             self._lease = await self._clients.acquire(
                 ClientKey("http", self.base, self.auth.fingerprint),
-                lambda: _new_session(self.auth.ssl),
+                lambda: _new_session(self.kind, self.auth.ssl),
                 _close_session,
             )
         session = self._lease.client

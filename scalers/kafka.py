@@ -27,7 +27,7 @@ import contextlib
 import re
 from collections.abc import AsyncGenerator, Iterable, Mapping
 
-from scaler.clients import ClientPool, Lease, fingerprint, ssl_context_from_config
+from scaler.clients import ClientPool, Lease, TlsSettings
 from scaler.contract import MetricSpec, Sample, TriggerContext, metric_name
 from scaler.errors import QueryError, UnsupportedError
 from scaler.params import Config, Param
@@ -280,7 +280,7 @@ def _tls_problems(config: Config, trigger: TriggerContext) -> list[str]:
         problems.append("cert must be provided with key")
     else:
         try:
-            ssl_context_from_config(config)
+            TlsSettings.from_config(config).check()
         except ValueError as exc:
             problems.append(f"invalid TLS settings: {exc}")
     return problems
@@ -314,24 +314,12 @@ def _settings(config: Config, trigger: TriggerContext) -> KafkaSettings:
         protocol = "SSL" if tls else "PLAINTEXT"
     else:
         protocol = "SASL_SSL" if tls else "SASL_PLAINTEXT"
-    context = None
-    tls_fingerprint = ""
-    if tls:
-        context = ssl_context_from_config(config)
-        tls_fingerprint = fingerprint(
-            config.opt_str("ca"),
-            config.opt_str("cert"),
-            config.opt_str("key"),
-            config.opt_str("keyPassword"),
-            config.get_bool("unsafeSsl"),
-        )
     return KafkaSettings(
         bootstrap=tuple(servers),
         security_protocol=protocol,
         sasl_mechanism=mechanism,
         username=config.opt_str("username") if mechanism else None,
         password=config.opt_str("password") if mechanism else None,
-        ssl_context=context,
-        tls_fingerprint=tls_fingerprint,
+        tls=TlsSettings.from_config(config) if tls else None,
         timeout=trigger.timeout,
     )

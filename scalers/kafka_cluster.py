@@ -66,7 +66,7 @@ from aiokafka.protocol.types import (
     TaggedFields,
 )
 
-from scaler.clients import ClientKey, fingerprint
+from scaler.clients import ClientKey, TlsSettings, fingerprint
 from scaler.errors import QueryError, ScalerError
 from scaler.params import redact
 from scalers.kafka_lag import NO_COMMIT, PartitionKey, PartitionOffsets
@@ -358,8 +358,7 @@ class KafkaSettings:
     sasl_mechanism: str | None = None  # PLAIN, SCRAM-SHA-256, SCRAM-SHA-512
     username: str | None = None
     password: str | None = field(default=None, repr=False)
-    ssl_context: ssl.SSLContext | None = field(default=None, repr=False, compare=False)
-    tls_fingerprint: str = ""  # digest of the TLS material, for the ClientKey
+    tls: TlsSettings | None = field(default=None, repr=False)  # contexts come from the cache
     timeout: float = 3.0  # seconds per request (and per connect)
     window: float = 0.005  # seconds a round waits for more samples to join
     metadata_max_age: float = 60.0  # seconds before watched topics' metadata is re-read
@@ -368,6 +367,17 @@ class KafkaSettings:
     @property
     def endpoint(self) -> str:
         return ",".join(sorted(f"{host}:{port}" for host, port in self.bootstrap))
+
+    @property
+    def tls_fingerprint(self) -> str:
+        """Digest of the TLS material (for the ClientKey); "" without TLS."""
+        return "" if self.tls is None else self.tls.fingerprint
+
+    @property
+    def ssl_context(self) -> ssl.SSLContext | None:
+        """The shared TLS context, built on this thread if missing (connections use
+        ``await tls.context()``, which builds off the event loop)."""
+        return None if self.tls is None else self.tls.context_now()
 
     def key(self) -> ClientKey:
         return ClientKey(
@@ -799,12 +809,16 @@ class KafkaCluster:
     async def _connect(self, host: str, port: int) -> AIOKafkaConnection:
         s = self.settings
         try:
+            context = None if s.tls is None else await s.tls.context()
+        except ValueError as exc:
+            raise _RoundFailed(self._error("invalid TLS settings", exc)) from None
+        try:
             conn = await create_conn(
                 host,
                 port,
                 client_id=CLIENT_ID,
                 request_timeout_ms=max(1, int(s.timeout * 1000)),
-                ssl_context=s.ssl_context,
+                ssl_context=context,
                 security_protocol=s.security_protocol,
                 max_idle_ms=None,
                 sasl_mechanism=s.sasl_mechanism or "PLAIN",

@@ -29,13 +29,14 @@ from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.errors import NotFoundError
 
-from scaler.clients import ClientKey, ClientPool, Lease, fingerprint
+from scaler.clients import ClientKey, ClientPool, Lease, TlsSettings, fingerprint
 from scaler.errors import QueryError, ScalerError
 from scaler.params import redact
 
 log = logging.getLogger(__name__)
 
 _WAKEUP_QUEUE = 64  # pending wake-ups per subscriber; more are redundant (the core coalesces)
+_DEFAULT_TLS = TlsSettings()  # the system CAs: what nats-py itself would use for tls://
 
 
 @dataclass(frozen=True, slots=True, repr=False)
@@ -85,6 +86,9 @@ class SharedNats:
             "error_cb": self._on_error,
             "disconnected_cb": self._on_disconnect,
             "name": "tidal",
+            # nats-py would build a new default context (~25 ms on the loop) on every
+            # (re)connect to a server requiring TLS; it is used only when the server does.
+            "tls": await _DEFAULT_TLS.context(),
         }
         if t.username is not None:
             options["user"] = t.username

@@ -29,7 +29,7 @@ from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import Sentinel, SentinelManagedSSLConnection
 from redis.backoff import NoBackoff
 
-from scaler.clients import ClientKey, ClientPool, Lease, fingerprint, ssl_context_from_config
+from scaler.clients import ClientKey, ClientPool, Lease, TlsSettings, fingerprint
 from scaler.contract import TriggerContext
 from scaler.errors import QueryError, ScalerError
 from scaler.params import Config, Param, redact
@@ -116,7 +116,7 @@ def validate_connection(config: Config, trigger_type: str) -> list[str]:
         problems.append("databaseIndex is not supported by Redis Cluster (only database 0)")
     if _tls_enabled(config) and cert_and_key:
         try:
-            ssl_context_from_config(config)
+            TlsSettings.from_config(config).check()
         except ValueError as exc:
             problems.append(f"invalid TLS settings: {exc}")
     return problems
@@ -138,14 +138,12 @@ class RedisTarget:
     sentinel_username: str | None
     sentinel_password: str | None
     sentinel_master: str | None
-    tls: ssl.SSLContext | None
-    tls_fingerprint: str
+    tls: TlsSettings | None  # the context itself comes from the shared cache in create_client
     timeout: float
 
     @classmethod
     def from_config(cls, config: Config, trigger: TriggerContext) -> RedisTarget:
         addresses, _ = _addresses(config)
-        tls = ssl_context_from_config(config) if _tls_enabled(config) else None
         return cls(
             mode=mode_of(trigger.type),
             addresses=tuple(addresses),
@@ -155,15 +153,7 @@ class RedisTarget:
             sentinel_username=config.opt_str("sentinelUsername"),
             sentinel_password=config.opt_str("sentinelPassword"),
             sentinel_master=config.opt_str("sentinelMaster"),
-            tls=tls,
-            tls_fingerprint=""
-            if tls is None
-            else fingerprint(
-                config.opt_str("ca"),
-                config.opt_str("cert"),
-                config.opt_str("key"),
-                config.get_bool("unsafeSsl"),
-            ),
+            tls=TlsSettings.from_config(config) if _tls_enabled(config) else None,
             timeout=trigger.timeout,
         )
 
@@ -185,7 +175,7 @@ class RedisTarget:
                 self.password,
                 self.sentinel_username,
                 self.sentinel_password,
-                self.tls_fingerprint,
+                "" if self.tls is None else self.tls.fingerprint,
             ),
         )
 
@@ -221,25 +211,32 @@ def _client_kwargs(target: RedisTarget) -> dict[str, Any]:
 
 
 async def create_client(target: RedisTarget) -> Any:
-    """A redis-py asyncio client for `target` (no I/O happens until the first command)."""
+    """A redis-py asyncio client for `target` (no I/O happens until the first command, but a
+    TLS context missing from the shared cache is built first, in a worker thread)."""
     kwargs = _client_kwargs(target)
+    tls: ssl.SSLContext | None = None
+    if target.tls is not None:
+        try:
+            tls = await target.tls.context()
+        except ValueError as exc:
+            raise ScalerError(f"redis {target.endpoint}: invalid TLS settings: {exc}") from None
     if target.mode == "cluster":
         cluster = RedisCluster(
             startup_nodes=[ClusterNode(h, p) for h, p in target.addresses],
-            ssl=target.tls is not None,
+            ssl=tls is not None,
             **kwargs,
         )
-        if target.tls is not None:
+        if tls is not None:
             manager = cluster.nodes_manager
             manager.connection_kwargs["connection_class"] = _PemSSLConnection
-            manager.connection_kwargs["tidal_ssl"] = target.tls
+            manager.connection_kwargs["tidal_ssl"] = tls
             for node in manager.startup_nodes.values():
                 node.connection_class = _PemSSLConnection
-                node.connection_kwargs["tidal_ssl"] = target.tls
+                node.connection_kwargs["tidal_ssl"] = tls
         return cluster
     tls_kwargs: dict[str, Any] = {}
-    if target.tls is not None:
-        tls_kwargs = {"connection_class": _PemSSLConnection, "tidal_ssl": target.tls}
+    if tls is not None:
+        tls_kwargs = {"connection_class": _PemSSLConnection, "tidal_ssl": tls}
     if target.mode == "sentinel":
         sentinel_kwargs: dict[str, Any] = {
             "username": target.sentinel_username,
@@ -252,7 +249,7 @@ async def create_client(target: RedisTarget) -> Any:
             list(target.addresses), sentinel_kwargs=sentinel_kwargs, db=target.db, **kwargs
         )
         assert target.sentinel_master is not None
-        if target.tls is not None:
+        if tls is not None:
             tls_kwargs["connection_class"] = _PemSentinelSSLConnection
         return sentinel.master_for(target.sentinel_master, **tls_kwargs)
     host, port = target.addresses[0]

@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import functools
 import gc
+import itertools
 import logging
 import time
 from collections.abc import Callable, Mapping
@@ -21,7 +22,14 @@ from typing import Any, Literal
 from scaler.clients import ClientPool
 from scaler.contract import Sample
 from scaler.decide import Decision, DecisionInput, TriggerView, decide
-from scaler.errors import ConfigError, KubeError, ScalerError, TidalError, UnsupportedError
+from scaler.errors import (
+    ConfigError,
+    KubeError,
+    NotLeaderError,
+    ScalerError,
+    TidalError,
+    UnsupportedError,
+)
 from scaler.kube.client import JSON, KubeClient
 from scaler.kube.events import EventRecorder, InvolvedObject
 from scaler.kube.hpa import (
@@ -42,8 +50,8 @@ from scaler.kube.paths import (
     api_prefix,
     scaled_objects,
 )
-from scaler.kube.scale import set_replicas
-from scaler.kube.targets import TargetCache
+from scaler.kube.scale import get_scale, set_replicas
+from scaler.kube.targets import TargetCache, TargetState
 from scaler.kube.watch import Backoff, EventType, Watcher
 from scaler.objects import (
     ScaledObject,
@@ -51,6 +59,7 @@ from scaler.objects import (
     hpa_min_replicas,
     hpa_name,
     parse_scaled_object,
+    parse_timestamp,
 )
 from scaler.registry import Registry, default_registry
 from scaler.runtime import ObjectRuntime, TriggerRuntime, build_triggers, sample_with_timeout
@@ -62,6 +71,7 @@ from scaler.status import (
     decision_status,
     merge_patch_for,
     status_changed,
+    stored_last_active_time,
 )
 from scaler.store import MetricStore
 from scaler.telemetry import Telemetry, TriggerLabels
@@ -71,6 +81,8 @@ log = logging.getLogger(__name__)
 FINALIZER = "finalizer.keda.sh"
 PUSH_ANNOTATION = "autoscaling.tidal.sh/push"  # "false": poll only, never subscribe
 REBUILD_ON_ERROR_EVERY = 30.0  # seconds between rebuilds of a failing object's scalers
+STALE_AFTER_POLLS = 3  # a metric value not refreshed for this many polls is not served
+MIN_STALE_INTERVAL = 5.0  # seconds: the polling interval counted at least this long for that
 Key = tuple[str, str]
 
 
@@ -103,6 +115,7 @@ class Daemon:
         self.events = EventRecorder(kube, settings.leader.identity)
         self.leader: LeaderElector | None = None
         if settings.leader.enabled:
+            kube.write_guard = self._may_write
             s = settings.leader
             self.leader = LeaderElector(
                 kube,
@@ -159,11 +172,18 @@ class Daemon:
         self._per_type: dict[str, int] = {}
         self.scheduler: Scheduler[Key] | None = None
         self.started = asyncio.Event()
+        self._generations = itertools.count(1)
+        self._closing: set[asyncio.Future[None]] = set()  # runtimes being closed
 
     # ------------------------------------------------------------------ lifecycle
 
     @property
     def is_leader(self) -> bool:
+        return self.leader is None or self.leader.is_leader
+
+    def _may_write(self) -> bool:
+        """Checked before every write: leadership can be lost while a poll runs (a renewal
+        that missed its deadline), and from then on only the new leader writes."""
         return self.leader is None or self.leader.is_leader
 
     def ready(self) -> bool:
@@ -208,7 +228,9 @@ class Daemon:
                 with contextlib.suppress(Exception):
                     await self.leader.release()
             for rt in list(self.objects.values()):
-                await rt.close()
+                self._close_later(rt)
+            if self._closing:
+                await asyncio.gather(*self._closing, return_exceptions=True)
             await self.clients.aclose()
 
     def _lateness(self, key: Key, lateness: float) -> None:
@@ -235,35 +257,41 @@ class Daemon:
             await self._finalize(key, raw)
             return
         rt = self.objects.get(key)
+        status = dict(raw.get("status") or {})
         if rt is not None and not _spec_changed(rt.so, raw):
-            rt.last_status = dict(raw.get("status") or {})
+            rt.last_status = status
             rt.status_key = None  # compare against what the API now holds
+            # Another writer (an old leader) may have recorded a later activity.
+            stored = parse_timestamp(status.get("lastActiveTime"))
+            rt.last_active_time = _later(rt.last_active_time, stored)
             return
         try:
             so = parse_scaled_object(raw)
             problem: ConfigError | None = None
         except ConfigError as exc:
             so, problem = None, exc
-        if rt is not None:
-            await rt.close()
         if so is None:
             assert problem is not None
             await self._forget(key)
             await self._report_invalid(raw, problem)
             return
-        new = ObjectRuntime(so)
+        new = ObjectRuntime(so, generation=next(self._generations))
         new.needs_rebuild = True
-        new.last_status = dict(raw.get("status") or {})
-        new.last_active_time = so.last_active_time
+        new.last_status = status
+        new.last_active_time = stored_last_active_time(status, self.clock())
         new.finalizer_added = FINALIZER in (meta.get("finalizers") or [])
         if rt is not None:
             new.refs = rt.refs
-            new.last_active_time = rt.last_active_time or so.last_active_time
+            new.last_active_time = _later(rt.last_active_time, new.last_active_time)
             new.original_replicas = rt.original_replicas
-        if rt is not None:
             self._count(rt.so, -1)
+        # The new runtime is current before the old one is closed: work still running for
+        # the old one (a rebuild awaiting a Secret, a poll) sees it is stale and drops out.
         self.objects[key] = new
         self._count(so, +1)
+        if rt is not None:
+            self._forget_series(rt, keep=so)
+            self._close_later(rt)
         if self.scheduler is not None:
             loop_now = asyncio.get_running_loop().time()
             if key in self.scheduler:
@@ -330,6 +358,28 @@ class Daemon:
         if rt.hpa_dirty:
             self._wake((ns, str(so_name)))
 
+    def _close_later(self, rt: ObjectRuntime) -> None:
+        """Close a replaced or removed runtime off the watch handler: closing waits for push
+        subscriptions to end, and a watch must never wait on one object (safety rule 6). A
+        runtime being polled is closed by that poll when it ends, never under its feet (a
+        scaler closed mid-query would reconnect and leak its connection)."""
+        if rt.polling:
+            return
+        task = asyncio.ensure_future(rt.close())
+        self._closing.add(task)
+        task.add_done_callback(self._closing.discard)
+
+    def _current(self, rt: ObjectRuntime) -> bool:
+        """Whether `rt` is still the object's runtime: work begun for a runtime that an edit or
+        a delete replaced meanwhile is dropped, never applied."""
+        return self.objects.get(rt.so.key) is rt
+
+    def _forget_series(self, rt: ObjectRuntime, keep: ScaledObject | None = None) -> None:
+        """Drop the old runtime's per-trigger series when its spec changed (the new triggers'
+        series appear with their first sample)."""
+        if keep is None or keep.triggers != rt.so.triggers:
+            self.telemetry.forget_triggers(rt.so.namespace, rt.so.name)
+
     async def _forget(self, key: Key) -> None:
         rt = self.objects.pop(key, None)
         if self.scheduler is not None:
@@ -339,7 +389,7 @@ class Daemon:
         self.telemetry.forget_object(*key)
         if rt is not None:
             self._index_refs(key, rt.refs, frozenset())
-            await rt.close()
+            self._close_later(rt)
             self.events.forget(rt.so.uid)
             self._count(rt.so, -1)
 
@@ -363,6 +413,9 @@ class Daemon:
     # ------------------------------------------------------------------ polling
 
     async def _rebuild(self, rt: ObjectRuntime) -> None:
+        """(Re)build the object's scalers. Every await may see the object edited or deleted:
+        a rebuild that finds its runtime replaced closes what it built and registers nothing
+        (no store entry, reference index entry, push task or subscription outlives it)."""
         so = rt.so
         await rt.close()
         rt.needs_rebuild = False
@@ -374,17 +427,21 @@ class Daemon:
             read.add((kind, ns, name))
             return await fetch_data(self.kube, kind, ns, name)
 
+        built: list[TriggerRuntime] = []
         try:
-            rt.target = await self.mapper.resolve(
+            target = await self.mapper.resolve(
                 so.scale_target_ref.api_version, so.scale_target_ref.kind
             )
+            if not self._current(rt):
+                return
+            rt.target = target
             owner = self._ownership_problem(rt.so, rt.target)
             if owner is not None:
                 rt.config_error = ConfigError(owner)
                 rt.needs_rebuild = True  # re-checked every poll: the other owner may go away
                 return
             containers = self.targets.containers(rt.target, so.namespace, so.scale_target_ref.name)
-            rt.triggers = await build_triggers(
+            built = await build_triggers(
                 so,
                 registry=self.registry,
                 clients=self.clients,
@@ -403,10 +460,18 @@ class Daemon:
             rt.needs_rebuild = True  # transient: try again next poll
             return
         finally:
-            # Also after a failure: a missing Secret that appears later rebuilds the object.
-            refs = frozenset(read)
-            self._index_refs(so.key, rt.refs, refs)
-            rt.refs = refs
+            if self._current(rt):
+                # Also after a failure: a missing Secret that appears later rebuilds the object.
+                refs = frozenset(read)
+                self._index_refs(so.key, rt.refs, refs)
+                rt.refs = refs
+        if not self._current(rt):
+            for t in built:
+                if t.scaler is not None:
+                    with contextlib.suppress(Exception):
+                        await t.scaler.aclose()
+            return
+        rt.triggers = built
         if notes and not rt.unknown_keys_warned:
             rt.unknown_keys_warned = True
             log.warning(
@@ -414,7 +479,7 @@ class Daemon:
                 extra={"object": f"{so.namespace}/{so.name}", "notes": notes},
             )
         fallback = so.fallback.failure_threshold if so.fallback else None
-        self.store.register(so.namespace, so.name, rt.specs, fallback)
+        self.store.register(so.namespace, so.name, rt.specs, fallback, max_age=self._max_age(so))
         for t in rt.triggers:
             if t.spec.kind == "External":
                 labels = TriggerLabels(
@@ -442,13 +507,14 @@ class Daemon:
         up = self.telemetry.push_connected.labels(ns, name, str(trig.trigger.index))
         backoff = Backoff(base=1.0, cap=30.0)
         down = False
+        unsupported = False
         while True:
             try:
                 wakeups = trig.scaler.wakeups()  # type: ignore[union-attr]
                 up.set(1)
                 async for _ in wakeups:
-                    if down:
-                        down = False
+                    if down or unsupported:
+                        down = unsupported = False
                         log.info(
                             "push subscription restored",
                             extra={"object": f"{ns}/{name}", "trigger": trig.spec.name},
@@ -460,12 +526,22 @@ class Daemon:
                 up.set(0)
                 raise
             except UnsupportedError as exc:
+                # e.g. Redis keyspace notifications off: poll, and look again now and then, so
+                # turning them on later brings push back without any edit of the object.
                 up.set(0)
-                log.info(
-                    "push not available; polling",
-                    extra={"object": f"{ns}/{name}", "trigger": trig.spec.name, "reason": str(exc)},
-                )
-                return
+                if not unsupported:
+                    unsupported = True
+                    log.info(
+                        "push not available; polling",
+                        extra={
+                            "object": f"{ns}/{name}",
+                            "trigger": trig.spec.name,
+                            "reason": str(exc),
+                            "recheck_s": self.settings.poll.push_recheck,
+                        },
+                    )
+                await asyncio.sleep(self.settings.poll.push_recheck)
+                continue
             except (ScalerError, ConfigError) as exc:
                 up.set(0)
                 if not down:
@@ -523,24 +599,29 @@ class Daemon:
         rt = self.objects.get(key)
         if rt is None:
             return
+        rt.polling = True
+        try:
+            await self._poll_runtime(rt)
+        finally:
+            rt.polling = False
+            if not self._current(rt):
+                await rt.close()  # replaced or removed while it was being polled
+
+    async def _poll_runtime(self, rt: ObjectRuntime) -> None:
         so = rt.so
         rt.polls += 1
         if rt.needs_rebuild:
             await self._rebuild(rt)
+            if not self._current(rt):
+                return
         if rt.config_error is not None or rt.target is None:
-            error = rt.config_error or ConfigError("scale target not resolved")
-            await self._report_invalid_runtime(rt, error)
+            await self._not_ready(rt, rt.config_error or ConfigError("scale target not resolved"))
             return
         target = rt.target
-        try:
-            current = await self.targets.replicas(target, so.namespace, so.scale_target_ref.name)
-        except KubeError as exc:
-            await self._report_invalid_runtime(rt, ConfigError(f"reading the scale target: {exc}"))
+        state = await self._target_state(rt, target)
+        if state is None or not self._current(rt):
             return
-        if current is None:
-            msg = f"the scale target {target.gvk_string} {so.scale_target_ref.name} was not found"
-            await self._report_invalid_runtime(rt, ConfigError(msg))
-            return
+        current = state.replicas
         if rt.original_replicas is None:
             rt.original_replicas = so.original_replica_count
             if rt.original_replicas is None:
@@ -550,22 +631,65 @@ class Daemon:
         )
         decision = await self._sample_and_decide(rt, current)
         if decision.scale_to_zero and self.is_leader:
-            # Safety rule 2: re-check activity just before lowering to zero / idle.
-            decision = await self._sample_and_decide(rt, current)
+            # Safety rule 2: re-check activity (and the replica count: someone may have scaled
+            # meanwhile) just before lowering to zero / idle.
+            state = await self._target_state(rt, target)
+            if state is None:
+                return
+            decision = await self._sample_and_decide(rt, state.replicas)
+        if not self._current(rt):
+            return  # edited or deleted while sampling: the new runtime decides
+        self.store.set_broken(so.namespace, so.name, None)
         rt.last_active_time = decision.last_active_time
         self.store.set_fallback(
-            so.namespace, so.name, decision.fallback_replicas if decision.fallback_active else None
+            so.namespace,
+            so.name,
+            decision.fallback_replicas if decision.fallback_active else None,
+            ready_replicas=state.ready_replicas,
         )
         self.telemetry.object_paused.labels(so.namespace, so.name).set(int(so.flags.paused))
         if self.is_leader:
             try:
-                await self._actuate(rt, target, current, decision)
+                await self._actuate(rt, target, state, decision)
+            except NotLeaderError:
+                return  # leadership lost mid-poll: the new leader writes from now on
             except KubeError as exc:
+                if not self._current(rt):
+                    return  # edited or deleted while writing (a 404 or 409 says so)
                 self.telemetry.object_errors.labels(so.namespace, so.name).inc()
                 log.warning(
                     "write failed",
                     extra={"object": f"{so.namespace}/{so.name}", "error": str(exc)},
                 )
+
+    async def _target_state(self, rt: ObjectRuntime, target: GVKR) -> TargetState | None:
+        """The scale target's replicas as the poll decides from them; None (reported) when
+        the target is missing or unreadable."""
+        so = rt.so
+        name = so.scale_target_ref.name
+        try:
+            state = await self.targets.state(target, so.namespace, name)
+        except KubeError as exc:
+            await self._not_ready(rt, ConfigError(f"reading the scale target: {exc}"))
+            return None
+        if state is None:
+            msg = f"the scale target {target.gvk_string} {name} was not found"
+            await self._not_ready(rt, ConfigError(msg))
+        return state
+
+    async def _not_ready(self, rt: ObjectRuntime, problem: TidalError) -> None:
+        """The object cannot be run now: its metrics are served as errors at once (never the
+        last value, which nothing refreshes any more), and it reports Ready=False."""
+        if not self._current(rt):
+            return
+        self.store.set_broken(rt.so.namespace, rt.so.name, str(problem))
+        await self._report_invalid_runtime(rt, problem)
+
+    def _max_age(self, so: ScaledObject) -> float:
+        """How old a metric value may be when the HPA reads it (see README: a value no poll
+        refreshed for this long is an error, never served as fresh)."""
+        interval = max(float(so.polling_interval), MIN_STALE_INTERVAL)
+        return STALE_AFTER_POLLS * interval + self.settings.poll.http_timeout
 
     async def _sample_and_decide(self, rt: ObjectRuntime, current: int) -> Decision:
         so = rt.so
@@ -618,7 +742,11 @@ class Daemon:
             sample: Sample = await sample_with_timeout(scaler, now, self.settings.poll.http_timeout)
 
         except (ScalerError, ConfigError) as exc:
+            if not self._current(rt):
+                return str(exc)  # edited or deleted meanwhile: nothing is recorded
             record = self.store.record_error(so.namespace, so.name, metric, str(exc), now)
+            if record is None:
+                return str(exc)
             self.telemetry.scaler_errors.labels(*labels).inc()
             self.telemetry.object_errors.labels(so.namespace, so.name).inc()
             failures = record.consecutive_failures
@@ -633,6 +761,10 @@ class Daemon:
                         "error": str(exc),
                     },
                 )
+                if self._may_write():  # KEDA users alert on this Event
+                    await self.events.emit(
+                        self._involved(so), "Warning", "KEDAScalerFailed", f"{metric}: {exc}"
+                    )
             # KEDA rebuilds a failing scaler (re-reading its secrets); at most every 30 s here,
             # so a broker outage doesn't churn clients and push subscriptions every poll.
             if asyncio.get_running_loop().time() - rt.rebuilt_at > REBUILD_ON_ERROR_EVERY:
@@ -643,10 +775,14 @@ class Daemon:
                 "scaler raised an unexpected error",
                 extra={"object": f"{so.namespace}/{so.name}", "trigger": metric},
             )
+            if not self._current(rt):
+                return type(exc).__name__
             self.store.record_error(so.namespace, so.name, metric, type(exc).__name__, now)
             self.telemetry.scaler_errors.labels(*labels).inc()
             self.telemetry.object_errors.labels(so.namespace, so.name).inc()
             return type(exc).__name__
+        if not self._current(rt):
+            return None  # edited or deleted meanwhile: nothing is recorded
         previous = self.store.get(so.namespace, so.name, metric)
         if previous is not None and previous.failing:
             log.info(
@@ -685,27 +821,69 @@ class Daemon:
             max_replicas=hpa_max_replicas(so),
             metrics=rt.specs,
             labels={k: v for k, v in so.labels.items() if k not in excluded},
+            annotations=dict(so.annotations),  # KEDA copies the ScaledObject's annotations
             behavior=so.advanced.hpa.behavior_json(),
             pause_scale_in=so.flags.pause_scale_in,
             pause_scale_out=so.flags.pause_scale_out,
         )
 
+    async def _write_replicas(
+        self, rt: ObjectRuntime, target: GVKR, state: TargetState, want: int
+    ) -> bool:
+        """The /scale write, conditional on the resourceVersion the decision was made from: if
+        the HPA or a person changed the count meanwhile it fails (409) and nothing is written;
+        the next poll decides again from the new count. A 409 from a change that left the
+        count alone (a status update) is retried once with the fresh resourceVersion."""
+        so = rt.so
+        name = so.scale_target_ref.name
+        rv = state.resource_version or None
+        for attempt in (1, 2):
+            if not self._may_write():
+                return False
+            try:
+                written = await set_replicas(
+                    self.kube, target, so.namespace, name, want, resource_version=rv
+                )
+            except KubeError as exc:
+                if exc.status != 409 or attempt == 2:
+                    raise
+                fresh = await get_scale(self.kube, target, so.namespace, name)
+                if fresh.replicas != state.replicas:
+                    self.telemetry.scale_conflicts.inc()
+                    log.info(
+                        "scale target changed since the decision; not written",
+                        extra={
+                            "object": f"{so.namespace}/{so.name}",
+                            "decided_from": state.replicas,
+                            "now": fresh.replicas,
+                            "to": want,
+                        },
+                    )
+                    return False
+                rv = fresh.resource_version
+                continue
+            self.targets.note_written(target, so.namespace, name, written)
+            return True
+        return False
+
     async def _actuate(
-        self, rt: ObjectRuntime, target: GVKR, current: int, decision: Decision
+        self, rt: ObjectRuntime, target: GVKR, state: TargetState, decision: Decision
     ) -> None:
         so = rt.so
         started = time.perf_counter()
+        current = state.replicas
         # 1. The scale write first: a 0 -> 1 must not wait behind any other write.
         want = decision.target_replicas
         if want is not None and want != current:
-            await set_replicas(self.kube, target, so.namespace, so.scale_target_ref.name, want)
-            self.targets.note_written(target, so.namespace, so.scale_target_ref.name, want)
+            if not await self._write_replicas(rt, target, state, want):
+                return
             self.telemetry.api_writes.labels("scale").inc()
             self.telemetry.decision_to_write.observe(time.perf_counter() - started)
             direction = "up" if want > current else "down"
-            self.telemetry.scale_actions.labels(
-                so.namespace, so.name, direction, decision.branch or "decision"
-            ).inc()
+            if self._current(rt):  # a deleted object's series are gone and stay gone
+                self.telemetry.scale_actions.labels(
+                    so.namespace, so.name, direction, decision.branch or "decision"
+                ).inc()
             log.info(
                 "scaled",
                 extra={
@@ -715,6 +893,8 @@ class Daemon:
                     "reason": decision.branch,
                 },
             )
+        if not self._may_write():
+            return  # leadership lost while writing: the new leader writes the rest
         if decision.event is not None:
             await self.events.emit(
                 self._involved(so),
@@ -726,6 +906,8 @@ class Daemon:
             await self._add_finalizer(so)
             rt.finalizer_added = True
         # 2. The HPA (deleted while paused).
+        if not self._may_write():
+            return
         if so.flags.paused:
             if rt.hpa_present:
                 await delete_hpa(self.kube, so.namespace, hpa_name(so))
@@ -756,6 +938,8 @@ class Daemon:
             return
         names = [s.name for s in rt.specs if s.kind == "External"]
         status = decision_status(so, target, names, decision, rt.original_replicas)
+        if not self._may_write():
+            return
         await self._write_status(rt, status)
         rt.status_key = key
 
@@ -902,6 +1086,13 @@ class Daemon:
             await self.events.emit(
                 self._involved(so), "Warning", "ScaledObjectCheckFailed", message
             )
+
+
+def _later(a: float | None, b: float | None) -> float | None:
+    """The later of two optional times."""
+    if a is None or b is None:
+        return b if a is None else a
+    return max(a, b)
 
 
 def _keep_meta(obj: JSON) -> JSON:

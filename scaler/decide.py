@@ -317,6 +317,11 @@ def decide(inp: DecisionInput) -> Decision:
             conditions=frozenset(
                 {
                     ready(),
+                    # Tidal keeps sampling a paused object: Active says what it sees, so the
+                    # condition is never dropped from status while paused.
+                    Condition("Active", "True", "ScalerActive", ACTIVE_MESSAGE)
+                    if active
+                    else Condition("Active", "False", "ScalerNotActive", NOT_ACTIVE_MESSAGE),
                     fallback_cond,
                     Condition("Paused", "True", "ScaledObjectPaused", PAUSED_MESSAGE),
                 }

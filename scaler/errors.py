@@ -50,3 +50,7 @@ class KubeError(TidalError):
     def __init__(self, message: str, status: int | None = None) -> None:
         super().__init__(message)
         self.status = status
+
+
+class NotLeaderError(KubeError):
+    """A write refused before it was sent: this replica no longer holds a fresh lease."""

@@ -35,6 +35,8 @@ class ObjectRuntime:
     """Mutable per-object state, touched only from the event loop."""
 
     so: ScaledObject
+    generation: int = 0  # unique per runtime: work started for an older one is dropped
+    polling: bool = False  # a poll of this runtime is in flight (it closes a replaced runtime)
     triggers: list[TriggerRuntime] = field(default_factory=list)
     config_error: ConfigError | None = None
     unknown_keys_warned: bool = False
@@ -60,15 +62,34 @@ class ObjectRuntime:
 
     async def close(self) -> None:
         tasks, self.push_tasks = self.push_tasks, []
-        for task in tasks:
-            task.cancel()
-        if tasks:
-            await asyncio.gather(*tasks, return_exceptions=True)
+        await cancel_and_wait(tasks)
         for t in self.triggers:
             if t.scaler is not None:
                 with contextlib.suppress(Exception):
                     await t.scaler.aclose()
         self.triggers = []
+
+
+CANCEL_ATTEMPTS = 20
+CANCEL_WAIT = 0.5  # seconds per attempt
+
+
+async def cancel_and_wait(tasks: Iterable[asyncio.Task[Any]]) -> None:
+    """Cancel `tasks` and wait until they have ended. A task that swallows a cancellation (a
+    client library awaiting inside may) is cancelled again, so no push subscription outlives its
+    object; after ~10 s of that the survivors are logged and left."""
+    pending = {t for t in tasks if not t.done()}
+    for _ in range(CANCEL_ATTEMPTS):
+        if not pending:
+            return
+        for task in pending:
+            task.cancel()
+        _, pending = await asyncio.wait(pending, timeout=CANCEL_WAIT)
+    if pending:
+        log.warning(
+            "tasks did not stop when cancelled",
+            extra={"tasks": sorted(t.get_name() for t in pending)},
+        )
 
 
 async def build_triggers(

@@ -36,6 +36,7 @@ class PollSettings:
     http_timeout: float = 3.0  # seconds (KEDA_HTTP_DEFAULT_TIMEOUT is in ms)
     max_concurrent: int = 200  # objects polled at once
     failing_log_every: int = 10  # repeat a failing trigger's warning every N polls
+    push_recheck: float = 60.0  # seconds between re-checks of a source that could not push
 
 
 @dataclass(frozen=True, slots=True)

@@ -6,19 +6,39 @@ API write when nothing changed). KEDA's field names and condition reasons.
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Iterable, Mapping
 from typing import Any
 
 from scaler.decide import Condition, Decision
 from scaler.kube.paths import GVKR
-from scaler.objects import ScaledObject, hpa_name
+from scaler.objects import ScaledObject, hpa_name, parse_timestamp
 
 CONDITION_ORDER = ("Ready", "Active", "Fallback", "Paused")
 
 
 def rfc3339(t: float) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t))
+
+
+def stored_last_active_time(status: Mapping[str, Any], now: float) -> float | None:
+    """When the object was last active, as a process that just loaded it must assume.
+
+    ``lastActiveTime`` is written when activity ends (the Active condition turns False), not on
+    every active poll (that would be a write per poll). So a stored ``Active=True`` means the
+    object was still active when the last writer stopped — a restart or a failover — and its
+    cooldown starts no earlier than now: no restart ever shortens a cooldown.
+    """
+    stored = parse_timestamp(status.get("lastActiveTime"))
+    for condition in status.get("conditions") or ():
+        if (
+            isinstance(condition, Mapping)
+            and condition.get("type") == "Active"
+            and condition.get("status") == "True"
+        ):
+            return now if stored is None else max(stored, now)
+    return stored
 
 
 def conditions_json(conditions: Iterable[Condition]) -> list[dict[str, str]]:
@@ -84,7 +104,8 @@ def decision_status(
     status = base_status(so, target, metric_names)
     status["conditions"] = conditions_json(decision.conditions)
     if decision.last_active_time is not None:
-        status["lastActiveTime"] = rfc3339(decision.last_active_time)
+        # Rounded up to the second it is written in: a cooldown counted from it is never short.
+        status["lastActiveTime"] = rfc3339(math.ceil(decision.last_active_time))
     if original_replicas is not None:
         status["originalReplicaCount"] = original_replicas
     if decision.health:

@@ -90,9 +90,11 @@ class _ObjectMetrics:
     """Everything stored for one ScaledObject."""
 
     __slots__ = (
+        "broken",
         "fallback_replicas",
         "fallback_threshold",
         "folded",
+        "max_age",
         "ready_replicas",
         "records",
         "targets",
@@ -102,6 +104,8 @@ class _ObjectMetrics:
         self.records: dict[str, MetricRecord] = {}
         self.targets: dict[str, _Target] = {}
         self.folded: dict[str, str] = {}  # casefolded name → declared name (HPA asks lower-case)
+        self.max_age: float | None = None  # a value older than this is not served
+        self.broken: str | None = None  # why the object cannot be run now (None: it can)
         self.fallback_threshold: int | None = None
         self.fallback_replicas: int | None = None
         self.ready_replicas: int | None = None
@@ -123,10 +127,14 @@ class MetricStore:
         name: str,
         specs: Iterable[MetricSpec],
         fallback_threshold: int | None = None,
+        *,
+        max_age: float | None = None,
     ) -> None:
-        """Declare the External metrics an object serves (and its fallback threshold).
-        Records of metrics no longer declared are dropped; kept ones keep their history."""
+        """Declare the External metrics an object serves, its fallback threshold and how old a
+        value may be when served. Records of metrics no longer declared are dropped; kept ones
+        keep their history."""
         entry = self._objects.setdefault((namespace, name), _ObjectMetrics())
+        entry.max_age = max_age
         entry.targets = {
             s.name: _Target(s.target, s.target_type) for s in specs if s.kind == "External"
         }
@@ -146,13 +154,27 @@ class MetricStore:
         entry.fallback_replicas = replicas
         entry.ready_replicas = ready_replicas
 
+    def set_broken(self, namespace: str, name: str, reason: str | None) -> None:
+        """The object cannot be run now (its TriggerAuthentication or Secret is gone, its scale
+        target unreadable, another owner appeared): nothing refreshes its values, so the HPA is
+        served an error instead of the last one. None clears it."""
+        entry = self._objects.get((namespace, name))
+        if entry is not None:
+            entry.broken = reason
+
     def remove_object(self, namespace: str, name: str) -> None:
         self._objects.pop((namespace, name), None)
 
     # ---------------------------------------------------------------- writes
 
-    def record_sample(self, namespace: str, name: str, metric: str, sample: Sample) -> MetricRecord:
-        entry = self._objects.setdefault((namespace, name), _ObjectMetrics())
+    def record_sample(
+        self, namespace: str, name: str, metric: str, sample: Sample
+    ) -> MetricRecord | None:
+        """Store a good sample. None (nothing stored) when the object is not registered: a
+        sample that finishes after its object was deleted must not bring the entry back."""
+        entry = self._objects.get((namespace, name))
+        if entry is None:
+            return None
         record = MetricRecord(
             value=sample.value,
             active=sample.active,
@@ -164,9 +186,12 @@ class MetricStore:
 
     def record_error(
         self, namespace: str, name: str, metric: str, error: str, now: float
-    ) -> MetricRecord:
-        """A failed poll: keep the last good value and its age; count the failure."""
-        entry = self._objects.setdefault((namespace, name), _ObjectMetrics())
+    ) -> MetricRecord | None:
+        """A failed poll: keep the last good value and its age; count the failure. None when
+        the object is not registered (as `record_sample`)."""
+        entry = self._objects.get((namespace, name))
+        if entry is None:
+            return None
         previous = entry.records.get(metric, _EMPTY_RECORD)
         record = replace(
             previous,
@@ -210,7 +235,8 @@ class MetricStore:
         """The value to serve for ``metric`` of object ``selector_object_name``.
 
         Raises UnknownMetricError (404) or MetricUnavailableError (the HPA keeps its replicas).
-        With ``max_age``, a good value older than that is unavailable too.
+        A good value older than ``max_age`` (default: the object's, from `register`) is
+        unavailable too, and so is every metric of an object marked broken.
         """
         entry = self._objects.get((namespace, selector_object_name))
         if entry is not None and metric not in entry.targets:
@@ -220,8 +246,14 @@ class MetricStore:
             raise UnknownMetricError(
                 f"no metric {metric} for ScaledObject {namespace}/{selector_object_name}"
             )
+        if entry.broken is not None:
+            raise MetricUnavailableError(
+                f"ScaledObject {namespace}/{selector_object_name} is not ready: {entry.broken}"
+            )
         record = entry.records.get(metric, _EMPTY_RECORD)
         target = entry.targets.get(metric)
+        if max_age is None:
+            max_age = entry.max_age
         if (
             entry.fallback_replicas is not None
             and entry.fallback_threshold is not None

@@ -253,6 +253,12 @@ class Telemetry:
             ["kind"],
             registry=r,
         )
+        self.scale_conflicts = Counter(
+            "tidal_scale_conflicts",
+            "/scale writes not made because the replica count changed after the decision "
+            "(the HPA or a person wrote first); the next poll decides again",
+            registry=r,
+        )
         self.decision_to_write = Histogram(
             "tidal_decision_to_write_seconds",
             "Time from a scaling decision to its /scale write completing",
@@ -307,6 +313,28 @@ class Telemetry:
 
     def forget_object(self, namespace: str, name: str) -> None:
         """Drop the label sets of a deleted object so dashboards don't show ghosts."""
+        self.forget_triggers(namespace, name)
+        per_object: tuple[Counter | Gauge, ...] = (
+            self.object_errors,
+            self.object_paused,
+            self.target_replicas,
+            self.min_replicas,
+            self.max_replicas,
+        )
+        for metric in per_object:
+            if (namespace, name) in _label_sets(metric, OBJECT_LABELS):
+                metric.remove(namespace, name)
+        for key in _label_sets(self.loop_latency, ("namespace", "type", "resource")):
+            if key[0] == namespace and key[2] == name:
+                self.loop_latency.remove(*key)
+        actions = ("namespace", "scaledObject", "direction", "reason")
+        for key in _label_sets(self.scale_actions, actions):
+            if key[:2] == (namespace, name):
+                self.scale_actions.remove(*key)
+
+    def forget_triggers(self, namespace: str, name: str) -> None:
+        """Drop the per-trigger label sets of an object (deleted, or its spec edited: the new
+        triggers' series appear with their first sample)."""
         per_trigger: tuple[Counter | Gauge, ...] = (
             self.scaler_value,
             self.scaler_latency,
@@ -321,23 +349,6 @@ class Telemetry:
         for key in list(self.staleness.marks):
             if key[0] == namespace and key[2] == name:
                 self.staleness.remove(*key)
-        per_object: tuple[Counter | Gauge, ...] = (
-            self.object_errors,
-            self.object_paused,
-            self.target_replicas,
-            self.min_replicas,
-            self.max_replicas,
-        )
-        for metric in per_object:
-            if (namespace, name) in _label_sets(metric, OBJECT_LABELS):
-                metric.remove(namespace, name)
-        for key in _label_sets(self.loop_latency, ("namespace", "type", "resource")):
-            if key[0] == namespace and key[2] == name:
-                self.loop_latency.remove(*key)
         for key in _label_sets(self.push_connected, ("namespace", "scaledObject", "triggerIndex")):
             if key[:2] == (namespace, name):
                 self.push_connected.remove(*key)
-        actions = ("namespace", "scaledObject", "direction", "reason")
-        for key in _label_sets(self.scale_actions, actions):
-            if key[:2] == (namespace, name):
-                self.scale_actions.remove(*key)

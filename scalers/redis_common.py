@@ -254,7 +254,17 @@ async def create_client(target: RedisTarget) -> Any:
         return sentinel.master_for(target.sentinel_master, **tls_kwargs)
     host, port = target.addresses[0]
     pool = ConnectionPool(host=host, port=port, db=target.db, **kwargs, **tls_kwargs)
-    return Redis(connection_pool=pool)
+    return Redis.from_pool(pool)  # closing the client closes its pool (and its connections)
+
+
+async def close_client(client: Any) -> None:
+    """Close a client made by `create_client` and every connection it opened. A client built
+    on a pool it was handed (sentinel's master_for) leaves that pool open on aclose(): its
+    connections would live on until garbage collection, one set per rebuilt scaler."""
+    await client.aclose()
+    pool = getattr(client, "connection_pool", None)
+    if pool is not None:
+        await pool.disconnect()
 
 
 @dataclass(frozen=True, slots=True)
@@ -377,7 +387,7 @@ class ScriptRunner:
     async def aclose(self) -> None:
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
-        await self.client.aclose()
+        await close_client(self.client)
 
 
 def _noscript(result: object) -> bool:
@@ -393,8 +403,11 @@ class RedisConnection:
         self.target = target
         self._clients = clients
         self._lease: Lease[ScriptRunner] | None = None
+        self._closed = False
 
     async def run(self, script: LuaScript, keys: Sequence[str], args: Sequence[str] = ()) -> Any:
+        if self._closed:  # a closed scaler must not take a new lease nobody would release
+            raise ScalerError(f"redis {self.target.endpoint}: the scaler is closed")
         try:
             if self._lease is None:
                 self._lease = await self._clients.acquire(
@@ -420,6 +433,7 @@ class RedisConnection:
         return f"redis {self.target.endpoint}: {what}: {detail}"
 
     async def aclose(self) -> None:
+        self._closed = True
         lease, self._lease = self._lease, None
         if lease is not None:
             await lease.release()

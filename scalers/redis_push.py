@@ -20,13 +20,15 @@ from redis import exceptions as redis_errors
 
 from scaler.clients import ClientKey, ClientPool, Lease
 from scaler.errors import ScalerError, UnsupportedError
-from scalers.redis_common import RedisTarget, create_client
+from scalers.redis_common import RedisTarget, close_client, create_client
 
 log = logging.getLogger(__name__)
 
-# Servers found with keyspace notifications off: every object on them polls, and the server is
-# asked again only after RECHECK_OFF_AFTER seconds (not once per object per backoff step).
-RECHECK_OFF_AFTER = 300.0
+# Servers found with keyspace notifications off: every object on them polls. The answer is
+# remembered for RECHECK_OFF_AFTER seconds, so objects starting together ask the server once;
+# the core re-checks each object far less often (PollSettings.push_recheck), so turning the
+# notifications on later brings push back within one re-check.
+RECHECK_OFF_AFTER = 5.0
 _NOTIFICATIONS_OFF: dict[tuple[str, str], float] = {}
 
 
@@ -132,7 +134,7 @@ class KeyspaceHub:
         with contextlib.suppress(Exception):
             await self._pubsub.aclose()
         with contextlib.suppress(Exception):
-            await self._client.aclose()
+            await close_client(self._client)
 
 
 async def _close_hub(hub: KeyspaceHub) -> None:

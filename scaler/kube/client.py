@@ -10,14 +10,14 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any
 
 import aiohttp
 from kubernetes_asyncio import client as k8s_client
 from kubernetes_asyncio import config as k8s_config
 
-from scaler.errors import KubeError
+from scaler.errors import KubeError, NotLeaderError
 
 log = logging.getLogger(__name__)
 
@@ -28,6 +28,7 @@ JSON_PATCH = "application/json-patch+json"
 # Metadata-only reads (no Secret values ever reach the daemon through these).
 PARTIAL_LIST = "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1"
 PARTIAL_ITEM = "application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1"
+LEASES = "/apis/coordination.k8s.io/"  # leader election's own writes are never guarded
 
 
 class KubeClient:
@@ -36,6 +37,9 @@ class KubeClient:
     def __init__(self, api: k8s_client.ApiClient, *, timeout: float = 10.0) -> None:
         self._api = api
         self._timeout = timeout
+        # Checked right before every write (not GET, not a Lease): the daemon sets it to "this
+        # replica holds a fresh lease", so no write site can forget the check.
+        self.write_guard: Callable[[], bool] | None = None
 
     @classmethod
     async def from_kubeconfig(
@@ -81,6 +85,9 @@ class KubeClient:
         timeout: float | None = None,
         accept: str = "application/json",
     ) -> aiohttp.ClientResponse:
+        guard = self.write_guard
+        if method != "GET" and guard is not None and not path.startswith(LEASES) and not guard():
+            raise NotLeaderError(f"{method} {path}: not written: this replica is not leader")
         headers = {"Accept": accept, "Content-Type": content_type}
         req_timeout = aiohttp.ClientTimeout(total=timeout) if timeout else self._timeout
         try:

@@ -1,16 +1,31 @@
 """Replica counts of scale targets, kept current by watches (no GET per poll).
 
-Deployments and StatefulSets are watched (raw JSON reduced to replicas and the containers' env
-references); any other kind with a /scale subresource is read through /scale when polled.
+Deployments and StatefulSets are watched (raw JSON reduced to replicas, ready replicas, the
+resourceVersion and the containers' env references); any other kind with a /scale subresource is
+read through /scale when polled. The resourceVersion is what a downward /scale write is made
+conditional on: a count the watch has not caught up with yet makes that write fail (409), never
+lower replicas someone else just raised.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from scaler.errors import KubeError
 from scaler.kube.client import JSON, KubeClient
 from scaler.kube.paths import GVKR
-from scaler.kube.scale import get_scale
+from scaler.kube.scale import ScaleState, get_scale
 from scaler.kube.watch import EventType, Watcher
+
+
+@dataclass(frozen=True, slots=True)
+class TargetState:
+    """What a poll decides from: the target's spec.replicas, as of `resource_version`."""
+
+    replicas: int
+    resource_version: str
+    ready_replicas: int | None = None  # status.readyReplicas (None: unknown for this kind)
+
 
 WATCHED = (("apps", "deployments"), ("apps", "statefulsets"))
 
@@ -23,6 +38,7 @@ def _keep(obj: JSON) -> JSON:
         for c in pod.get("containers", [])
     ]
     replicas = obj.get("spec", {}).get("replicas")
+    ready = obj.get("status", {}).get("readyReplicas")
     return {
         "metadata": {
             "name": meta.get("name"),
@@ -30,6 +46,7 @@ def _keep(obj: JSON) -> JSON:
             "resourceVersion": meta.get("resourceVersion"),
         },
         "replicas": 1 if replicas is None else int(replicas),
+        "ready": int(ready or 0),
         "containers": containers,
     }
 
@@ -49,26 +66,41 @@ class TargetCache:
             for group, resource in WATCHED
         }
 
-    async def replicas(self, target: GVKR, namespace: str, name: str) -> int | None:
-        """Current spec.replicas, or None when the target does not exist."""
+    async def state(self, target: GVKR, namespace: str, name: str) -> TargetState | None:
+        """Current spec.replicas (with its resourceVersion), or None when the target does not
+        exist."""
         watcher = self.watchers.get((target.group, target.resource))
         if watcher is not None and watcher.synced.is_set():
             obj = watcher.objects.get((namespace, name))
-            return None if obj is None else int(obj["replicas"])
+            if obj is None:
+                return None
+            rv = str(obj["metadata"].get("resourceVersion") or "")
+            return TargetState(int(obj["replicas"]), rv, int(obj.get("ready", 0)))
         try:
-            return (await get_scale(self._kube, target, namespace, name)).replicas
+            scale = await get_scale(self._kube, target, namespace, name)
         except KubeError as exc:
             if exc.status == 404:
                 return None
             raise
+        return TargetState(scale.replicas, scale.resource_version)
 
-    def note_written(self, target: GVKR, namespace: str, name: str, replicas: int) -> None:
+    async def replicas(self, target: GVKR, namespace: str, name: str) -> int | None:
+        """Current spec.replicas, or None when the target does not exist."""
+        state = await self.state(target, namespace, name)
+        return None if state is None else state.replicas
+
+    def note_written(self, target: GVKR, namespace: str, name: str, written: ScaleState) -> None:
         """Record our own write at once, so the next poll doesn't act on a stale count."""
         watcher = self.watchers.get((target.group, target.resource))
         if watcher is not None:
             obj = watcher.objects.get((namespace, name))
             if obj is not None:
-                watcher.objects[(namespace, name)] = {**obj, "replicas": replicas}
+                meta = {**obj["metadata"], "resourceVersion": written.resource_version}
+                watcher.objects[(namespace, name)] = {
+                    **obj,
+                    "metadata": meta,
+                    "replicas": written.replicas,
+                }
 
     def containers(self, target: GVKR, namespace: str, name: str) -> list[JSON] | None:
         """The target's containers (name, env, envFrom) for *FromEnv resolution, when watched."""

@@ -127,6 +127,32 @@ class Cluster:
         body = await self.kube.get(namespaced("apps", "v1", resource, self.ns, name))
         return int(body["spec"].get("replicas", 0))
 
+    async def create_address_auth(self, name: str, address: str) -> None:
+        """A Secret holding `address` and a TriggerAuthentication `name` that reads the
+        trigger's `address` parameter from it."""
+        await self.kube.create(
+            namespaced("", "v1", "secrets", self.ns),
+            {
+                "apiVersion": "v1",
+                "kind": "Secret",
+                "metadata": {"name": f"{name}-secret"},
+                "stringData": {"address": address},
+            },
+        )
+        await self.kube.create(
+            namespaced("keda.sh", "v1alpha1", "triggerauthentications", self.ns),
+            {
+                "apiVersion": "keda.sh/v1alpha1",
+                "kind": "TriggerAuthentication",
+                "metadata": {"name": name},
+                "spec": {
+                    "secretTargetRef": [
+                        {"parameter": "address", "name": f"{name}-secret", "key": "address"}
+                    ]
+                },
+            },
+        )
+
     async def create_so(self, body: JSON) -> JSON:
         return await self.kube.create(scaled_objects(self.ns), body)
 

@@ -216,8 +216,9 @@ TABLE = [
     case("no-trigger-views-holds", so_with(), 1, (), None, "hold-unknown"),
     # ---- pause annotations
     case("paused-no-write", so_with(PAUSE), 0, ok(5), None, "paused",
-         conds={PAUSED, READY, FALLBACK_OFF}),
-    case("paused-keeps-replicas-when-inactive", so_with(PAUSE), 3, ok(0), None, "paused"),
+         conds={PAUSED, READY, FALLBACK_OFF, ACTIVE}),
+    case("paused-keeps-replicas-when-inactive", so_with(PAUSE), 3, ok(0), None, "paused",
+         conds={PAUSED, NOT_ACTIVE}),
     case("paused-replicas-scales-to-count", so_with(paused_replicas(3)), 1, ok(0), 3,
          "paused-replicas", conds={PAUSED}),
     case("paused-replicas-already-there", so_with(paused_replicas(3)), 3, ok(5), None, "paused"),

@@ -265,3 +265,31 @@ def test_case_index_follows_re_registration() -> None:
     assert store.metric_value_for_hpa(NS, "s0-redis-other", SO, T0).value == 1.0
     assert store.metric_names(NS, SO) == ("s0-redis-Other",)
     assert store.metric_names(NS, "missing") == ()
+
+
+# --------------------------------------------------------------------------- never stale
+
+
+def test_value_older_than_the_objects_max_age_is_not_served() -> None:
+    store = MetricStore()
+    store.register(NS, SO, [MetricSpec(M, 5.0)], max_age=10.0)
+    store.record_sample(NS, SO, M, Sample(7.0, True, T0))
+    assert store.metric_value_for_hpa(NS, M, SO, T0 + 10).value == 7.0
+    with pytest.raises(MetricUnavailableError, match="stale"):
+        store.metric_value_for_hpa(NS, M, SO, T0 + 11)
+
+
+def test_broken_object_is_served_an_error_until_cleared(store: MetricStore) -> None:
+    store.record_sample(NS, SO, M, Sample(25.0, True, T0))
+    store.set_broken(NS, SO, "TriggerAuthentication 'redis-ta' not found")
+    with pytest.raises(MetricUnavailableError, match="redis-ta"):
+        store.metric_value_for_hpa(NS, M, SO, T0)
+    store.set_broken(NS, SO, None)
+    assert store.metric_value_for_hpa(NS, M, SO, T0).value == 25.0
+
+
+def test_a_late_sample_never_brings_a_removed_object_back(store: MetricStore) -> None:
+    store.remove_object(NS, SO)
+    assert store.record_sample(NS, SO, M, Sample(1.0, True, T0)) is None
+    assert store.record_error(NS, SO, M, "timeout", T0) is None
+    assert len(store) == 0

@@ -26,8 +26,8 @@ from typing import Any
 class Row:
     what: str  # e.g. "event -> replicas 1 (redis push), p50"
     value: str  # formatted measurement, e.g. "41 ms"
-    budget: str = ""  # DESIGN.md's budget, e.g. "<= 100 ms"
-    keda: str = ""  # KEDA 2.20.2 measured on this machine kind (DESIGN.md)
+    budget: str = ""  # the budget in docs/design.md, e.g. "<= 100 ms"
+    keda: str = ""  # KEDA 2.20.2 measured on this machine kind (docs/design.md)
     ok: bool | None = None  # within budget?
 
 

@@ -13,8 +13,8 @@ Measured, on keep-alive connections, after a warm-up:
     presents) and X-Remote-User/Group headers;
   - aggregator: to kube-apiserver with the admin certificate, routed to Tidal;
   - stub (control): the same aggregator, routed (as the group custom.metrics.k8s.io) to a static
-    aiohttp HTTPS stub in its own process returning a fixed ExternalMetricValueList: DESIGN.md's
-    0.91 ms / 1.96 ms baseline, re-taken in this run so the machine's current load shows;
+    aiohttp HTTPS stub in its own process returning a fixed ExternalMetricValueList (the
+    0.91 ms / 1.96 ms baseline of docs/design.md), re-taken in this run so the load shows;
 * concurrency 8 through the aggregator (aiohttp, 8 connections): requests per second, for Tidal
   and for the stub;
 * Tidal's own `tidal_metrics_api_request_duration_seconds` (server side, bucket bounds).
@@ -341,7 +341,7 @@ def run(out: Path, quick: bool) -> Result:
             "control: static stub via the same aggregator, p50 / p99 / max (this run)",
             _triple(stub_seq),
             "",
-            "0.91 ms / 1.96 ms (stub, DESIGN.md)",
+            "0.91 ms / 1.96 ms (stub, docs/design.md)",
         ),
         Row("control: stub, concurrency 8", f"{raw['stub_c8']['rps']:.0f} req/s", "", ""),
         Row(

@@ -31,7 +31,7 @@ def discover() -> list[str]:
 
 def table(results: list[dict[str, object]]) -> str:
     lines = [
-        "| benchmark | measurement | Tidal | budget | KEDA 2.20.2 (DESIGN.md) |",
+        "| benchmark | measurement | Tidal | budget | KEDA 2.20.2 (docs/design.md) |",
         "|---|---|---|---|---|",
     ]
     for res in results:

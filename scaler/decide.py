@@ -4,8 +4,8 @@ Everything comes in through `DecisionInput` (the object, the current replicas, a
 trigger's latest poll, the stored lastActiveTime, and `now` in wall-clock epoch seconds); the
 result is a `Decision` the actuator applies. No clock, no I/O, no logging.
 
-It follows KEDA's ``RequestScale`` table (keda-reference §2.4) with Tidal's safety rules on top
-(DESIGN.md), which win where they disagree:
+It follows KEDA's ``RequestScale`` (kedacore/keda pkg/scaling/executor/scale_scaledobjects.go)
+with Tidal's safety rules on top (docs/design.md), which win where they disagree:
 
 1. An error is never a zero. A trigger whose latest poll failed (or that never produced a sample)
    is *unknown*: neither active nor inactive. While any trigger is unknown the object is never

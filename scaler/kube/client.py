@@ -3,7 +3,7 @@
 kubernetes_asyncio provides configuration, authentication (kubeconfig, in-cluster token refresh)
 and the HTTP session; Tidal reads and writes plain JSON on its hot paths (watches of
 ScaledObjects, /scale, HPAs, status) and keeps only the fields it uses. Decoding through the
-generated models cost 5x the time and more memory in DESIGN.md's measurement.
+generated models cost 5x the time and more memory (measured: see docs/design.md).
 """
 
 from __future__ import annotations

@@ -70,7 +70,7 @@ def _record(lease: JSON) -> tuple[Any, ...]:
 class LeaderElector:
     """Elects one writer among the replicas; see the module docstring for the rules.
 
-    Only the leader writes to the cluster (DESIGN: one writer); the standby keeps watching and
+    Only the leader writes to the cluster (docs/design.md); the standby keeps watching and
     polling so it can take over at once. `clock` is wall time, used only for the timestamps in
     the Lease; `monotonic` (default: the running event loop's `time()`) measures every local
     deadline. The daemon checks `is_leader` (or `may_write()`) right before each write.

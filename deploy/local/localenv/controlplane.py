@@ -3,7 +3,7 @@
 No kubelet and no scheduler: pods stay Pending, which is enough for the Deployment, ReplicaSet
 and HPA controllers (an HPA with an External `AverageValue` target counts created pods, not Ready
 ones). Aggregated API servers on loopback are reached through an `ExternalName` Service pointing
-at `localhost` (see ../shared/testenv.md section 3.3); nothing ever dials a ClusterIP.
+at `localhost` (see docs/design.md, "Loopback APIService"); nothing ever dials a ClusterIP.
 
 Audit log: kube-apiserver records, at `Metadata` level and only at stage `ResponseComplete`, every
 write (create, update, patch, delete) made by a client in the group `AUDITED_GROUP`, into

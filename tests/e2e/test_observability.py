@@ -2,8 +2,9 @@
 the failing-trigger warning is rate-limited, and secrets appear in no log, Event, status or metric.
 
 The private Prometheus scrapes the daemon's own port (never the metrics API's). Dashboard queries
-are taken from deploy/grafana/tidal-dashboard.json and from KEDA's dashboard (keda-reference §6.2);
-each must return at least one series during the scaling run.
+are taken from deploy/grafana/tidal-dashboard.json and from KEDA's dashboard
+(kedacore/keda config/grafana/keda-dashboard.json); each must return at least one series
+during the scaling run.
 """
 
 from __future__ import annotations
@@ -50,7 +51,7 @@ def _watch(cluster: Cluster) -> WatchSettings:
 
 DASHBOARD = Path(__file__).resolve().parents[2] / "deploy" / "grafana" / "tidal-dashboard.json"
 
-# KEDA's dashboard (kedacore/keda config/grafana/keda-dashboard.json, keda-reference §6.2), with
+# KEDA's dashboard (kedacore/keda config/grafana/keda-dashboard.json), with
 # its variables already substituted as {ns}. The panels that read kube-state-metrics
 # (kube_horizontalpodautoscaler_*, kube_deployment_spec_replicas) can't return data without
 # kube-state-metrics; docs/observability.md maps them to tidal_scale_target_replicas.

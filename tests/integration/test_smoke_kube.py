@@ -172,7 +172,7 @@ async def test_real_hpa_scales_from_external_metric_through_aggregator(
     assert len(hpa_calls) > len(proxied)
     assert all(r.client_cn == "front-proxy-client" and r.remote_user for r in hpa_calls)
 
-    await apiservice.unregister(name)  # before the stub stops (see testenv.md section 3.3)
+    await apiservice.unregister(name)  # before the stub stops (docs/design.md)
 
 
 def test_component_exiting_at_once_is_reported_with_its_log(tmp_path: Path) -> None:

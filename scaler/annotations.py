@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from scaler.errors import ConfigError
+from scaler.values import parse_bool_or
 
 PAUSED = "autoscaling.keda.sh/paused"
 PAUSED_REPLICAS = "autoscaling.keda.sh/paused-replicas"
@@ -23,24 +24,11 @@ TRANSFER_HPA_OWNERSHIP = "scaledobject.keda.sh/transfer-hpa-ownership"
 HPA_EXCLUDED_LABELS = "scaledobject.keda.sh/hpa-excluded-labels"
 HPA_OWNERSHIP_VALIDATION = "validations.keda.sh/hpa-ownership"
 
-_TRUE = frozenset({"1", "t", "T", "TRUE", "true", "True"})
-_FALSE = frozenset({"0", "f", "F", "FALSE", "false", "False"})
-
-
-def parse_bool(value: str) -> bool | None:
-    """Go's strconv.ParseBool: True, False, or None when the text is not a boolean."""
-    if value in _TRUE:
-        return True
-    if value in _FALSE:
-        return False
-    return None
-
 
 def _flag(annotations: Mapping[str, str], key: str, *, invalid_means: bool) -> bool:
     if key not in annotations:
         return False
-    parsed = parse_bool(annotations[key])
-    return invalid_means if parsed is None else parsed
+    return parse_bool_or(annotations[key], invalid=invalid_means)
 
 
 @dataclass(frozen=True, slots=True)

@@ -22,6 +22,13 @@ from typing import Any, Final, Literal, cast, get_args
 from scaler.annotations import NO_ANNOTATIONS, Annotations, collect_annotations
 from scaler.contract import METRIC_TARGET_TYPES, MetricTargetType
 from scaler.errors import ConfigError, UnsupportedError
+from scaler.values import (
+    DEFAULT_GROUP,
+    DEFAULT_KIND,
+    DEFAULT_VERSION,
+    gvk_string,
+    parse_gvk,
+)
 
 FallbackBehavior = Literal[
     "static", "currentReplicas", "currentReplicasIfHigher", "currentReplicasIfLower"
@@ -35,8 +42,7 @@ DEFAULT_COOLDOWN_PERIOD: Final = 300
 DEFAULT_INITIAL_COOLDOWN_PERIOD: Final = 0
 DEFAULT_MIN_REPLICAS: Final = 0
 DEFAULT_MAX_REPLICAS: Final = 100
-DEFAULT_API_VERSION: Final = "apps/v1"
-DEFAULT_KIND: Final = "Deployment"
+DEFAULT_API_VERSION: Final = f"{DEFAULT_GROUP}/{DEFAULT_VERSION}"
 HPA_NAME_PREFIX: Final = "keda-hpa-"
 MAX_NAME_LENGTH: Final = 63
 
@@ -98,8 +104,7 @@ class ScaleTargetRef:
     @property
     def gvk_string(self) -> str:
         """KEDA's GVKString(): ``apps/v1.Deployment`` (``v1.Kind`` for the core group)."""
-        group, version, kind = self.gvk
-        return f"{group}/{version}.{kind}" if group else f"{version}.{kind}"
+        return gvk_string(*self.gvk)
 
 
 @dataclass(frozen=True, slots=True)
@@ -201,20 +206,6 @@ def hpa_min_replicas(so: ScaledObject) -> int:
 
 def hpa_max_replicas(so: ScaledObject) -> int:
     return so.max_replica_count
-
-
-def parse_gvk(api_version: str, kind: str) -> tuple[str, str, str]:
-    """KEDA's ParseGVKR without the RESTMapper: defaults group ``apps``, version ``v1``, kind
-    ``Deployment``. ``v1`` is the core group. Raises ValueError on ``a/b/c``."""
-    if not api_version:
-        group, version = "apps", "v1"
-    elif api_version.count("/") == 0:
-        group, version = "", api_version
-    elif api_version.count("/") == 1:
-        group, version = api_version.split("/")
-    else:
-        raise ValueError(f"unexpected GroupVersion string: {api_version}")
-    return group, version, kind or DEFAULT_KIND
 
 
 # --------------------------------------------------------------------------- parsing

@@ -25,6 +25,7 @@ from typing import Literal, TypeAlias, TypeVar
 
 from scaler.contract import TriggerContext
 from scaler.errors import ConfigError
+from scaler.values import parse_bool, parse_duration
 
 Source = Literal["metadata", "auth", "env"]
 ParamType = Literal["str", "int", "float", "bool", "list", "map", "duration"]
@@ -46,20 +47,6 @@ _EXPECTED = {
     "duration": "milliseconds or a duration such as 500ms, 30s or 1m30s",
 }
 _INT = re.compile(r"[+-]?\d+")
-# Go's strconv.ParseBool, which KEDA uses.
-_TRUE = frozenset({"1", "t", "T", "TRUE", "true", "True"})
-_FALSE = frozenset({"0", "f", "F", "FALSE", "false", "False"})
-_DURATION_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|μs|ms|s|m|h)")
-_DURATION_UNITS = {
-    "ns": 1e-9,
-    "us": 1e-6,
-    "µs": 1e-6,
-    "μs": 1e-6,
-    "ms": 1e-3,
-    "s": 1.0,
-    "m": 60.0,
-    "h": 3600.0,
-}
 
 
 @dataclass(frozen=True, slots=True)
@@ -379,12 +366,10 @@ def _convert(param: Param, raw: str) -> Value:
         value = _to_float(raw)
         _check_range(param, value)
     elif param.type == "bool":
-        if raw in _TRUE:
-            value = True
-        elif raw in _FALSE:
-            value = False
-        else:
-            raise _Invalid(f"expected {_EXPECTED['bool']}")
+        try:
+            value = parse_bool(raw)  # Go's strconv.ParseBool, which KEDA uses
+        except ValueError:
+            raise _Invalid(f"expected {_EXPECTED['bool']}") from None
     elif param.type == "list":
         value = tuple(item for item in (part.strip() for part in raw.split(",")) if item)
         _check_allowed(param, value)
@@ -421,24 +406,13 @@ def _to_map(raw: str) -> dict[str, str]:
 
 def _to_duration(raw: str) -> float:
     """KEDA's durations: a bare number is milliseconds, else a Go duration string."""
-    if _INT.fullmatch(raw) or re.fullmatch(r"[+-]?(\d+\.\d*|\.\d+)", raw):
-        return float(raw) / 1000.0
-    text = raw
-    sign = 1.0
-    if text[:1] in "+-":
-        sign = -1.0 if text[0] == "-" else 1.0
-        text = text[1:]
-    total = 0.0
-    pos = 0
-    while pos < len(text):
-        match = _DURATION_PART.match(text, pos)
-        if match is None:
-            raise _Invalid(f"expected {_EXPECTED['duration']}")
-        total += float(match.group(1)) * _DURATION_UNITS[match.group(2)]
-        pos = match.end()
-    if not text or math.isinf(total):
+    try:
+        value = parse_duration(raw, bare_number_unit=1e-3)
+    except ValueError:
+        raise _Invalid(f"expected {_EXPECTED['duration']}") from None
+    if math.isinf(value):
         raise _Invalid(f"expected {_EXPECTED['duration']}")
-    return sign * total
+    return value
 
 
 def _check_allowed(param: Param, items: Iterable[str]) -> None:

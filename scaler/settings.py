@@ -7,10 +7,13 @@ one, so existing deployments keep working). Flags win over the environment.
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import socket
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+
+from scaler.values import parse_bool, parse_duration
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,10 +71,35 @@ def _env(env: Mapping[str, str], *names: str, default: str = "") -> str:
 
 
 def _bool(text: str) -> bool:
-    return text.strip().lower() in ("1", "true", "yes", "on")
+    """A flag or variable in Go's ``strconv.ParseBool`` syntax; anything else is a usage error."""
+    try:
+        return parse_bool(text.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"invalid boolean {text!r} (expected one of 1, t, T, TRUE, true, True, "
+            "0, f, F, FALSE, false, False)"
+        ) from None
+
+
+def _seconds(text: str) -> float:
+    """A Go duration (KEDA's leader-election variables: ``15s``, ``1m``, ``1m30s``) or a plain
+    number of seconds; anything else is a usage error."""
+    try:
+        value = parse_duration(text.strip(), bare_number_unit=1.0)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"invalid duration {text!r} (expected a Go duration such as 15s, 1m or 1m30s, "
+            "or a number of seconds)"
+        ) from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"invalid duration {text!r}")
+    return value
 
 
 def build_parser(env: Mapping[str, str] | None = None) -> argparse.ArgumentParser:
+    """The flags of `tidal run`. Defaults read from the environment stay text: argparse converts
+    a string default with the flag's `type` only when the flag is absent, so a bad variable is
+    the same usage error as a bad flag, and `--help` works whatever the environment holds."""
     e = os.environ if env is None else env
     pod_ns = _env(e, "POD_NAMESPACE", default="tidal-system")
     p = argparse.ArgumentParser(
@@ -116,7 +144,7 @@ def build_parser(env: Mapping[str, str] | None = None) -> argparse.ArgumentParse
     a(
         "--leader-elect",
         type=_bool,
-        default=_bool(_env(e, "TIDAL_LEADER_ELECT", default="true")),
+        default=_env(e, "TIDAL_LEADER_ELECT", default="true"),
         help="elect one writer through a Lease [env TIDAL_LEADER_ELECT]",
     )
     a(
@@ -132,32 +160,26 @@ def build_parser(env: Mapping[str, str] | None = None) -> argparse.ArgumentParse
     )
     a(
         "--lease-duration",
-        type=float,
-        default=float(
-            _env(e, "KEDA_OPERATOR_LEADER_ELECTION_LEASE_DURATION", default="15").rstrip("s")
-        ),
-        help="seconds [env KEDA_OPERATOR_LEADER_ELECTION_LEASE_DURATION]",
+        type=_seconds,
+        default=_env(e, "KEDA_OPERATOR_LEADER_ELECTION_LEASE_DURATION", default="15s"),
+        help="Go duration or seconds [env KEDA_OPERATOR_LEADER_ELECTION_LEASE_DURATION]",
     )
     a(
         "--renew-deadline",
-        type=float,
-        default=float(
-            _env(e, "KEDA_OPERATOR_LEADER_ELECTION_RENEW_DEADLINE", default="10").rstrip("s")
-        ),
-        help="seconds [env KEDA_OPERATOR_LEADER_ELECTION_RENEW_DEADLINE]",
+        type=_seconds,
+        default=_env(e, "KEDA_OPERATOR_LEADER_ELECTION_RENEW_DEADLINE", default="10s"),
+        help="Go duration or seconds [env KEDA_OPERATOR_LEADER_ELECTION_RENEW_DEADLINE]",
     )
     a(
         "--retry-period",
-        type=float,
-        default=float(
-            _env(e, "KEDA_OPERATOR_LEADER_ELECTION_RETRY_PERIOD", default="2").rstrip("s")
-        ),
-        help="seconds [env KEDA_OPERATOR_LEADER_ELECTION_RETRY_PERIOD]",
+        type=_seconds,
+        default=_env(e, "KEDA_OPERATOR_LEADER_ELECTION_RETRY_PERIOD", default="2s"),
+        help="Go duration or seconds [env KEDA_OPERATOR_LEADER_ELECTION_RETRY_PERIOD]",
     )
     a(
         "--http-timeout-ms",
         type=int,
-        default=int(_env(e, "KEDA_HTTP_DEFAULT_TIMEOUT", default="3000")),
+        default=_env(e, "KEDA_HTTP_DEFAULT_TIMEOUT", default="3000"),
         help="default timeout of one scaler query, ms [env KEDA_HTTP_DEFAULT_TIMEOUT]",
     )
     a("--max-concurrent-polls", type=int, default=200, help="objects polled at the same time")

@@ -10,6 +10,7 @@ from typing import Any
 from scaler.contract import MetricSpec
 from scaler.kube.client import JSON, KubeClient
 from scaler.kube.paths import GVKR, hpa
+from scaler.values import milli_quantity
 
 SO_NAME_LABEL = "scaledobject.keda.sh/name"
 MANAGED_BY = "tidal"
@@ -38,17 +39,10 @@ class HpaRequest:
 def _target(spec: MetricSpec) -> JSON:
     if spec.target_type == "Utilization":
         return {"type": "Utilization", "averageUtilization": int(spec.target)}
-    quantity = _quantity(spec.target)
+    quantity = milli_quantity(spec.target)  # KEDA's GetMetricTargetMili
     if spec.target_type == "Value":
         return {"type": "Value", "value": quantity}
     return {"type": "AverageValue", "averageValue": quantity}
-
-
-def _quantity(value: float) -> str:
-    """A Kubernetes quantity: integers as-is, fractions in milli-units (KEDA's precision)."""
-    if float(value).is_integer():
-        return str(int(value))
-    return f"{round(value * 1000)}m"
 
 
 def metric_entry(spec: MetricSpec, so_name: str) -> JSON:

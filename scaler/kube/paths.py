@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from scaler.errors import KubeError
+from scaler.errors import ConfigError, KubeError
 from scaler.kube.client import KubeClient
+from scaler.values import group_version_string, gvk_string, parse_gvk
 
 KEDA_GROUP = "keda.sh"
 KEDA_VERSION = "v1alpha1"
@@ -22,12 +23,12 @@ class GVKR:
 
     @property
     def api_version(self) -> str:
-        return f"{self.group}/{self.version}" if self.group else self.version
+        return group_version_string(self.group, self.version)
 
     @property
     def gvk_string(self) -> str:
         """KEDA's GVKString(): ``apps/v1.Deployment``."""
-        return f"{self.api_version}.{self.kind}"
+        return gvk_string(self.group, self.version, self.kind)
 
 
 def api_prefix(group: str, version: str) -> str:
@@ -68,7 +69,11 @@ class ResourceMapper:
         self._cache: dict[tuple[str, str, str], str] = {}
 
     async def resolve(self, api_version: str, kind: str) -> GVKR:
-        group, _, version = api_version.rpartition("/")
+        """KEDA's ParseGVKR: the defaults of `parse_gvk`, then the plural resource."""
+        try:
+            group, version, kind = parse_gvk(api_version, kind)
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
         known = _WELL_KNOWN.get((group, kind))
         if known:
             return GVKR(group, version, kind, known)

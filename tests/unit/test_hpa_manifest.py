@@ -60,6 +60,18 @@ def test_external_metric_selects_the_scaled_object() -> None:
             MetricSpec("m", 2.5), {"type": "AverageValue", "averageValue": "2500m"}, id="avg-milli"
         ),
         pytest.param(MetricSpec("m", 7, "Value"), {"type": "Value", "value": "7"}, id="value"),
+        # KEDA's GetMetricTargetMili rounds to milli precision; the apiserver spells it canonically.
+        pytest.param(
+            MetricSpec("m", 0.0015), {"type": "AverageValue", "averageValue": "2m"}, id="rounds-up"
+        ),
+        pytest.param(
+            MetricSpec("m", 2.0007),
+            {"type": "AverageValue", "averageValue": "2001m"},
+            id="keeps-milli",
+        ),
+        pytest.param(
+            MetricSpec("m", 2000), {"type": "AverageValue", "averageValue": "2k"}, id="canonical-k"
+        ),
         pytest.param(
             MetricSpec("cpu", 60, "Utilization", kind="Resource"),
             {"type": "Utilization", "averageUtilization": 60},

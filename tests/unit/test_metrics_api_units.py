@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import math
-
 import pytest
 
 from metrics_api.app import status_body
-from metrics_api.quantity import milli_quantity
 from metrics_api.selector import SelectorError, parse_selector
 
 SO = "scaledobject.keda.sh/name"
@@ -61,23 +58,6 @@ def test_selector_object_name(text: str, value: str | None) -> None:
 def test_selector_rejects(text: str) -> None:
     with pytest.raises(SelectorError):
         parse_selector(text)
-
-
-@pytest.mark.parametrize(
-    ("value", "quantity"),
-    [
-        pytest.param(5.0, "5", id="integer"),
-        pytest.param(1.5, "1500m", id="fraction"),
-        pytest.param(0.0004, "0", id="below-milli"),
-        pytest.param(0.0, "0", id="zero"),
-        pytest.param(-3.0, "0", id="negative"),
-        pytest.param(math.nan, "0", id="nan"),
-        pytest.param(math.inf, "0", id="inf"),
-        pytest.param(123456.789, "123456789m", id="large-fraction"),
-    ],
-)
-def test_milli_quantity(value: float, quantity: str) -> None:
-    assert milli_quantity(value) == quantity
 
 
 def test_status_body_is_metav1_status() -> None:

@@ -8,14 +8,13 @@ from typing import Any
 
 import pytest
 
-from scaler.annotations import Annotations, parse_annotations, parse_bool
+from scaler.annotations import Annotations, parse_annotations
 from scaler.errors import ConfigError, UnsupportedError
 from scaler.objects import (
     ScaledObject,
     hpa_max_replicas,
     hpa_min_replicas,
     hpa_name,
-    parse_gvk,
     parse_scaled_object,
     parse_timestamp,
     thaw,
@@ -216,26 +215,6 @@ def test_parsed_object_is_immutable_and_detached_from_input() -> None:
 
 
 # --------------------------------------------------------------------------- helpers
-
-
-@pytest.mark.parametrize(
-    ("api_version", "kind", "expected"),
-    [
-        pytest.param("apps/v1", "Deployment", ("apps", "v1", "Deployment"), id="apps-v1"),
-        pytest.param("", "", ("apps", "v1", "Deployment"), id="all-defaults"),
-        pytest.param("v1", "ReplicationController", ("", "v1", "ReplicationController"), id="core"),
-        pytest.param(
-            "argoproj.io/v1alpha1", "Rollout", ("argoproj.io", "v1alpha1", "Rollout"), id="crd"
-        ),
-    ],
-)
-def test_parse_gvk(api_version: str, kind: str, expected: tuple[str, str, str]) -> None:
-    assert parse_gvk(api_version, kind) == expected
-
-
-def test_parse_gvk_rejects_three_parts() -> None:
-    with pytest.raises(ValueError, match="unexpected GroupVersion string"):
-        parse_gvk("a/b/c", "X")
 
 
 @pytest.mark.parametrize(
@@ -489,23 +468,6 @@ def test_garbage_input_is_a_config_error_not_a_crash() -> None:
 
 
 # --------------------------------------------------------------------------- annotations
-
-
-@pytest.mark.parametrize(
-    ("text", "expected"),
-    [
-        *(pytest.param(t, True, id=f"true-{t}") for t in ("1", "t", "T", "TRUE", "true", "True")),
-        *(
-            pytest.param(t, False, id=f"false-{t}")
-            for t in ("0", "f", "F", "FALSE", "false", "False")
-        ),
-        pytest.param("yes", None, id="yes-is-not-a-bool"),
-        pytest.param("tRuE", None, id="mixed-case"),
-        pytest.param("", None, id="empty"),
-    ],
-)
-def test_parse_bool_is_strconv(text: str, expected: bool | None) -> None:
-    assert parse_bool(text) is expected
 
 
 @pytest.mark.parametrize(

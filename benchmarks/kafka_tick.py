@@ -22,7 +22,7 @@ from benchmarks.common import Result, Row, cpu_seconds, ms, percentile, progress
 from scaler.clients import ClientPool
 from scaler.contract import TriggerContext
 from scaler.registry import default_registry
-from scalers.kafka import KafkaScaler
+from scalers.kafka.scaler import KafkaScaler
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "deploy" / "local"))
 

@@ -56,7 +56,7 @@ BUILTINS: Mapping[str, ScalerEntry] = {
     "redis-sentinel-streams": _REDIS_STREAMS,
     "prometheus": _builtin("scalers.prometheus:PrometheusScaler"),
     "metrics-api": _builtin("scalers.metrics_api:MetricsApiScaler"),
-    "kafka": _builtin("scalers.kafka:KafkaScaler", "kafka"),
+    "kafka": _builtin("scalers.kafka.scaler:KafkaScaler", "kafka"),
     "nats-jetstream": _builtin("scalers.nats_jetstream:NatsJetStreamScaler", "nats"),
     "aws-s3": _builtin("scalers.s3:S3Scaler", "s3"),
     "cpu": _RESOURCE,

@@ -19,8 +19,8 @@ from scaler.clients import ClientPool
 from scaler.contract import PushScaler, TriggerContext
 from scaler.errors import ConfigError, QueryError, ScalerError, UnsupportedError
 from scaler.registry import build_scaler
-from scalers.kafka import KafkaScaler
-from scalers.kafka_cluster import KafkaCluster
+from scalers.kafka.cluster import KafkaCluster
+from scalers.kafka.scaler import KafkaScaler
 from tests.integration.kafka_helpers import Cluster, uid
 
 GUARD = 30.0  # seconds: a deadlock guard for waits on the watcher, never a speed assertion

@@ -22,7 +22,7 @@ from scaler.clients import ClientPool
 from scaler.contract import TriggerContext
 from scaler.errors import QueryError, ScalerError
 from scaler.registry import build_scaler
-from scalers.kafka import KafkaScaler
+from scalers.kafka.scaler import KafkaScaler
 from tests.integration.kafka_helpers import Cluster, uid
 
 DEADLINE = 90.0  # generous: 2 shared cores, a JVM restart

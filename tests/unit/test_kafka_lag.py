@@ -1,5 +1,5 @@
-"""KEDA's Kafka lag arithmetic (scalers.kafka_lag): per-partition rules, the cap, activation;
-and the hand-written wire codecs of scalers.kafka_cluster, checked against aiokafka's schemas."""
+"""KEDA's Kafka lag arithmetic (scalers.kafka.lag): per-partition rules, the cap, activation;
+and the hand-written wire codecs of scalers.kafka.protocol, checked against aiokafka's schemas."""
 
 from __future__ import annotations
 
@@ -11,12 +11,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from scalers.kafka_cluster import (
-    OffsetFetchGroupsRequestV8,
-    OffsetFetchGroupsResponseV8,
-    decode_offset_fetch_v8,
-)
-from scalers.kafka_lag import (
+from scalers.kafka.lag import (
     NO_COMMIT,
     LagPolicy,
     PartitionOffsets,
@@ -24,6 +19,11 @@ from scalers.kafka_lag import (
     go_div,
     parse_partition_list,
     total_lag,
+)
+from scalers.kafka.protocol import (
+    OffsetFetchGroupsRequestV8,
+    OffsetFetchGroupsResponseV8,
+    decode_offset_fetch_v8,
 )
 
 
@@ -299,7 +299,7 @@ def test_the_cap_bounds_the_replicas_the_hpa_asks_for(
     assert go_div(result.value, threshold) <= result.partitions
 
 
-# -- the hand-written OffsetFetch v8 codecs (scalers.kafka_cluster) agree with aiokafka's schemas --
+# -- the hand-written OffsetFetch v8 codecs (scalers.kafka.protocol) match aiokafka's schemas --
 
 _name = st.text(min_size=0, max_size=12)
 _tags = st.just({})

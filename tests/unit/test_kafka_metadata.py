@@ -12,8 +12,8 @@ from scaler.clients import ClientPool
 from scaler.contract import MetricSpec, TriggerContext
 from scaler.errors import ConfigError, UnsupportedError
 from scaler.registry import build_scaler
-from scalers.kafka import KafkaScaler
-from scalers.kafka_lag import LagPolicy
+from scalers.kafka.lag import LagPolicy
+from scalers.kafka.scaler import KafkaScaler
 
 BASE = {"bootstrapServers": "kafka-0:9092,kafka-1:9092", "consumerGroup": "workers"}
 CA = new_ca("kafka-test-ca")

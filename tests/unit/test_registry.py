@@ -58,7 +58,7 @@ def test_known_types_cover_every_builtin() -> None:
         "memory",
     ):
         assert name in types
-    assert BUILTINS["kafka"] == ScalerEntry("scalers.kafka:KafkaScaler", "kafka")
+    assert BUILTINS["kafka"] == ScalerEntry("scalers.kafka.scaler:KafkaScaler", "kafka")
     assert BUILTINS["nats-jetstream"] == ScalerEntry(
         "scalers.nats_jetstream:NatsJetStreamScaler", "nats"
     )

@@ -19,6 +19,8 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any, Literal
 
+from scaler.actuator import Actuator, hpa_fingerprint
+from scaler.admission import keep_hpa, ownership_problem
 from scaler.clients import ClientPool
 from scaler.contract import Sample
 from scaler.decide import Decision, DecisionInput, TriggerView, decide
@@ -28,20 +30,17 @@ from scaler.errors import (
     NotLeaderError,
     ScalerError,
     TidalError,
-    UnsupportedError,
 )
+from scaler.finalizers import FINALIZER, Finalizers, involved
 from scaler.kube.client import JSON, KubeClient
-from scaler.kube.events import EventRecorder, InvolvedObject
+from scaler.kube.events import EventRecorder
 from scaler.kube.hpa import (
     SO_NAME_LABEL,
-    HpaRequest,
-    delete_hpa,
     desired_hpa,
-    ensure_hpa,
     hpa_drifted,
 )
 from scaler.kube.lease import LeaderElector, LeaseSettings
-from scaler.kube.objects_io import fetch_data, patch_status
+from scaler.kube.objects_io import fetch_data
 from scaler.kube.paths import (
     GVKR,
     KEDA_GROUP,
@@ -50,27 +49,21 @@ from scaler.kube.paths import (
     api_prefix,
     scaled_objects,
 )
-from scaler.kube.scale import get_scale, set_replicas
 from scaler.kube.targets import TargetCache, TargetState
-from scaler.kube.watch import Backoff, EventType, Watcher
+from scaler.kube.watch import EventType, Watcher, object_key
 from scaler.objects import (
     ScaledObject,
     hpa_max_replicas,
-    hpa_min_replicas,
     hpa_name,
     parse_scaled_object,
     parse_timestamp,
 )
+from scaler.push import push_loop
 from scaler.registry import Registry, default_registry
 from scaler.runtime import ObjectRuntime, TriggerRuntime, build_triggers, sample_with_timeout
 from scaler.scheduler import Scheduler
 from scaler.settings import Settings
 from scaler.status import (
-    base_status,
-    check_failed_conditions,
-    decision_status,
-    merge_patch_for,
-    status_changed,
     stored_last_active_time,
 )
 from scaler.store import MetricStore
@@ -78,17 +71,11 @@ from scaler.telemetry import Telemetry, TriggerLabels
 
 log = logging.getLogger(__name__)
 
-FINALIZER = "finalizer.keda.sh"
 PUSH_ANNOTATION = "autoscaling.tidal.sh/push"  # "false": poll only, never subscribe
 REBUILD_ON_ERROR_EVERY = 30.0  # seconds between rebuilds of a failing object's scalers
 STALE_AFTER_POLLS = 3  # a metric value not refreshed for this many polls is not served
 MIN_STALE_INTERVAL = 5.0  # seconds: the polling interval counted at least this long for that
 Key = tuple[str, str]
-
-
-def _meta_key(raw: Mapping[str, Any]) -> Key:
-    meta = raw.get("metadata", {})
-    return (str(meta.get("namespace", "")), str(meta.get("name", "")))
 
 
 class Daemon:
@@ -113,6 +100,17 @@ class Daemon:
         ns = settings.watch.namespace
         self.targets = TargetCache(kube, ns)
         self.events = EventRecorder(kube, settings.leader.identity)
+        self.finalizers = Finalizers(kube, self.telemetry, self.events)
+        self.actuator = Actuator(
+            kube,
+            self.targets,
+            self.events,
+            self.telemetry,
+            self.finalizers,
+            may_write=self._may_write,
+            is_current=self._current,
+            failing_log_every=settings.poll.failing_log_every,
+        )
         self.leader: LeaderElector | None = None
         if settings.leader.enabled:
             kube.write_guard = self._may_write
@@ -151,7 +149,7 @@ class Daemon:
             f"/apis/autoscaling/v2{ns_part}/horizontalpodautoscalers",
             self._on_hpa,
             name="hpas",
-            keep=_keep_hpa,
+            keep=keep_hpa,
         )
         # Metadata-only watches of Secrets and ConfigMaps: a change to one an object read while
         # building its scalers (auth params, *FromEnv) rebuilds that object. No values are read.
@@ -248,7 +246,7 @@ class Daemon:
     # ------------------------------------------------------------------ watch handlers
 
     async def _on_scaled_object(self, kind: EventType, raw: JSON) -> None:
-        key = _meta_key(raw)
+        key = object_key(raw)
         meta = raw.get("metadata", {})
         if kind == "DELETED":
             await self._forget(key)
@@ -273,7 +271,7 @@ class Daemon:
         if so is None:
             assert problem is not None
             await self._forget(key)
-            await self._report_invalid(raw, problem)
+            await self.actuator.report_invalid(raw, problem)
             return
         new = ObjectRuntime(so, generation=next(self._generations))
         new.needs_rebuild = True
@@ -301,7 +299,7 @@ class Daemon:
                 self.scheduler.schedule(key, loop_now, so.polling_interval)
 
     async def _on_auth(self, kind: EventType, raw: JSON) -> None:
-        ns, name = _meta_key(raw)
+        ns, name = object_key(raw)
         auth_kind = raw.get("kind", "")
         for key, rt in self.objects.items():
             for t in rt.so.triggers:
@@ -349,10 +347,10 @@ class Daemon:
         if kind == "DELETED":
             rt.hpa_dirty = True
         elif raw.get("metadata", {}).get("name") == hpa_name(rt.so):
-            seen = _hpa_fingerprint(raw)
+            seen = hpa_fingerprint(raw)
             if seen == rt.hpa_seen:
                 return  # a status update by the HPA controller (every sync period): no drift
-            rt.hpa_dirty = hpa_drifted(desired_hpa(self._hpa_request(rt, rt.target)), raw)
+            rt.hpa_dirty = hpa_drifted(desired_hpa(self.actuator.hpa_request(rt, rt.target)), raw)
             if not rt.hpa_dirty:
                 rt.hpa_seen = seen
         if rt.hpa_dirty:
@@ -435,7 +433,12 @@ class Daemon:
             if not self._current(rt):
                 return
             rt.target = target
-            owner = self._ownership_problem(rt.so, rt.target)
+            owner = ownership_problem(
+                rt.so,
+                rt.target,
+                (o.so for o in self.objects.values()),
+                self.hpa_watcher.objects,
+            )
             if owner is not None:
                 rt.config_error = ConfigError(owner)
                 rt.needs_rebuild = True  # re-checked every poll: the other owner may go away
@@ -493,100 +496,21 @@ class Daemon:
             if push_off:
                 break
             if t.scaler is not None and callable(getattr(t.scaler, "wakeups", None)):
-                task = asyncio.create_task(self._push_loop(so.key, t), name=f"push {so.key}")
+                loop = push_loop(
+                    so.key,
+                    t,
+                    wake=self._wake,
+                    telemetry=self.telemetry,
+                    recheck=self.settings.poll.push_recheck,
+                )
+                task = asyncio.create_task(loop, name=f"push {so.key}")
                 rt.push_tasks.append(task)
 
-    async def _push_loop(self, key: Key, trig: TriggerRuntime) -> None:
-        """Wake the object whenever its source hints at a change; poll while it can't.
-
-        The subscription is retried with jittered backoff; `tidal_push_subscription_up` says
-        whether the object currently has one. A wake-up is only a hint: the object's next poll
-        samples the source and decides (safety rule 1 still holds).
-        """
-        ns, name = key
-        up = self.telemetry.push_connected.labels(ns, name, str(trig.trigger.index))
-        backoff = Backoff(base=1.0, cap=30.0)
-        down = False
-        unsupported = False
-        while True:
-            try:
-                wakeups = trig.scaler.wakeups()  # type: ignore[union-attr]
-                up.set(1)
-                async for _ in wakeups:
-                    if down or unsupported:
-                        down = unsupported = False
-                        log.info(
-                            "push subscription restored",
-                            extra={"object": f"{ns}/{name}", "trigger": trig.spec.name},
-                        )
-                    backoff.reset()
-                    self._wake(key)
-                raise ScalerError("push subscription ended")
-            except asyncio.CancelledError:
-                up.set(0)
-                raise
-            except UnsupportedError as exc:
-                # e.g. Redis keyspace notifications off: poll, and look again now and then, so
-                # turning them on later brings push back without any edit of the object.
-                up.set(0)
-                if not unsupported:
-                    unsupported = True
-                    log.info(
-                        "push not available; polling",
-                        extra={
-                            "object": f"{ns}/{name}",
-                            "trigger": trig.spec.name,
-                            "reason": str(exc),
-                            "recheck_s": self.settings.poll.push_recheck,
-                        },
-                    )
-                await asyncio.sleep(self.settings.poll.push_recheck)
-                continue
-            except (ScalerError, ConfigError) as exc:
-                up.set(0)
-                if not down:
-                    down = True
-                    log.warning(
-                        "push subscription down; polling",
-                        extra={
-                            "object": f"{ns}/{name}",
-                            "trigger": trig.spec.name,
-                            "error": str(exc),
-                        },
-                    )
-            except Exception:
-                up.set(0)
-                log.exception(
-                    "push subscription failed; polling",
-                    extra={"object": f"{ns}/{name}", "trigger": trig.spec.name},
-                )
-            await asyncio.sleep(backoff.next_delay())
-
-    def _ownership_problem(self, so: ScaledObject, target: GVKR) -> str | None:
-        """KEDA's admission checks, done at reconcile (Tidal has no webhook): one workload, one
-        ScaledObject (the oldest keeps it) and no foreign HPA on it."""
-        ref = so.scale_target_ref
-        what = f"the workload '{ref.name}' of type '{target.gvk_string}' is already managed by"
-        mine = (so.creation_timestamp or 0.0, so.name)
-        for (ns, name), other in self.objects.items():
-            o = other.so
-            if ns != so.namespace or name == so.name or o.scale_target_ref.name != ref.name:
-                continue
-            if o.scale_target_ref.gvk != ref.gvk:
-                continue
-            if (o.creation_timestamp or 0.0, o.name) < mine:
-                return f"{what} the ScaledObject '{name}'"
-        for (ns, name), h in self.hpa_watcher.objects.items():
-            if ns != so.namespace or h["target"] != (target.group, target.kind, ref.name):
-                continue
-            if so.uid and so.uid in h["owners"]:
-                continue
-            if h["ownership_check"] == "false":
-                continue  # validations.keda.sh/hpa-ownership: "false" on the HPA
-            if so.flags.transfer_hpa_ownership and so.advanced.hpa.name == name:
-                continue  # adopted: ensure_hpa rewrites it with our owner reference
-            return f"{what} the hpa '{name}'"
-        return None
+    async def _finalize(self, key: Key, raw: JSON) -> None:
+        rt = self.objects.get(key)
+        await self._forget(key)
+        if self._may_write():
+            await self.finalizers.finalize(key, raw, None if rt is None else rt.so)
 
     async def _auth_spec(self, kind: str, namespace: str, name: str) -> Mapping[str, Any] | None:
         if kind == "ClusterTriggerAuthentication":
@@ -650,7 +574,7 @@ class Daemon:
         self.telemetry.object_paused.labels(so.namespace, so.name).set(int(so.flags.paused))
         if self.is_leader:
             try:
-                await self._actuate(rt, target, state, decision)
+                await self.actuator.actuate(rt, target, state, decision)
             except NotLeaderError:
                 return  # leadership lost mid-poll: the new leader writes from now on
             except KubeError as exc:
@@ -683,7 +607,7 @@ class Daemon:
         if not self._current(rt):
             return
         self.store.set_broken(rt.so.namespace, rt.so.name, str(problem))
-        await self._report_invalid_runtime(rt, problem)
+        await self.actuator.report_invalid_runtime(rt, problem)
 
     def _max_age(self, so: ScaledObject) -> float:
         """How old a metric value may be when the HPA reads it (see README: a value no poll
@@ -763,7 +687,7 @@ class Daemon:
                 )
                 if self._may_write():  # KEDA users alert on this Event
                     await self.events.emit(
-                        self._involved(so), "Warning", "KEDAScalerFailed", f"{metric}: {exc}"
+                        involved(so), "Warning", "KEDAScalerFailed", f"{metric}: {exc}"
                     )
             # KEDA rebuilds a failing scaler (re-reading its secrets); at most every 30 s here,
             # so a broker outage doesn't churn clients and push subscriptions every poll.
@@ -807,286 +731,6 @@ class Daemon:
 
     # ------------------------------------------------------------------ writes (leader only)
 
-    def _hpa_request(self, rt: ObjectRuntime, target: GVKR) -> HpaRequest:
-        so = rt.so
-        excluded = set(so.flags.hpa_excluded_labels)
-        return HpaRequest(
-            name=hpa_name(so),
-            namespace=so.namespace,
-            so_name=so.name,
-            so_uid=so.uid,
-            target=target,
-            target_name=so.scale_target_ref.name,
-            min_replicas=hpa_min_replicas(so),
-            max_replicas=hpa_max_replicas(so),
-            metrics=rt.specs,
-            labels={k: v for k, v in so.labels.items() if k not in excluded},
-            annotations=dict(so.annotations),  # KEDA copies the ScaledObject's annotations
-            behavior=so.advanced.hpa.behavior_json(),
-            pause_scale_in=so.flags.pause_scale_in,
-            pause_scale_out=so.flags.pause_scale_out,
-        )
-
-    async def _write_replicas(
-        self, rt: ObjectRuntime, target: GVKR, state: TargetState, want: int
-    ) -> bool:
-        """The /scale write, conditional on the resourceVersion the decision was made from: if
-        the HPA or a person changed the count meanwhile it fails (409) and nothing is written;
-        the next poll decides again from the new count. A 409 from a change that left the
-        count alone (a status update) is retried once with the fresh resourceVersion."""
-        so = rt.so
-        name = so.scale_target_ref.name
-        rv = state.resource_version or None
-        for attempt in (1, 2):
-            if not self._may_write():
-                return False
-            try:
-                written = await set_replicas(
-                    self.kube, target, so.namespace, name, want, resource_version=rv
-                )
-            except KubeError as exc:
-                if exc.status != 409 or attempt == 2:
-                    raise
-                fresh = await get_scale(self.kube, target, so.namespace, name)
-                if fresh.replicas != state.replicas:
-                    self.telemetry.scale_conflicts.inc()
-                    log.info(
-                        "scale target changed since the decision; not written",
-                        extra={
-                            "object": f"{so.namespace}/{so.name}",
-                            "decided_from": state.replicas,
-                            "now": fresh.replicas,
-                            "to": want,
-                        },
-                    )
-                    return False
-                rv = fresh.resource_version
-                continue
-            self.targets.note_written(target, so.namespace, name, written)
-            return True
-        return False
-
-    async def _actuate(
-        self, rt: ObjectRuntime, target: GVKR, state: TargetState, decision: Decision
-    ) -> None:
-        so = rt.so
-        started = time.perf_counter()
-        current = state.replicas
-        # 1. The scale write first: a 0 -> 1 must not wait behind any other write.
-        want = decision.target_replicas
-        if want is not None and want != current:
-            if not await self._write_replicas(rt, target, state, want):
-                return
-            self.telemetry.api_writes.labels("scale").inc()
-            self.telemetry.decision_to_write.observe(time.perf_counter() - started)
-            direction = "up" if want > current else "down"
-            if self._current(rt):  # a deleted object's series are gone and stay gone
-                self.telemetry.scale_actions.labels(
-                    so.namespace, so.name, direction, decision.branch or "decision"
-                ).inc()
-            log.info(
-                "scaled",
-                extra={
-                    "object": f"{so.namespace}/{so.name}",
-                    "from": current,
-                    "to": want,
-                    "reason": decision.branch,
-                },
-            )
-        if not self._may_write():
-            return  # leadership lost while writing: the new leader writes the rest
-        if decision.event is not None:
-            await self.events.emit(
-                self._involved(so),
-                decision.event.type,
-                decision.event.reason,
-                decision.event.message,
-            )
-        if not rt.finalizer_added:
-            await self._add_finalizer(so)
-            rt.finalizer_added = True
-        # 2. The HPA (deleted while paused).
-        if not self._may_write():
-            return
-        if so.flags.paused:
-            if rt.hpa_present:
-                await delete_hpa(self.kube, so.namespace, hpa_name(so))
-                self.telemetry.api_writes.labels("hpa").inc()
-                rt.hpa_present = False
-        elif rt.hpa_dirty:
-            outcome, live = await ensure_hpa(self.kube, self._hpa_request(rt, target))
-            rt.hpa_seen = _hpa_fingerprint(live)
-            rt.hpa_dirty = False
-            rt.hpa_present = True
-            if outcome != "unchanged":
-                self.telemetry.api_writes.labels("hpa").inc()
-                log.info(
-                    "hpa written", extra={"object": f"{so.namespace}/{so.name}", "outcome": outcome}
-                )
-            await self._delete_renamed_hpa(rt)
-        # 3. Status, only when it changed.
-        # The status is a function of these; when none changed since the last check (and no
-        # watch event brought a foreign status in), building and comparing it is skipped.
-        key = (
-            decision.conditions,
-            tuple(decision.health.items()),
-            tuple(decision.triggers_activity.items()),
-            rt.original_replicas,
-            target,
-        )
-        if key == rt.status_key:
-            return
-        names = [s.name for s in rt.specs if s.kind == "External"]
-        status = decision_status(so, target, names, decision, rt.original_replicas)
-        if not self._may_write():
-            return
-        await self._write_status(rt, status)
-        rt.status_key = key
-
-    async def _delete_renamed_hpa(self, rt: ObjectRuntime) -> None:
-        old = (rt.last_status or {}).get("hpaName")
-        if old and old != hpa_name(rt.so):
-            await delete_hpa(self.kube, rt.so.namespace, str(old))
-
-    async def _write_status(self, rt: ObjectRuntime, status: dict[str, Any]) -> None:
-        so = rt.so
-        if not status_changed(status, rt.last_status):
-            return
-        patch = merge_patch_for(status, rt.last_status)
-        await patch_status(self.kube, so.namespace, so.name, patch)
-        self.telemetry.api_writes.labels("status").inc()
-        rt.last_status = {**(rt.last_status or {}), **status}
-
-    async def _add_finalizer(self, so: ScaledObject) -> None:
-        body = await self.kube.get(scaled_objects(so.namespace, so.name))
-        finalizers = list(body.get("metadata", {}).get("finalizers") or [])
-        if FINALIZER in finalizers:
-            return
-        rv = body["metadata"]["resourceVersion"]
-        await self.kube.merge_patch(
-            scaled_objects(so.namespace, so.name),
-            {"metadata": {"finalizers": [*finalizers, FINALIZER], "resourceVersion": rv}},
-        )
-        self.telemetry.api_writes.labels("scaledobject").inc()
-
-    async def _finalize(self, key: Key, raw: JSON) -> None:
-        rt = self.objects.get(key)
-        await self._forget(key)
-        meta = raw.get("metadata", {})
-        finalizers = list(meta.get("finalizers") or [])
-        if FINALIZER not in finalizers or not self.is_leader:
-            return
-        try:
-            spec = raw.get("spec", {})
-            status = raw.get("status") or {}
-            restore = (spec.get("advanced") or {}).get("restoreToOriginalReplicaCount") is True
-            original = status.get("originalReplicaCount")
-            gvkr = status.get("scaleTargetGVKR") or {}
-            if restore and isinstance(original, int) and gvkr.get("resource"):
-                target = GVKR(
-                    gvkr.get("group", ""), gvkr["version"], gvkr["kind"], gvkr["resource"]
-                )
-                name = (spec.get("scaleTargetRef") or {}).get("name", "")
-                await set_replicas(self.kube, target, key[0], name, original)
-                log.info(
-                    "restored original replicas",
-                    extra={"object": f"{key[0]}/{key[1]}", "replicas": original},
-                )
-            await self._remove_finalizer(key)
-            if rt is not None:
-                await self.events.emit(
-                    self._involved(rt.so),
-                    "Normal",
-                    "ScaledObjectDeleted",
-                    "ScaledObject was deleted",
-                )
-        except KubeError as exc:
-            log.warning(
-                "finalizer not removed; retried on the next change of the object",
-                extra={"object": f"{key[0]}/{key[1]}", "error": str(exc)},
-            )
-
-    async def _remove_finalizer(self, key: Key, attempts: int = 5) -> None:
-        """Drop our finalizer with a JSON patch that first tests its position, so a concurrent
-        change to the list (another controller's finalizer) is never overwritten; re-read and
-        retry on conflict."""
-        path = scaled_objects(*key)
-        for attempt in range(attempts):
-            body = await self.kube.get_or_none(path)
-            if body is None:
-                return
-            finalizers = list(body.get("metadata", {}).get("finalizers") or [])
-            if FINALIZER not in finalizers:
-                return
-            i = finalizers.index(FINALIZER)
-            try:
-                await self.kube.json_patch(
-                    path,
-                    [
-                        {"op": "test", "path": f"/metadata/finalizers/{i}", "value": FINALIZER},
-                        {"op": "remove", "path": f"/metadata/finalizers/{i}"},
-                    ],
-                )
-                self.telemetry.api_writes.labels("scaledobject").inc()
-                return
-            except KubeError as exc:
-                if exc.status not in (409, 422) or attempt == attempts - 1:
-                    raise
-            await asyncio.sleep(0.1 * (attempt + 1))
-
-    # ------------------------------------------------------------------ reporting bad input
-
-    def _involved(self, so: ScaledObject) -> InvolvedObject:
-        return InvolvedObject("keda.sh/v1alpha1", "ScaledObject", so.namespace, so.name, so.uid)
-
-    async def _report_invalid(self, raw: JSON, problem: ConfigError) -> None:
-        """A ScaledObject that does not parse: Ready=False + a Warning Event; nothing scales."""
-        ns, name = _meta_key(raw)
-        log.warning("invalid ScaledObject", extra={"object": f"{ns}/{name}", "error": str(problem)})
-        if not self.is_leader:
-            return
-        message = f"ScaledObject doesn't have correct spec: {problem}"
-        status = raw.get("status") or {}
-        conditions = check_failed_conditions(message, paused=False)
-        if status.get("conditions") == conditions:
-            return
-        uid = str(raw.get("metadata", {}).get("uid", ""))
-        try:
-            await patch_status(self.kube, ns, name, {"conditions": conditions})
-            self.telemetry.api_writes.labels("status").inc()
-        except KubeError as exc:
-            log.warning("status not written", extra={"object": f"{ns}/{name}", "error": str(exc)})
-        await self.events.emit(
-            InvolvedObject("keda.sh/v1alpha1", "ScaledObject", ns, name, uid),
-            "Warning",
-            "ScaledObjectCheckFailed",
-            message,
-        )
-
-    async def _report_invalid_runtime(self, rt: ObjectRuntime, problem: TidalError) -> None:
-        so = rt.so
-        if rt.polls == 1 or rt.polls % self.settings.poll.failing_log_every == 0:
-            log.warning(
-                "ScaledObject not ready",
-                extra={"object": f"{so.namespace}/{so.name}", "error": str(problem)},
-            )
-        if not self.is_leader:
-            return
-        message = f"ScaledObject doesn't have correct spec: {problem}"
-        status = base_status(so, rt.target, [])
-        status["conditions"] = check_failed_conditions(message, so.flags.paused)
-        if status_changed(status, rt.last_status):
-            try:
-                await self._write_status(rt, status)
-            except KubeError as exc:
-                log.warning(
-                    "status not written",
-                    extra={"object": f"{so.namespace}/{so.name}", "error": str(exc)},
-                )
-            await self.events.emit(
-                self._involved(so), "Warning", "ScaledObjectCheckFailed", message
-            )
-
 
 def _later(a: float | None, b: float | None) -> float | None:
     """The later of two optional times."""
@@ -1103,38 +747,6 @@ def _keep_meta(obj: JSON) -> JSON:
             "namespace": meta.get("namespace"),
             "resourceVersion": meta.get("resourceVersion"),
         },
-    }
-
-
-def _hpa_fingerprint(obj: JSON) -> tuple[Any, ...]:
-    """What changes when someone edits an HPA (HPAs carry no metadata.generation, so the spec
-    itself; status updates by the HPA controller leave all of this alone)."""
-    meta = obj.get("metadata", {})
-    return (
-        repr(obj.get("spec")),
-        repr(sorted((meta.get("labels") or {}).items())),
-        repr(sorted((meta.get("annotations") or {}).items())),
-        repr([o.get("uid") for o in meta.get("ownerReferences") or []]),
-    )
-
-
-def _keep_hpa(obj: JSON) -> JSON:
-    """What the daemon keeps of an HPA: enough for the ownership check and DELETED events."""
-    meta = obj.get("metadata", {})
-    ref = obj.get("spec", {}).get("scaleTargetRef", {})
-    group = str(ref.get("apiVersion", "")).rpartition("/")[0]
-    return {
-        "metadata": {
-            "name": meta.get("name"),
-            "namespace": meta.get("namespace"),
-            "resourceVersion": meta.get("resourceVersion"),
-            "labels": dict(meta.get("labels") or {}),
-        },
-        "target": (group, ref.get("kind"), ref.get("name")),
-        "owners": [o.get("uid") for o in meta.get("ownerReferences") or []],
-        "ownership_check": (meta.get("annotations") or {}).get(
-            "validations.keda.sh/hpa-ownership", ""
-        ),
     }
 
 

@@ -37,9 +37,10 @@ class Backoff:
         self.attempt = 0
 
 
-def _key(obj: JSON) -> tuple[str, str]:
+def object_key(obj: JSON) -> tuple[str, str]:
+    """(namespace, name) of an API object ("" for a cluster-scoped object's namespace)."""
     meta = obj.get("metadata", {})
-    return (str(meta.get("namespace", "")), str(meta["name"]))
+    return (str(meta.get("namespace", "")), str(meta.get("name", "")))
 
 
 class Watcher:
@@ -108,7 +109,7 @@ class Watcher:
         self.relists += 1
         seen: dict[tuple[str, str], JSON] = {}
         for item in body.get("items") or []:
-            seen[_key(item)] = item
+            seen[object_key(item)] = item
         gone = [k for k in self.objects if k not in seen]
         for k in gone:
             await self._dispatch("DELETED", self.objects.pop(k))
@@ -155,10 +156,10 @@ class Watcher:
                 if kind == "BOOKMARK":
                     continue
                 if kind == "DELETED":
-                    self.objects.pop(_key(obj), None)
+                    self.objects.pop(object_key(obj), None)
                     await self._dispatch("DELETED", obj)
                 elif kind in ("ADDED", "MODIFIED"):
-                    self.objects[_key(obj)] = self._keep(obj)
+                    self.objects[object_key(obj)] = self._keep(obj)
                     await self._dispatch(kind, obj)
                 self._backoff.reset()
                 handled += 1
@@ -172,7 +173,9 @@ class Watcher:
         except asyncio.CancelledError:
             raise
         except Exception:  # one bad object must never stop the watch (safety rule 6)
-            log.exception("watch handler failed", extra={"watch": self.name, "object": _key(obj)})
+            log.exception(
+                "watch handler failed", extra={"watch": self.name, "object": object_key(obj)}
+            )
 
 
 def _rv(obj: dict[str, Any]) -> str:

@@ -70,14 +70,14 @@ class ObjectRuntime:
         self.triggers = []
 
 
-CANCEL_ATTEMPTS = 20
-CANCEL_WAIT = 0.5  # seconds per attempt
+CANCEL_ATTEMPTS = 10
+CANCEL_WAIT = 2.0  # seconds per attempt: long enough for a task's own clean-up to finish
 
 
 async def cancel_and_wait(tasks: Iterable[asyncio.Task[Any]]) -> None:
     """Cancel `tasks` and wait until they have ended. A task that swallows a cancellation (a
     client library awaiting inside may) is cancelled again, so no push subscription outlives its
-    object; after ~10 s of that the survivors are logged and left."""
+    object; after ~20 s of that the survivors are logged and left."""
     pending = {t for t in tasks if not t.done()}
     for _ in range(CANCEL_ATTEMPTS):
         if not pending:

@@ -223,9 +223,8 @@ class NatsConnection:
                 yield None
         finally:
             shared.unlisten(queue)
-            for sub in subs:
-                with contextlib.suppress(nats.errors.Error, OSError):  # gone with the link
-                    await sub.unsubscribe()
+            # Shielded: a second cancellation must not leave subscriptions on the shared link.
+            await asyncio.shield(_unsubscribe_all(subs))
 
     def _message(self, what: str, exc: BaseException) -> str:
         detail = redact(f"{type(exc).__name__}: {exc}", self.target.secrets())
@@ -235,3 +234,9 @@ class NatsConnection:
         lease, self._lease = self._lease, None
         if lease is not None:
             await lease.release()
+
+
+async def _unsubscribe_all(subs: list[Any]) -> None:
+    for sub in subs:
+        with contextlib.suppress(nats.errors.Error, OSError):  # gone with the link
+            await sub.unsubscribe()

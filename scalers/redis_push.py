@@ -181,5 +181,13 @@ async def key_wakeups(
                 raise ScalerError(hub.error or "redis push connection closed")
             yield None
     finally:
+        # Shielded: a second cancellation (the core re-cancels a task that did not stop) must
+        # not cut the clean-up short and leave the shared hub leased forever.
+        await asyncio.shield(_leave(hub, channel, flag, lease))
+
+
+async def _leave(hub: KeyspaceHub, channel: str, flag: asyncio.Event, lease: Lease[Any]) -> None:
+    try:
         await hub.unsubscribe(channel, flag)
+    finally:
         await lease.release()

@@ -5,6 +5,8 @@ group `tidal.scalers`) imports only this module and `scaler.params`, `scaler.err
 `scaler.clients`. It provides a class with:
 
 * ``PARAMS``: its parameters, declared once (see `scaler.params`);
+* ``validate(config, trigger)``: a static hook returning cross-field problems (may be left out);
+* ``SAMPLED``: False only for cpu/memory, which the HPA reads itself (may be left out: True);
 * ``__init__(self, config, trigger, clients)``: build from the typed config; no I/O;
 * ``metric_spec()``: the HPA metric this trigger produces (name ``s<index>-<type>-<detail>``);
 * ``async sample(now)``: read the source once and return a `Sample`; raise `ScalerError` /
@@ -18,6 +20,10 @@ group `tidal.scalers`) imports only this module and `scaler.params`, `scaler.err
   sample sooner: the sample decides, never the event. Subscriptions share connections through
   the ClientPool like queries do.
 
+The class object itself is a `ScalerFactory`: a plugin can check it with
+``factory: ScalerFactory = MyScaler`` under mypy. The registry checks the same members when it
+loads the class and refuses one that lacks them with a ConfigError.
+
 Time: ``now`` is wall-clock seconds since the epoch, passed in by the scheduler (tests inject it),
 so a scaler never reads the clock itself.
 """
@@ -26,9 +32,13 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Literal, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Literal, Protocol, runtime_checkable
+
+if TYPE_CHECKING:  # both import this module
+    from scaler.clients import ClientPool
+    from scaler.params import Config, Param
 
 MetricTargetType = Literal["AverageValue", "Value", "Utilization"]
 METRIC_TARGET_TYPES: tuple[MetricTargetType, ...] = ("AverageValue", "Value", "Utilization")
@@ -86,6 +96,20 @@ class Scaler(Protocol):
 @runtime_checkable
 class PushScaler(Scaler, Protocol):
     def wakeups(self) -> AsyncIterator[None]: ...
+
+
+class ScalerFactory(Protocol):
+    """What the registry needs from a scaler class; the class object itself satisfies it."""
+
+    @property
+    def PARAMS(self) -> tuple[Param, ...]: ...
+
+    @property
+    def SAMPLED(self) -> bool: ...
+
+    def validate(self, config: Config, trigger: TriggerContext) -> Iterable[str]: ...
+
+    def __call__(self, config: Config, trigger: TriggerContext, clients: ClientPool) -> Scaler: ...
 
 
 _NORMALIZE = re.compile(r"[/.:%()]")

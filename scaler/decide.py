@@ -48,7 +48,8 @@ from types import MappingProxyType
 from typing import Final, Literal
 
 from scaler.contract import Sample
-from scaler.objects import RESOURCE_TRIGGER_TYPES, Fallback, ScaledObject, hpa_min_replicas
+from scaler.objects import Fallback, ScaledObject, hpa_min_replicas
+from scaler.resource_trigger import is_resource_trigger
 
 ConditionType = Literal["Ready", "Active", "Fallback", "Paused"]
 ConditionStatus = Literal["True", "False", "Unknown"]
@@ -105,7 +106,7 @@ class TriggerView:
 
     @property
     def is_resource(self) -> bool:
-        return self.trigger_type in RESOURCE_TRIGGER_TYPES
+        return is_resource_trigger(self.trigger_type)
 
     @property
     def failing(self) -> bool:

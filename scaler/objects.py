@@ -22,6 +22,7 @@ from typing import Any, Final, Literal, cast, get_args
 from scaler.annotations import NO_ANNOTATIONS, Annotations, collect_annotations
 from scaler.contract import METRIC_TARGET_TYPES, MetricTargetType
 from scaler.errors import ConfigError, UnsupportedError
+from scaler.resource_trigger import RESOURCE_TRIGGER_TYPES, is_resource_trigger
 from scaler.values import (
     DEFAULT_GROUP,
     DEFAULT_KIND,
@@ -46,8 +47,7 @@ DEFAULT_API_VERSION: Final = f"{DEFAULT_GROUP}/{DEFAULT_VERSION}"
 HPA_NAME_PREFIX: Final = "keda-hpa-"
 MAX_NAME_LENGTH: Final = 63
 
-RESOURCE_TRIGGER_TYPES: Final = frozenset({"cpu", "memory"})
-NO_CACHED_METRICS_TYPES: Final = frozenset({"cpu", "memory", "cron"})
+NO_CACHED_METRICS_TYPES: Final = RESOURCE_TRIGGER_TYPES | {"cron"}
 
 EMPTY: Final[Mapping[str, Any]] = MappingProxyType({})
 
@@ -126,7 +126,7 @@ class Trigger:
     @property
     def is_resource(self) -> bool:
         """cpu/memory: an HPA Resource metric, never sampled by Tidal, always active."""
-        return self.type in RESOURCE_TRIGGER_TYPES
+        return is_resource_trigger(self.type)
 
 
 @dataclass(frozen=True, slots=True)
@@ -320,7 +320,7 @@ def _parse_trigger(r: _Reader, raw: object, index: int) -> Trigger | None:
             )
             auth_kind = "TriggerAuthentication"
         auth = AuthenticationRef(auth_name, cast(AuthKind, auth_kind))
-    resource = type_ in RESOURCE_TRIGGER_TYPES
+    resource = is_resource_trigger(type_)
     metric_type = r.str_(raw, "metricType", f"{path}.metricType")
     if not metric_type:
         # KEDA's cpu/memory scalers fall back to the deprecated metadata `type`; Utilization is

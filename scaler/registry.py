@@ -5,6 +5,11 @@ importing this module imports none of them. Third-party scalers register under t
 group ``tidal.scalers`` (name = trigger type, value = "module:Class"); an entry that reuses a
 built-in's name is refused with a warning, never silently replacing the built-in.
 
+A loaded class must be a `scaler.contract.ScalerFactory`: `PARAMS` a tuple of `Param`, the
+scaler methods, `validate` callable and `SAMPLED` a bool if given (a class written before they
+were part of the contract gets the defaults: no cross-field checks, sampled). Anything else is a
+ConfigError when the class is loaded, not an AttributeError on its first sample.
+
 The daemon calls `build_scaler(trigger, clients)`; `prepare(trigger)` parses and validates a
 trigger without building anything (its `Config` carries the unknown metadata keys and warnings
 that the caller logs once per object).
@@ -17,12 +22,13 @@ import importlib.metadata
 import logging
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import TypeGuard
 
 from scaler.clients import ClientPool
-from scaler.contract import Scaler, TriggerContext
+from scaler.contract import Scaler, ScalerFactory, TriggerContext
 from scaler.errors import ConfigError
-from scaler.params import Config, Param, parse
+from scaler.params import Config, Param, Validator, parse
+from scaler.resource_trigger import RESOURCE_TRIGGER_TYPES, is_resource_trigger
 
 log = logging.getLogger(__name__)
 
@@ -59,8 +65,7 @@ BUILTINS: Mapping[str, ScalerEntry] = {
     "kafka": _builtin("scalers.kafka.scaler:KafkaScaler", "kafka"),
     "nats-jetstream": _builtin("scalers.nats_jetstream:NatsJetStreamScaler", "nats"),
     "aws-s3": _builtin("scalers.s3:S3Scaler", "s3"),
-    "cpu": _RESOURCE,
-    "memory": _RESOURCE,
+    **dict.fromkeys(sorted(RESOURCE_TRIGGER_TYPES), _RESOURCE),
 }
 
 
@@ -69,7 +74,7 @@ class Prepared:
     """A trigger whose metadata parsed: its scaler class and typed config."""
 
     trigger: TriggerContext
-    cls: type[Any]
+    factory: ScalerFactory
     config: Config
 
 
@@ -91,7 +96,7 @@ class Registry:
         self._builtins = dict(builtins)
         self._entry_points = entry_points
         self._third_party: dict[str, ScalerEntry] | None = None
-        self._classes: dict[str, type[Any]] = {}
+        self._classes: dict[str, ScalerFactory] = {}
 
     def refresh(self) -> None:
         """Forget scanned entry points and loaded classes (after installing a plugin)."""
@@ -110,8 +115,9 @@ class Registry:
             )
         return entry
 
-    def load(self, trigger_type: str) -> type[Any]:
-        """The scaler class for `trigger_type`; ConfigError when unknown or not installed."""
+    def load(self, trigger_type: str) -> ScalerFactory:
+        """The scaler class for `trigger_type`; ConfigError when unknown, not installed or not a
+        `ScalerFactory`."""
         if trigger_type in self._classes:
             return self._classes[trigger_type]
         entry = self.entry(trigger_type)
@@ -120,29 +126,22 @@ class Registry:
             module = importlib.import_module(module_name)
         except ImportError as exc:
             raise self._import_problem(trigger_type, entry, module_name, exc) from exc
-        cls = getattr(module, attr, None)
-        if not isinstance(cls, type) or not isinstance(getattr(cls, "PARAMS", None), tuple):
-            raise ConfigError(
-                f"trigger type '{trigger_type}': {entry.target} is not a scaler class with PARAMS"
-            )
-        self._classes[trigger_type] = cls
-        return cls
+        factory = _factory(trigger_type, entry.target, getattr(module, attr, None))
+        self._classes[trigger_type] = factory
+        return factory
 
     def prepare(self, trigger: TriggerContext) -> Prepared:
         """Load the class and parse the trigger (ConfigError lists every problem)."""
-        cls = self.load(trigger.type)
-        params = cast(tuple[Param, ...], cls.PARAMS)
-        validate = getattr(cls, "validate", None)
-        config = parse(params, trigger, validate)
-        return Prepared(trigger, cls, config)
+        factory = self.load(trigger.type)
+        config = parse(factory.PARAMS, trigger, factory.validate)
+        return Prepared(trigger, factory, config)
 
     def build(self, trigger: TriggerContext, clients: ClientPool) -> Scaler:
         return self.construct(self.prepare(trigger), clients)
 
     @staticmethod
     def construct(prepared: Prepared, clients: ClientPool) -> Scaler:
-        scaler = prepared.cls(prepared.config, prepared.trigger, clients)
-        return cast(Scaler, scaler)
+        return prepared.factory(prepared.config, prepared.trigger, clients)
 
     def _plugins(self) -> dict[str, ScalerEntry]:
         if self._third_party is None:
@@ -185,6 +184,79 @@ class Registry:
             f"trigger type '{trigger_type}' is not available in this build"
             f" ({type(exc).__name__}: {exc})"
         )
+
+
+Constructor = Callable[[Config, TriggerContext, ClientPool], Scaler]
+_SCALER_METHODS = ("metric_spec", "sample", "aclose")
+
+
+def _factory_problems(trigger_type: str, obj: object) -> list[str]:
+    """How `obj` falls short of a `ScalerFactory` for `trigger_type` (empty when it does not)."""
+    if not isinstance(obj, type):
+        return ["it is not a class"]
+    problems: list[str] = []
+    params = getattr(obj, "PARAMS", None)
+    if not isinstance(params, tuple) or not all(isinstance(p, Param) for p in params):
+        problems.append("PARAMS is not a tuple of scaler.params.Param")
+    problems += [f"it has no {m}() method" for m in _SCALER_METHODS if not _has_method(obj, m)]
+    if hasattr(obj, "validate") and not callable(obj.validate):
+        problems.append("validate is not callable")
+    sampled = getattr(obj, "SAMPLED", True)
+    if not isinstance(sampled, bool):
+        problems.append("SAMPLED is not True or False")
+    elif sampled == is_resource_trigger(trigger_type):
+        problems.append(
+            "SAMPLED must be False for cpu and memory (the HPA reads them) and True otherwise"
+        )
+    return problems
+
+
+def _has_method(cls: type, name: str) -> bool:
+    return callable(getattr(cls, name, None))
+
+
+def _is_scaler_class(obj: object) -> TypeGuard[Constructor]:
+    """A class whose instances have the `Scaler` methods (its constructor makes scalers)."""
+    return isinstance(obj, type) and all(_has_method(obj, m) for m in _SCALER_METHODS)
+
+
+def _declares_all(cls: Constructor) -> TypeGuard[ScalerFactory]:
+    """A scaler class without `_factory_problems` that declares `validate` and `SAMPLED`."""
+    return hasattr(cls, "validate") and hasattr(cls, "SAMPLED")
+
+
+def _no_problems(config: Config, trigger: TriggerContext) -> Iterable[str]:
+    return ()
+
+
+@dataclass(frozen=True, slots=True)
+class _WithDefaults:
+    """A scaler class that leaves out `validate` or `SAMPLED`, completed with the defaults."""
+
+    cls: Constructor
+    PARAMS: tuple[Param, ...]
+    validate: Validator
+    SAMPLED: bool
+
+    def __call__(self, config: Config, trigger: TriggerContext, clients: ClientPool) -> Scaler:
+        return self.cls(config, trigger, clients)
+
+
+def _factory(trigger_type: str, target: str, obj: object) -> ScalerFactory:
+    """`obj` as a `ScalerFactory`, or a ConfigError naming everything it lacks."""
+    problems = _factory_problems(trigger_type, obj)
+    if problems or not _is_scaler_class(obj):
+        raise ConfigError(
+            f"trigger type '{trigger_type}': {target} is not a scaler class: " + "; ".join(problems)
+        )
+    if _declares_all(obj):
+        return obj
+    return _WithDefaults(
+        obj,
+        getattr(obj, "PARAMS", ()),
+        getattr(obj, "validate", _no_problems),
+        getattr(obj, "SAMPLED", True),
+    )
 
 
 _default = Registry()

@@ -1,17 +1,30 @@
 """The `cpu` and `memory` triggers: HPA Resource metrics, read by the HPA from metrics.k8s.io.
 
 They need no broker and are never sampled by Tidal (`SAMPLED` is False; their MetricSpec kind is
-Resource or ContainerResource). KEDA: metadata ``value`` (required), ``containerName``
-(optional, makes a ContainerResource metric); the target type comes from the trigger's
-``metricType`` (Utilization or AverageValue; Value is rejected).
+Resource or ContainerResource). `is_resource_trigger` is the one place that decides whether a
+trigger type is one of them: parsing, the registry, the runtime and `decide` all ask it.
+
+KEDA: metadata ``value`` (required), ``containerName`` (optional, makes a ContainerResource
+metric); the target type comes from the trigger's ``metricType`` (Utilization or AverageValue;
+Value is rejected).
 """
 
 from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Final
 
 from scaler.clients import ClientPool
 from scaler.contract import MetricSpec, Sample, TriggerContext
 from scaler.errors import ConfigError, QueryError
 from scaler.params import Config, Param
+
+RESOURCE_TRIGGER_TYPES: Final = frozenset({"cpu", "memory"})
+
+
+def is_resource_trigger(trigger_type: str) -> bool:
+    """cpu/memory: an HPA Resource metric, never sampled by Tidal, always active."""
+    return trigger_type in RESOURCE_TRIGGER_TYPES
 
 
 class ResourceTrigger:
@@ -26,8 +39,12 @@ class ResourceTrigger:
     )
     SAMPLED = False
 
+    @staticmethod
+    def validate(config: Config, trigger: TriggerContext) -> Iterable[str]:
+        return ()
+
     def __init__(self, config: Config, trigger: TriggerContext, clients: ClientPool) -> None:
-        if trigger.type not in ("cpu", "memory"):
+        if not is_resource_trigger(trigger.type):
             raise ConfigError(f"trigger type '{trigger.type}' is not a resource trigger")
         if trigger.metric_type == "Value":
             raise ConfigError(

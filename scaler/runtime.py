@@ -15,7 +15,7 @@ from scaler.contract import MetricSpec, Scaler, TriggerContext, fold_metric_name
 from scaler.errors import ConfigError, ScalerError, TidalError
 from scaler.kube.paths import GVKR
 from scaler.objects import ScaledObject, Trigger
-from scaler.registry import Registry
+from scaler.registry import Prepared, Registry
 
 log = logging.getLogger(__name__)
 
@@ -120,7 +120,7 @@ async def build_triggers(
             )
         except ConfigError as exc:
             problems.extend(exc.problems)
-    prepared: list[tuple[Trigger, Any]] = []
+    prepared: list[tuple[Trigger, Prepared]] = []
     for trig in so.triggers:
         auth: dict[str, str] = {}
         if trig.authentication_ref is not None:
@@ -171,7 +171,7 @@ async def build_triggers(
     try:
         for trig, prep in prepared:
             scaler = registry.construct(prep, clients)
-            built.append(TriggerRuntime(trig, scaler.metric_spec(), _sampled(trig, scaler)))
+            built.append(TriggerRuntime(trig, scaler.metric_spec(), _sampled(prep, scaler)))
     except TidalError:
         for t in built:
             if t.scaler is not None:
@@ -212,8 +212,10 @@ def _needs_env(trig: Trigger) -> bool:
     return trig.authentication_ref is not None or any(k.endswith("FromEnv") for k in trig.metadata)
 
 
-def _sampled(trig: Trigger, scaler: Scaler) -> Scaler | None:
-    return None if trig.is_resource else scaler
+def _sampled(prep: Prepared, scaler: Scaler) -> Scaler | None:
+    """The scaler to sample, or None for a class that declares itself never sampled (cpu and
+    memory: the registry holds `SAMPLED` to `is_resource_trigger`)."""
+    return scaler if prep.factory.SAMPLED else None
 
 
 async def sample_with_timeout(scaler: Scaler, now: float, timeout: float) -> Any:

@@ -48,6 +48,7 @@ class CronScaler:
         Param("end", sources=("metadata",), required=True, doc="5-field cron expression"),
         Param("desiredReplicas", "int", sources=("metadata",), required=True, minimum=1),
     )
+    SAMPLED = True
 
     @staticmethod
     def validate(config: Config, trigger: TriggerContext) -> Iterable[str]:

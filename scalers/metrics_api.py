@@ -14,6 +14,7 @@ import json
 import math
 import re
 from collections.abc import Iterable
+from typing import ClassVar
 
 from scaler.clients import ClientPool
 from scaler.contract import MetricSpec, Sample, TriggerContext, metric_name
@@ -63,7 +64,7 @@ def parse_quantity(text: str) -> float | None:
 
 
 class MetricsApiScaler:
-    PARAMS: tuple[Param, ...] = (
+    PARAMS: ClassVar[tuple[Param, ...]] = (
         Param("url", sources=("metadata",), required=True),
         Param("valueLocation", sources=("metadata",), required=True),
         Param("targetValue", "float", sources=("metadata",), required=True),
@@ -83,6 +84,7 @@ class MetricsApiScaler:
         ),
         *HTTP_PARAMS,
     )
+    SAMPLED = True
 
     @staticmethod
     def validate(config: Config, trigger: TriggerContext) -> Iterable[str]:

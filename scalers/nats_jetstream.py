@@ -18,6 +18,7 @@ subscribes to the stream's subjects on the shared connection and yields on every
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterable
+from typing import ClassVar
 from urllib.parse import urlsplit
 
 from scaler.clients import ClientPool, Lease
@@ -33,7 +34,7 @@ _NATS_SCHEMES = ("nats", "tls")
 
 
 class NatsJetStreamScaler:
-    PARAMS: tuple[Param, ...] = (
+    PARAMS: ClassVar[tuple[Param, ...]] = (
         Param("natsServerMonitoringEndpoint", sources=_META_AUTH, doc="host:port of /jsz"),
         Param("account", aliases=("accountID",), sources=_META_AUTH),
         Param("stream", sources=("metadata",), required=True),
@@ -48,6 +49,7 @@ class NatsJetStreamScaler:
         Param("nkeySeed", sources=_AUTH, secret=True),
         Param("creds", sources=_AUTH, secret=True, doc="text of a .creds file"),
     )
+    SAMPLED = True
 
     @staticmethod
     def validate(config: Config, trigger: TriggerContext) -> Iterable[str]:

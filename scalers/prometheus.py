@@ -14,7 +14,7 @@ import json
 import math
 from collections.abc import Iterable
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, ClassVar
 
 from scaler.clients import ClientPool
 from scaler.contract import MetricSpec, Sample, TriggerContext, metric_name
@@ -31,7 +31,7 @@ from scalers.http_common import (
 
 
 class PrometheusScaler:
-    PARAMS: tuple[Param, ...] = (
+    PARAMS: ClassVar[tuple[Param, ...]] = (
         Param("serverAddress", sources=("metadata", "auth", "env"), required=True),
         Param("query", sources=("metadata",), required=True),
         Param("threshold", "float", sources=("metadata",), required=True),
@@ -42,6 +42,7 @@ class PrometheusScaler:
         Param("ignoreNullValues", "bool", sources=("metadata",), default=True),
         *HTTP_PARAMS,
     )
+    SAMPLED = True
 
     @staticmethod
     def validate(config: Config, trigger: TriggerContext) -> Iterable[str]:

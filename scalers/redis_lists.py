@@ -8,6 +8,7 @@ greater than ``activationListLength``. The read is one EVALSHA (see `redis_commo
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterable
+from typing import ClassVar
 
 from scaler.clients import ClientPool
 from scaler.contract import MetricSpec, Sample, TriggerContext, metric_name
@@ -41,12 +42,13 @@ return redis.error_reply('key has unsupported type ' .. kind ..
 
 
 class RedisListScaler:
-    PARAMS: tuple[Param, ...] = (
+    PARAMS: ClassVar[tuple[Param, ...]] = (
         Param("listName", required=True),
         Param("listLength", "int", default=5, above=0, doc="HPA target (AverageValue)"),
         Param("activationListLength", "int", default=0, minimum=0),
         *CONNECTION_PARAMS,
     )
+    SAMPLED = True
 
     def __init__(self, config: Config, trigger: TriggerContext, clients: ClientPool) -> None:
         self._key = config.get_str("listName")

@@ -12,7 +12,7 @@ greater than ``activationLagCount``. Every read is one EVALSHA.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Literal
+from typing import ClassVar, Literal
 
 from scaler.clients import ClientPool
 from scaler.contract import MetricSpec, Sample, TriggerContext, metric_name
@@ -65,7 +65,7 @@ return redis.call('XLEN', key)
 
 
 class RedisStreamsScaler:
-    PARAMS: tuple[Param, ...] = (
+    PARAMS: ClassVar[tuple[Param, ...]] = (
         Param("stream", required=True),
         Param("consumerGroup"),
         Param("pendingEntriesCount", "int", default=5, above=0),
@@ -74,6 +74,7 @@ class RedisStreamsScaler:
         Param("activationLagCount", "int", default=0, minimum=0),
         *CONNECTION_PARAMS,
     )
+    SAMPLED = True
 
     @staticmethod
     def validate(config: Config, trigger: TriggerContext) -> Iterable[str]:

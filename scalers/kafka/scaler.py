@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncGenerator, Iterable, Mapping
+from typing import ClassVar
 
 from scaler.clients import ClientPool, Lease
 from scaler.contract import MetricSpec, Sample, TriggerContext, metric_name
@@ -33,7 +34,8 @@ from scalers.kafka.settings import KafkaSettings
 
 
 class KafkaScaler:
-    PARAMS: tuple[Param, ...] = PARAMS
+    PARAMS: ClassVar[tuple[Param, ...]] = PARAMS
+    SAMPLED = True
 
     @staticmethod
     def validate(config: Config, trigger: TriggerContext) -> Iterable[str]:

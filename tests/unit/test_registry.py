@@ -3,19 +3,24 @@
 from __future__ import annotations
 
 import asyncio
+import importlib.metadata
 import logging
 import subprocess
 import sys
 import textwrap
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from scaler.clients import ClientKey, ClientPool, fingerprint
 from scaler.contract import MetricSpec, TriggerContext
+from scaler.decide import TriggerView
 from scaler.errors import ConfigError, QueryError
+from scaler.objects import Trigger, parse_scaled_object
 from scaler.registry import BUILTINS, Registry, ScalerEntry, build_scaler, known_types, prepare
-from scaler.runtime import duplicate_metric_names
+from scaler.resource_trigger import RESOURCE_TRIGGER_TYPES, ResourceTrigger, is_resource_trigger
+from scaler.runtime import build_triggers, duplicate_metric_names
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -143,6 +148,10 @@ async def test_third_party_scaler_from_entry_point(plugin_dir: Path) -> None:
     sample = await scaler.sample(100.0)
     assert (sample.value, sample.active, sample.observed_at) == (2.5, True, 100.0)
     assert registry.entry("echo").origin == "tidal_echo"
+    factory = registry.load("echo")  # written before validate and SAMPLED: the defaults
+    prepared = registry.prepare(_trigger("echo", {"value": "1"}))
+    assert factory.SAMPLED is True
+    assert list(factory.validate(prepared.config, prepared.trigger)) == []
 
 
 def test_builtin_is_never_replaced_by_an_entry_point(
@@ -159,8 +168,8 @@ def test_builtin_is_never_replaced_by_an_entry_point(
     assert len(refused) == 1
     assert refused[0].__dict__["trigger_type"] == "cron"
     assert refused[0].__dict__["origin"] == "tidal_evil"
-    cls = registry.load("cron")
-    assert cls.__module__ == "scalers.cron"
+    factory = registry.load("cron")
+    assert factory.__module__ == "scalers.cron"
 
 
 def test_prepare_returns_unknown_keys_and_builds_nothing() -> None:
@@ -176,7 +185,138 @@ def test_prepare_returns_unknown_keys_and_builds_nothing() -> None:
     )
     prepared = prepare(trigger)
     assert prepared.config.unknown_keys == ("desiredReplica",)
-    assert prepared.cls.__name__ == "CronScaler"
+    from scalers.cron import CronScaler
+
+    assert prepared.factory is CronScaler
+
+
+def test_every_builtin_loads_as_a_scaler_factory() -> None:
+    registry = Registry(entry_points=list)
+    for trigger_type in BUILTINS:
+        factory = registry.load(trigger_type)  # every extra is installed for the tests
+        assert factory.SAMPLED is not is_resource_trigger(trigger_type), trigger_type
+        assert isinstance(factory.PARAMS, tuple)
+    assert {t for t, e in BUILTINS.items() if e == BUILTINS["cpu"]} == RESOURCE_TRIGGER_TYPES
+    assert registry.load("cpu") is ResourceTrigger
+
+
+_SCALER_METHODS = """
+    def metric_spec(self):
+        return None
+
+    async def sample(self, now):
+        return None
+
+    async def aclose(self):
+        return None
+"""
+
+
+@pytest.mark.parametrize(
+    ("source", "problem"),
+    [
+        pytest.param(
+            "def Plugin(config, trigger, clients):\n    return None\n",
+            "it is not a class",
+            id="function",
+        ),
+        pytest.param(
+            f"class Plugin:\n{_SCALER_METHODS}",
+            "PARAMS is not a tuple of scaler.params.Param",
+            id="no-params",
+        ),
+        pytest.param(
+            f"class Plugin:\n    PARAMS = ('value',)\n{_SCALER_METHODS}",
+            "PARAMS is not a tuple of scaler.params.Param",
+            id="params-not-param",
+        ),
+        pytest.param(
+            "class Plugin:\n    PARAMS = ()\n\n    def metric_spec(self):\n        return None\n",
+            "it has no sample() method; it has no aclose() method",
+            id="no-sample",
+        ),
+        pytest.param(
+            f"class Plugin:\n    PARAMS = ()\n    validate = 3\n{_SCALER_METHODS}",
+            "validate is not callable",
+            id="validate-not-callable",
+        ),
+        pytest.param(
+            f"class Plugin:\n    PARAMS = ()\n    SAMPLED = 'no'\n{_SCALER_METHODS}",
+            "SAMPLED is not True or False",
+            id="sampled-not-bool",
+        ),
+        pytest.param(
+            f"class Plugin:\n    PARAMS = ()\n    SAMPLED = False\n{_SCALER_METHODS}",
+            "SAMPLED must be False for cpu and memory (the HPA reads them) and True otherwise",
+            id="unsampled-external",
+        ),
+    ],
+)
+def test_third_party_class_that_is_no_scaler_factory_is_refused_at_load(
+    plugin_dir: Path, source: str, problem: str
+) -> None:
+    module = f"tidal_bad_{abs(hash(source))}"  # one module per case: imports are cached
+    (plugin_dir / f"{module}.py").write_text(source)
+    entry = importlib.metadata.EntryPoint("bad", f"{module}:Plugin", "tidal.scalers")
+    registry = Registry({}, entry_points=lambda: [entry])
+    with pytest.raises(ConfigError) as info:
+        registry.load("bad")
+    assert str(info.value) == (
+        f"trigger type 'bad': {module}:Plugin is not a scaler class: {problem}"
+    )
+
+
+def test_a_sampled_class_behind_a_resource_type_is_refused() -> None:
+    registry = Registry({"cpu": BUILTINS["cron"]}, entry_points=list)
+    with pytest.raises(ConfigError, match="SAMPLED must be False for cpu and memory"):
+        registry.load("cpu")
+
+
+async def test_resource_triggers_are_decided_in_one_place() -> None:
+    raw: dict[str, Any] = {
+        "apiVersion": "keda.sh/v1alpha1",
+        "kind": "ScaledObject",
+        "metadata": {"name": "so", "namespace": "ns", "uid": "u1", "generation": 1},
+        "spec": {
+            "scaleTargetRef": {"name": "app"},
+            "triggers": [
+                {"type": "cpu", "metricType": "Utilization", "metadata": {"value": "60"}},
+                {
+                    "type": "cron",
+                    "metadata": {
+                        "timezone": "UTC",
+                        "start": "0 8 * * *",
+                        "end": "0 9 * * *",
+                        "desiredReplicas": "2",
+                    },
+                },
+            ],
+        },
+    }
+    so = parse_scaled_object(raw)
+
+    async def no_fetch(*_: object) -> None:
+        return None
+
+    built = await build_triggers(
+        so,
+        registry=Registry(entry_points=list),
+        clients=ClientPool(),
+        fetch=no_fetch,
+        auth_lookup=no_fetch,
+        pod_spec=None,
+        cluster_namespace="keda",
+        timeout=3.0,
+    )
+    assert [(t.trigger.is_resource, t.scaler is None) for t in built] == [
+        (True, True),
+        (False, False),
+    ]
+    for trigger_type in ("cpu", "memory", "cron", "redis", "my-plugin"):
+        resource = trigger_type in ("cpu", "memory")
+        assert is_resource_trigger(trigger_type) is resource
+        assert Trigger(0, trigger_type).is_resource is resource
+        assert TriggerView("m", trigger_type).is_resource is resource
 
 
 @pytest.mark.parametrize(

@@ -12,6 +12,8 @@ Credentials (TriggerAuthentication params only; all but ``username`` are secret)
 
 Push: `NatsConnection.messages` subscribes (core NATS, no consumer, no ack) to a stream's
 subjects and yields once per message; it raises ScalerError when the connection drops.
+`subject_wakeups` does the same for a lease held only while the iterator runs (the aws-s3
+trigger's bucket events). `nats_url` normalizes a ``nats://host[:port]`` or bare ``host:port``.
 """
 
 from __future__ import annotations
@@ -19,7 +21,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Sequence
+import urllib.parse
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -105,7 +108,7 @@ class SharedNats:
         except TimeoutError:
             why = f" (last error: {self.last_error})" if self.last_error else ""
             raise ScalerError(
-                f"nats-jetstream {t.server}: cannot connect within {t.timeout:g} s{why}"
+                f"nats {t.server}: connection failed: no connection within {t.timeout:g} s{why}"
             ) from None
         return self
 
@@ -202,38 +205,88 @@ class NatsConnection:
     async def messages(self, subjects: Sequence[str]) -> AsyncIterator[None]:
         """Yield once per message published on `subjects`; ScalerError when the link drops."""
         shared = await self._shared()
-        queue: asyncio.Queue[BaseException | None] = asyncio.Queue(_WAKEUP_QUEUE)
-
-        async def on_message(_msg: Msg) -> None:
-            _offer(queue, None)
-
-        subs = []
-        shared.listen_for_drop(queue)
-        try:
-            try:
-                for subject in subjects:
-                    subs.append(await shared.client.subscribe(subject, cb=on_message))
-                await shared.client.flush(timeout=max(1, round(self.target.timeout)))
-            except (nats.errors.Error, OSError, TimeoutError) as exc:
-                raise ScalerError(self._message("subscribe failed", exc)) from exc
-            while True:
-                item = await queue.get()
-                if item is not None:
-                    raise item
+        async with contextlib.aclosing(_subscribed(shared, subjects, self._message)) as wakeups:
+            async for _ in wakeups:
                 yield None
-        finally:
-            shared.unlisten(queue)
-            # Shielded: a second cancellation must not leave subscriptions on the shared link.
-            await asyncio.shield(_unsubscribe_all(subs))
 
     def _message(self, what: str, exc: BaseException) -> str:
-        detail = redact(f"{type(exc).__name__}: {exc}", self.target.secrets())
-        return f"nats-jetstream {self.target.server}: {what}: {detail}"
+        return _failure("nats-jetstream", self.target, what, exc)
 
     async def aclose(self) -> None:
         lease, self._lease = self._lease, None
         if lease is not None:
             await lease.release()
+
+
+async def subject_wakeups(
+    target: NatsTarget, subjects: Sequence[str], clients: ClientPool
+) -> AsyncGenerator[None, None]:
+    """`NatsConnection.messages` on a lease of the shared connection held while iterating."""
+
+    def message(what: str, exc: BaseException) -> str:
+        return _failure("nats", target, what, exc)
+
+    try:
+        lease = await clients.acquire(target.key, lambda: _connect(target), _close)
+    except (nats.errors.Error, OSError, TimeoutError) as exc:
+        raise ScalerError(message("connection failed", exc)) from exc
+    try:
+        async with contextlib.aclosing(_subscribed(lease.client, subjects, message)) as wakeups:
+            async for _ in wakeups:
+                yield None
+    finally:
+        await asyncio.shield(lease.release())
+
+
+async def _subscribed(
+    shared: SharedNats, subjects: Sequence[str], message: Callable[[str, BaseException], str]
+) -> AsyncGenerator[None, None]:
+    """Subscribe `subjects` on `shared` and yield once per message; ScalerError on a drop."""
+    queue: asyncio.Queue[BaseException | None] = asyncio.Queue(_WAKEUP_QUEUE)
+
+    async def on_message(_msg: Msg) -> None:
+        _offer(queue, None)
+
+    subs = []
+    shared.listen_for_drop(queue)
+    try:
+        try:
+            for subject in subjects:
+                subs.append(await shared.client.subscribe(subject, cb=on_message))
+            await shared.client.flush(timeout=max(1, round(shared.target.timeout)))
+        except (nats.errors.Error, OSError, TimeoutError) as exc:
+            raise ScalerError(message("subscribe failed", exc)) from exc
+        while True:
+            item = await queue.get()
+            if item is not None:
+                raise item
+            yield None
+    finally:
+        shared.unlisten(queue)
+        # Shielded: a second cancellation must not leave subscriptions on the shared link.
+        await asyncio.shield(_unsubscribe_all(subs))
+
+
+def _failure(label: str, target: NatsTarget, what: str, exc: BaseException) -> str:
+    detail = redact(f"{type(exc).__name__}: {exc}", target.secrets())
+    return f"{label} {target.server}: {what}: {detail}"
+
+
+def nats_url(server: str) -> str | None:
+    """``nats://host:port`` for ``nats://host[:port]`` or ``host:port`` (port 4222 by default);
+    None for another scheme, credentials, a path or a query."""
+    text = server if "://" in server else f"nats://{server}"
+    parts = urllib.parse.urlsplit(text)
+    if parts.scheme != "nats" or not parts.hostname or parts.username or parts.password:
+        return None
+    try:
+        port = parts.port or 4222
+    except ValueError:
+        return None
+    if parts.path not in ("", "/") or parts.query:
+        return None
+    host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
+    return f"nats://{host}:{port}"
 
 
 async def _unsubscribe_all(subs: list[Any]) -> None:

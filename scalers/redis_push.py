@@ -5,6 +5,8 @@ key on it, through the ClientPool. Each subscriber gets a coalescing flag, not a
 of 10,000 LPUSHes sets the flag 10,000 times and wakes the object once. The server must have
 keyspace notifications for lists enabled (``notify-keyspace-events`` containing ``K`` and ``l``
 or ``A``); when it does not, `wakeups()` raises ScalerError saying so and the object is polled.
+A subscriber may name the keyspace events it wakes on: the aws-s3 trigger's bucket events
+(`scalers.s3_events`) share the hub and wake only on pushes to their list.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, Collection
 from typing import Any
 
 from redis import exceptions as redis_errors
@@ -39,14 +41,15 @@ def keyspace_enabled(flags: str, type_flag: str = "l") -> bool:
 
 
 class KeyspaceHub:
-    """A shared pub/sub connection fanning keyspace events out to per-subscriber flags."""
+    """A shared pub/sub connection fanning keyspace events out to per-subscriber flags; a
+    subscriber may name the events (commands, e.g. ``rpush``) it wakes on, else any event."""
 
     def __init__(self, target: RedisTarget, client: Any, type_flag: str = "l") -> None:
         self._target = target
         self._type_flag = type_flag
         self._client = client
         self._pubsub = client.pubsub()
-        self._subscribers: dict[str, set[asyncio.Event]] = {}
+        self._subscribers: dict[str, dict[asyncio.Event, Collection[str] | None]] = {}
         self._lock = asyncio.Lock()
         self._reader: asyncio.Task[None] | None = None
         self.error: str | None = None
@@ -74,7 +77,7 @@ class KeyspaceHub:
             await self._pubsub.subscribe("__tidal__:hello")
         except (redis_errors.RedisError, OSError) as exc:
             raise ScalerError(
-                f"redis {self._target.endpoint}: push subscription failed: {type(exc).__name__}"
+                f"redis {self._target.endpoint}: push connection failed: {type(exc).__name__}"
             ) from exc
         self._reader = asyncio.create_task(self._read(), name="redis-keyspace-reader")
 
@@ -84,11 +87,14 @@ class KeyspaceHub:
                 msg = await self._pubsub.get_message(ignore_subscribe_messages=True, timeout=5.0)
                 if msg is None:
                     continue
-                channel = msg.get("channel")
+                channel, event = msg.get("channel"), msg.get("data")
                 if isinstance(channel, bytes):
                     channel = channel.decode()
-                for flag in self._subscribers.get(str(channel), ()):
-                    flag.set()
+                if isinstance(event, bytes):
+                    event = event.decode()
+                for flag, wanted in self._subscribers.get(str(channel), {}).items():
+                    if wanted is None or event in wanted:
+                        flag.set()
         except asyncio.CancelledError:
             raise
         except (redis_errors.RedisError, OSError) as exc:
@@ -102,10 +108,12 @@ class KeyspaceHub:
             for flag in flags:
                 flag.set()
 
-    async def subscribe(self, channel: str, flag: asyncio.Event) -> None:
+    async def subscribe(
+        self, channel: str, flag: asyncio.Event, events: Collection[str] | None = None
+    ) -> None:
         async with self._lock:
             first = channel not in self._subscribers
-            self._subscribers.setdefault(channel, set()).add(flag)
+            self._subscribers.setdefault(channel, {})[flag] = events
             if first:
                 try:
                     await self._pubsub.subscribe(channel)
@@ -119,7 +127,7 @@ class KeyspaceHub:
             flags = self._subscribers.get(channel)
             if flags is None:
                 return
-            flags.discard(flag)
+            flags.pop(flag, None)
             if not flags:
                 del self._subscribers[channel]
                 if not self.closed.is_set():
@@ -142,9 +150,14 @@ async def _close_hub(hub: KeyspaceHub) -> None:
 
 
 async def key_wakeups(
-    target: RedisTarget, key: str, clients: ClientPool, type_flag: str = "l"
-) -> AsyncIterator[None]:
-    """Yields once per burst of changes to `key`; raises ScalerError when the connection ends."""
+    target: RedisTarget,
+    key: str,
+    clients: ClientPool,
+    type_flag: str = "l",
+    events: Collection[str] | None = None,
+) -> AsyncGenerator[None, None]:
+    """Yields once per burst of changes to `key` (of the keyspace `events` only, when given);
+    raises ScalerError when the connection ends."""
     if target.mode != "single":
         raise UnsupportedError(
             f"push wake-ups need a single Redis server; {target.mode} triggers are polled"
@@ -171,7 +184,7 @@ async def key_wakeups(
     channel = f"__keyspace@{target.db}__:{key}"
     flag = asyncio.Event()
     try:
-        await hub.subscribe(channel, flag)
+        await hub.subscribe(channel, flag, events)
         if hub.closed.is_set():  # acquired a hub whose connection had just died
             raise ScalerError(hub.error or "redis push connection closed")
         while True:

@@ -16,8 +16,9 @@ loop. One boto3 client per (endpoint, region, addressing style, credential finge
 shared through the ClientPool. Requests are not retried by botocore: the next poll retries.
 
 Bucket notifications (see `scalers.s3_events`) can wake the sample at once; when an events
-source is configured, building an `S3Scaler` gives an `S3EventsScaler`, which has
-``wakeups()``.
+source is configured, building an `S3Scaler` gives an `S3EventsScaler` (below), which has
+``wakeups()``: the trigger type names one class, and a scaler without events must not look
+push-capable to the core.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ import logging
 import re
 import threading
 import urllib.parse
-from collections.abc import Iterable, Mapping
+from collections.abc import AsyncIterator, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -39,8 +40,15 @@ from botocore.config import Config as BotoConfig
 
 from scaler.clients import ClientKey, ClientPool, Lease, fingerprint
 from scaler.contract import MetricSpec, Sample, TriggerContext, metric_name
-from scaler.errors import ConfigError, QueryError, ScalerError
+from scaler.errors import QueryError, ScalerError
 from scaler.params import Config, Param, redact
+from scalers.s3_events import (
+    EVENT_PARAMS,
+    EventsTarget,
+    event_wakeups,
+    events_problems,
+    events_target,
+)
 
 if TYPE_CHECKING:
     from mypy_boto3_s3.client import S3Client as BotoS3
@@ -52,7 +60,6 @@ S3_THREADS = 4  # threads running boto3 calls, shared by every S3 scaler of the 
 PAGE_SIZE = 1000  # S3's largest ListObjectsV2 page
 # boto3's own bucket-name check, so a bad name is a ConfigError and not a failing poll.
 _BUCKET_NAME = re.compile(r"[a-zA-Z0-9.\-_]{1,255}")
-_REDIS_ADDRESS = re.compile(r"(?P<host>\[[0-9a-fA-F:]+\]|[^:\s/]+):(?P<port>\d{1,5})")
 _METRIC_DETAIL = re.compile(r"[^A-Za-z0-9._-]+")
 # Error codes meaning "these credentials may not do this" (vs. a missing bucket or a bad answer).
 _AUTH_CODES = frozenset(
@@ -66,18 +73,6 @@ _AUTH_CODES = frozenset(
         "SignatureDoesNotMatch",
         "TokenRefreshRequired",
     }
-)
-
-EVENT_PARAMS: tuple[Param, ...] = (
-    Param("eventsRedisAddress", doc="host:port of the Redis the bucket notifies"),
-    Param("eventsRedisList", sources=("metadata",), doc="the list key the events are RPUSHed to"),
-    Param("eventsRedisUsername"),
-    Param("eventsRedisPassword", sources=("auth", "env"), secret=True),
-    Param("eventsRedisDatabaseIndex", "int", sources=("metadata",), default=0, minimum=0),
-    Param("eventsNatsServer", doc="nats://host:port of the NATS server the bucket notifies"),
-    Param("eventsNatsSubject", sources=("metadata",)),
-    Param("eventsNatsUsername"),
-    Param("eventsNatsPassword", sources=("auth", "env"), secret=True),
 )
 
 
@@ -143,56 +138,6 @@ class Count:
     requests: int
     truncated: bool  # stopped at max_objects: `objects` is a lower bound
 
-
-@dataclass(frozen=True, slots=True, repr=False)
-class RedisEvents:
-    """Bucket events RPUSHed to a Redis list (MinIO's Redis target, format `access`)."""
-
-    host: str
-    port: int
-    db: int
-    list_key: str
-    username: str | None
-    password: str | None
-    timeout: float
-
-    @property
-    def endpoint(self) -> str:
-        return f"redis://{self.host}:{self.port}/{self.db}"
-
-    def key(self) -> ClientKey:
-        return ClientKey(
-            "s3-events-redis", self.endpoint, fingerprint(self.username, self.password)
-        )
-
-    def secrets(self) -> tuple[str, ...]:
-        return (self.password,) if self.password else ()
-
-    def __repr__(self) -> str:
-        return f"RedisEvents({self.endpoint}, list={self.list_key})"
-
-
-@dataclass(frozen=True, slots=True, repr=False)
-class NatsEvents:
-    """Bucket events published on a NATS subject (MinIO's NATS target, or a bridge)."""
-
-    server: str  # nats://host:port
-    subject: str
-    username: str | None
-    password: str | None
-    timeout: float
-
-    def key(self) -> ClientKey:
-        return ClientKey("s3-events-nats", self.server, fingerprint(self.username, self.password))
-
-    def secrets(self) -> tuple[str, ...]:
-        return (self.password,) if self.password else ()
-
-    def __repr__(self) -> str:
-        return f"NatsEvents({self.server}, subject={self.subject})"
-
-
-EventsTarget = RedisEvents | NatsEvents
 
 # -- the shared thread pool ----------------------------------------------------------------------
 
@@ -277,74 +222,6 @@ def _endpoint_problems(endpoint: str) -> list[str]:
     return []
 
 
-def _events_problems(config: Config) -> list[str]:
-    problems: list[str] = []
-    redis_address = config.opt_str("eventsRedisAddress")
-    redis_list = config.opt_str("eventsRedisList")
-    nats_server = config.opt_str("eventsNatsServer")
-    nats_subject = config.opt_str("eventsNatsSubject")
-    if (redis_address is None) != (redis_list is None):
-        problems.append("eventsRedisAddress and eventsRedisList must be given together")
-    if (nats_server is None) != (nats_subject is None):
-        problems.append("eventsNatsServer and eventsNatsSubject must be given together")
-    if redis_address is not None and nats_server is not None:
-        problems.append("give one events source: eventsRedisAddress or eventsNatsServer, not both")
-    if redis_address is not None and not _REDIS_ADDRESS.fullmatch(redis_address):
-        problems.append(
-            f"invalid eventsRedisAddress '{redis_address}': should be in the format host:port"
-        )
-    if nats_server is not None and _nats_url(nats_server) is None:
-        problems.append(
-            f"invalid eventsNatsServer '{nats_server}': expected nats://host:port or host:port"
-        )
-    if nats_subject is not None and any(c in nats_subject for c in " \t\r\n"):
-        problems.append(f"invalid eventsNatsSubject '{nats_subject}': no whitespace allowed")
-    return problems
-
-
-def _nats_url(server: str) -> str | None:
-    text = server if "://" in server else f"nats://{server}"
-    parts = urllib.parse.urlsplit(text)
-    if parts.scheme != "nats" or not parts.hostname or parts.username or parts.password:
-        return None
-    try:
-        port = parts.port or 4222
-    except ValueError:
-        return None
-    if parts.path not in ("", "/") or parts.query:
-        return None
-    host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
-    return f"nats://{host}:{port}"
-
-
-def _events_target(config: Config, timeout: float) -> EventsTarget | None:
-    address = config.opt_str("eventsRedisAddress")
-    if address is not None:
-        match = _REDIS_ADDRESS.fullmatch(address)
-        assert match is not None  # validated
-        return RedisEvents(
-            host=match["host"].strip("[]"),
-            port=int(match["port"]),
-            db=config.get_int("eventsRedisDatabaseIndex"),
-            list_key=config.get_str("eventsRedisList"),
-            username=config.opt_str("eventsRedisUsername"),
-            password=config.opt_str("eventsRedisPassword"),
-            timeout=timeout,
-        )
-    server = config.opt_str("eventsNatsServer")
-    if server is not None:
-        url = _nats_url(server)
-        assert url is not None  # validated
-        return NatsEvents(
-            server=url,
-            subject=config.get_str("eventsNatsSubject"),
-            username=config.opt_str("eventsNatsUsername"),
-            password=config.opt_str("eventsNatsPassword"),
-            timeout=timeout,
-        )
-    return None
-
-
 def _metric_detail(bucket: str, prefix: str, delimiter: str) -> str:
     detail = f"aws-s3-{bucket}"
     trimmed = prefix.rstrip("/" + delimiter)
@@ -378,14 +255,7 @@ class S3Scaler:
 
     def __new__(cls, config: Config, trigger: TriggerContext, clients: ClientPool) -> S3Scaler:
         """An `S3EventsScaler` (which has ``wakeups()``) when an events source is configured."""
-        if cls is S3Scaler and _events_target(config, trigger.timeout) is not None:
-            try:
-                from scalers.s3_events import S3EventsScaler
-            except ImportError as exc:
-                raise ConfigError(
-                    "aws-s3 bucket events need the redis or nats client library:"
-                    f" pip install 'tidal[redis]' or 'tidal[nats]' ({exc.name} is missing)"
-                ) from exc
+        if cls is S3Scaler and events_target(config, trigger.timeout) is not None:
             return super().__new__(S3EventsScaler)
         return super().__new__(cls)
 
@@ -405,7 +275,7 @@ class S3Scaler:
             session_token=config.opt_str("awsSessionToken"),
             timeout=trigger.timeout,
         )
-        self.events: EventsTarget | None = _events_target(config, trigger.timeout)
+        self.events: EventsTarget | None = events_target(config, trigger.timeout)
         self._activation = config.get_int("activationTargetObjectCount")
         self._spec = MetricSpec(
             metric_name(trigger.index, _metric_detail(bucket, prefix, config.get_str("delimiter"))),
@@ -436,7 +306,7 @@ class S3Scaler:
                 "awsRoleArn and identityOwner: operator are not supported by aws-s3;"
                 " give awsAccessKeyID and awsSecretAccessKey through a TriggerAuthentication"
             )
-        problems.extend(_events_problems(config))
+        problems.extend(events_problems(config))
         return problems
 
     def metric_spec(self) -> MetricSpec:
@@ -521,3 +391,16 @@ class S3Scaler:
         lease, self._lease = self._lease, None
         if lease is not None:
             await lease.release()
+
+
+class S3EventsScaler(S3Scaler):
+    """`S3Scaler` with ``wakeups()`` from the bucket's notifications (built by S3Scaler)."""
+
+    def __init__(self, config: Config, trigger: TriggerContext, clients: ClientPool) -> None:
+        super().__init__(config, trigger, clients)
+        if self.events is None:
+            raise ValueError("S3EventsScaler needs an events source")
+        self._source: EventsTarget = self.events
+
+    def wakeups(self) -> AsyncIterator[None]:
+        return event_wakeups(self._source, self._clients)

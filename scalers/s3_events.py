@@ -13,349 +13,195 @@ as a hint to list the bucket now instead of at the next poll: the listing decide
 * **NATS** (``eventsNatsServer`` + ``eventsNatsSubject``): a core-NATS subscription; every
   message wakes.
 
-One connection per server and credentials serves every scaler (a `ClientPool` lease held by
-each ``wakeups()`` iterator while it runs); one server-side subscription per channel or
-subject, fanned out to the iterators. Wake-ups coalesce: many events before the consumer
-resumes are one wake-up. When the connection breaks, every iterator on it raises
-`ScalerError`; the core falls back to polling and calls ``wakeups()`` again, which connects
-afresh once the last iterator of the broken connection has ended.
+The connections are the brokers' shared push hubs: `scalers.redis_push` (one keyspace pub/sub
+connection per Redis server and credentials, also serving the redis triggers) and
+`scalers.nats_client` (one NATS connection per server and credentials). Each ``wakeups()``
+iterator holds a `ClientPool` lease while it runs; wake-ups coalesce. When the connection
+breaks, every iterator on it raises `ScalerError`; the core falls back to polling and calls
+``wakeups()`` again.
 """
 
 from __future__ import annotations
 
-import asyncio
-import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any, Protocol, TypeVar
-
-import nats
-from nats import errors as nats_errors
-from redis import exceptions as redis_errors
-from redis.asyncio import Redis
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
+import re
+from collections.abc import AsyncGenerator, AsyncIterator
+from dataclasses import dataclass
 
 from scaler.clients import ClientKey, ClientPool
-from scaler.contract import TriggerContext
-from scaler.errors import ScalerError
-from scaler.params import Config, redact
-from scalers.s3 import NatsEvents, RedisEvents, S3Scaler
-
-log = logging.getLogger(__name__)
+from scaler.errors import ScalerError, UnsupportedError
+from scaler.params import Config, Param
+from scalers.nats_client import NatsTarget, nats_url, subject_wakeups
+from scalers.redis_common import RedisTarget
+from scalers.redis_push import key_wakeups
 
 # Keyspace events of commands that add to a list (RPUSHX / LPUSHX / LMOVE report these too).
 PUSH_EVENTS = frozenset({"rpush", "lpush", "linsert"})
+_REDIS_ADDRESS = re.compile(r"(?P<host>\[[0-9a-fA-F:]+\]|[^:\s/]+):(?P<port>\d{1,5})")
+
+EVENT_PARAMS: tuple[Param, ...] = (
+    Param("eventsRedisAddress", doc="host:port of the Redis the bucket notifies"),
+    Param("eventsRedisList", sources=("metadata",), doc="the list key the events are RPUSHed to"),
+    Param("eventsRedisUsername"),
+    Param("eventsRedisPassword", sources=("auth", "env"), secret=True),
+    Param("eventsRedisDatabaseIndex", "int", sources=("metadata",), default=0, minimum=0),
+    Param("eventsNatsServer", doc="nats://host:port of the NATS server the bucket notifies"),
+    Param("eventsNatsSubject", sources=("metadata",)),
+    Param("eventsNatsUsername"),
+    Param("eventsNatsPassword", sources=("auth", "env"), secret=True),
+)
 
 
-class Mailbox:
-    """One iterator's inbox: a coalescing 'something happened' flag, or the error that ended it."""
+@dataclass(frozen=True, slots=True, repr=False)
+class RedisEvents:
+    """Bucket events RPUSHed to a Redis list (MinIO's Redis target, format `access`)."""
 
-    __slots__ = ("_error", "_event")
+    host: str
+    port: int
+    db: int
+    list_key: str
+    username: str | None
+    password: str | None
+    timeout: float
 
-    def __init__(self) -> None:
-        self._event = asyncio.Event()
-        self._error: ScalerError | None = None
+    @property
+    def endpoint(self) -> str:
+        return f"redis://{self.host}:{self.port}/{self.db}"
 
-    def notify(self) -> None:
-        self._event.set()
+    def redis_target(self) -> RedisTarget:
+        """The single-server target whose keyspace hub (`scalers.redis_push`) is shared."""
+        return RedisTarget(
+            mode="single",
+            addresses=((self.host, self.port),),
+            db=self.db,
+            username=self.username,
+            password=self.password,
+            sentinel_username=None,
+            sentinel_password=None,
+            sentinel_master=None,
+            tls=None,
+            timeout=self.timeout,
+        )
 
-    def fail(self, error: ScalerError) -> None:
-        if self._error is None:
-            self._error = error
-        self._event.set()
+    def key(self) -> ClientKey:
+        return self.redis_target().key()
 
-    async def wait(self) -> None:
-        await self._event.wait()
-        self._event.clear()
-        if self._error is not None:
-            raise self._error
+    def secrets(self) -> tuple[str, ...]:
+        return (self.password,) if self.password else ()
 
-
-class Hub(Protocol):
-    """A shared connection that fans one server-side subscription out to many mailboxes."""
-
-    async def subscribe(self, channel: str) -> Mailbox: ...
-
-    async def unsubscribe(self, channel: str, box: Mailbox) -> None: ...
-
-    async def aclose(self) -> None: ...
-
-
-H = TypeVar("H", bound=Hub)
-
-
-class _Boxes:
-    """Mailboxes by channel, and failing them all at once."""
-
-    def __init__(self) -> None:
-        self.by_channel: dict[str, set[Mailbox]] = {}
-        self.broken: ScalerError | None = None
-
-    def add(self, channel: str) -> tuple[Mailbox, bool]:
-        """A new mailbox, and whether it is the channel's first."""
-        box = Mailbox()
-        boxes = self.by_channel.setdefault(channel, set())
-        boxes.add(box)
-        return box, len(boxes) == 1
-
-    def remove(self, channel: str, box: Mailbox) -> bool:
-        """Forget `box`; True when its channel has no mailbox left."""
-        boxes = self.by_channel.get(channel)
-        if boxes is None:
-            return False
-        boxes.discard(box)
-        if boxes:
-            return False
-        del self.by_channel[channel]
-        return True
-
-    def notify(self, channel: str) -> None:
-        for box in self.by_channel.get(channel, ()):
-            box.notify()
-
-    def fail_all(self, error: ScalerError) -> None:
-        self.broken = error
-        for boxes in self.by_channel.values():
-            for box in boxes:
-                box.fail(error)
+    def __repr__(self) -> str:
+        return f"RedisEvents({self.endpoint}, list={self.list_key})"
 
 
-# -- Redis: keyspace notifications of the events list --------------------------------------------
+@dataclass(frozen=True, slots=True, repr=False)
+class NatsEvents:
+    """Bucket events published on a NATS subject (MinIO's NATS target, or a bridge)."""
+
+    server: str  # nats://host:port
+    subject: str
+    username: str | None
+    password: str | None
+    timeout: float
+
+    def nats_target(self) -> NatsTarget:
+        """The target whose shared connection (`scalers.nats_client`) is used."""
+        return NatsTarget(
+            self.server, username=self.username, password=self.password, timeout=self.timeout
+        )
+
+    def key(self) -> ClientKey:
+        return self.nats_target().key
+
+    def secrets(self) -> tuple[str, ...]:
+        return (self.password,) if self.password else ()
+
+    def __repr__(self) -> str:
+        return f"NatsEvents({self.server}, subject={self.subject})"
+
+
+EventsTarget = RedisEvents | NatsEvents
 
 
 def keyspace_channel(target: RedisEvents) -> str:
     return f"__keyspace@{target.db}__:{target.list_key}"
 
 
-def _notifies_lists(flags: str) -> bool:
-    return "K" in flags and ("A" in flags or "l" in flags)
+# -- parameters ----------------------------------------------------------------------------------
 
 
-class RedisHub:
-    """One pub/sub connection to one Redis, shared by every watcher of its lists."""
-
-    def __init__(self, target: RedisEvents) -> None:
-        self._target = target
-        self._client = Redis(
-            host=target.host,
-            port=target.port,
-            db=target.db,
-            username=target.username,
-            password=target.password,
-            socket_timeout=target.timeout,  # pub/sub reads block without it (see _read)
-            socket_connect_timeout=target.timeout,
-            socket_keepalive=True,
-            retry=Retry(NoBackoff(), 1),
-            decode_responses=True,
+def events_problems(config: Config) -> list[str]:
+    """Cross-field checks of the events parameters."""
+    problems: list[str] = []
+    redis_address = config.opt_str("eventsRedisAddress")
+    redis_list = config.opt_str("eventsRedisList")
+    nats_server = config.opt_str("eventsNatsServer")
+    nats_subject = config.opt_str("eventsNatsSubject")
+    if (redis_address is None) != (redis_list is None):
+        problems.append("eventsRedisAddress and eventsRedisList must be given together")
+    if (nats_server is None) != (nats_subject is None):
+        problems.append("eventsNatsServer and eventsNatsSubject must be given together")
+    if redis_address is not None and nats_server is not None:
+        problems.append("give one events source: eventsRedisAddress or eventsNatsServer, not both")
+    if redis_address is not None and not _REDIS_ADDRESS.fullmatch(redis_address):
+        problems.append(
+            f"invalid eventsRedisAddress '{redis_address}': should be in the format host:port"
         )
-        self._pubsub = self._client.pubsub(ignore_subscribe_messages=True)
-        self._boxes = _Boxes()
-        self._checked = False
-        self._reader: asyncio.Task[None] | None = None
-        self._lock = asyncio.Lock()
-
-    async def subscribe(self, channel: str) -> Mailbox:
-        async with self._lock:
-            if self._boxes.broken is not None:
-                raise self._boxes.broken
-            if not self._checked:
-                try:
-                    await self._check_notifications()
-                except (redis_errors.RedisError, OSError, TimeoutError) as exc:
-                    raise ScalerError(self._message("connection failed", exc)) from exc
-                self._checked = True
-            box, first = self._boxes.add(channel)
-            if first:
-                try:
-                    await self._pubsub.subscribe(channel)
-                except (redis_errors.RedisError, OSError, TimeoutError) as exc:
-                    self._boxes.remove(channel, box)
-                    raise ScalerError(self._message("subscribe failed", exc)) from exc
-            if self._reader is None or self._reader.done():
-                self._reader = asyncio.create_task(self._read(), name="tidal-s3-events-redis")
-            return box
-
-    async def _check_notifications(self) -> None:
-        try:
-            answer = await self._client.config_get("notify-keyspace-events")
-        except redis_errors.ResponseError:
-            return  # CONFIG is not allowed (managed Redis, ACL): trust the operator
-        flags = str(answer.get("notify-keyspace-events", ""))
-        if not _notifies_lists(flags):
-            raise ScalerError(
-                f"redis {self._target.endpoint}: keyspace notifications for lists are off"
-                f" (notify-keyspace-events is '{flags}'); bucket events need 'Kl' or 'KA'"
-                " (CONFIG SET notify-keyspace-events Kl)"
-            )
-
-    async def _read(self) -> None:
-        try:
-            while self._boxes.by_channel:
-                message = await self._pubsub.get_message(timeout=None)
-                if message is not None and message.get("data") in PUSH_EVENTS:
-                    self._boxes.notify(str(message.get("channel")))
-        except (redis_errors.RedisError, OSError, TimeoutError) as exc:
-            self._boxes.fail_all(ScalerError(self._message("subscription lost", exc)))
-
-    async def unsubscribe(self, channel: str, box: Mailbox) -> None:
-        async with self._lock:
-            if self._boxes.remove(channel, box) and self._boxes.broken is None:
-                try:
-                    await self._pubsub.unsubscribe(channel)
-                except (redis_errors.RedisError, OSError, TimeoutError) as exc:
-                    self._boxes.fail_all(ScalerError(self._message("unsubscribe failed", exc)))
-
-    def _message(self, what: str, exc: BaseException) -> str:
-        detail = redact(f"{type(exc).__name__}: {exc}", self._target.secrets())
-        return f"redis {self._target.endpoint}: {what}: {detail}"
-
-    async def aclose(self) -> None:
-        if self._reader is not None:
-            self._reader.cancel()
-            await asyncio.gather(self._reader, return_exceptions=True)
-        await self._pubsub.aclose()  # type: ignore[no-untyped-call]
-        await self._client.aclose()
-
-
-# -- NATS: a core subscription to the events subject ---------------------------------------------
-
-
-class NatsHub:
-    """One NATS connection, shared by every watcher of its subjects; no reconnects (see module)."""
-
-    def __init__(self, target: NatsEvents) -> None:
-        self._target = target
-        self._nc: Any = None
-        self._boxes = _Boxes()
-        self._subs: dict[str, Any] = {}
-        self._lock = asyncio.Lock()
-
-    async def connect(self) -> NatsHub:
-        try:
-            self._nc = await nats.connect(
-                self._target.server,
-                user=self._target.username,
-                password=self._target.password,
-                name="tidal-s3-events",
-                allow_reconnect=False,
-                # Two tries of the first connect, then NoServersError (the default is 60 x 2 s).
-                max_reconnect_attempts=1,
-                reconnect_time_wait=1,
-                connect_timeout=max(1, round(self._target.timeout)),
-                ping_interval=20,
-                closed_cb=self._closed,
-                error_cb=self._error,
-            )
-        except (nats_errors.Error, OSError, TimeoutError) as exc:
-            raise ScalerError(self._message("connection failed", exc)) from exc
-        return self
-
-    async def _closed(self) -> None:
-        self._boxes.fail_all(ScalerError(f"nats {self._target.server}: connection closed"))
-
-    async def _error(self, exc: Exception) -> None:
-        # The connection reports its own errors; a broken one also closes (see _closed).
-        log.debug(
-            "s3 events nats connection error",
-            extra={"server": self._target.server, "error": self._message("error", exc)},
+    if nats_server is not None and nats_url(nats_server) is None:
+        problems.append(
+            f"invalid eventsNatsServer '{nats_server}': expected nats://host:port or host:port"
         )
-
-    async def subscribe(self, channel: str) -> Mailbox:
-        async with self._lock:
-            if self._boxes.broken is not None or self._nc.is_closed:
-                raise self._boxes.broken or ScalerError(
-                    f"nats {self._target.server}: connection closed"
-                )
-            box, first = self._boxes.add(channel)
-            if first:
-                try:
-                    self._subs[channel] = await self._nc.subscribe(
-                        channel, cb=self._callback(channel)
-                    )
-                    await self._nc.flush(timeout=self._target.timeout)
-                except (nats_errors.Error, OSError, TimeoutError) as exc:
-                    self._boxes.remove(channel, box)
-                    self._subs.pop(channel, None)
-                    raise ScalerError(self._message("subscribe failed", exc)) from exc
-            return box
-
-    def _callback(self, channel: str) -> Callable[[Any], Awaitable[None]]:
-        async def on_message(_msg: Any) -> None:
-            self._boxes.notify(channel)
-
-        return on_message
-
-    async def unsubscribe(self, channel: str, box: Mailbox) -> None:
-        async with self._lock:
-            if self._boxes.remove(channel, box):
-                sub = self._subs.pop(channel, None)
-                if sub is not None and not self._nc.is_closed:
-                    try:
-                        await sub.unsubscribe()
-                    except (nats_errors.Error, OSError) as exc:
-                        self._boxes.fail_all(ScalerError(self._message("unsubscribe failed", exc)))
-
-    def _message(self, what: str, exc: BaseException) -> str:
-        detail = redact(f"{type(exc).__name__}: {exc}", self._target.secrets())
-        return f"nats {self._target.server}: {what}: {detail}"
-
-    async def aclose(self) -> None:
-        if self._nc is not None and not self._nc.is_closed:
-            await self._nc.close()
+    if nats_subject is not None and any(c in nats_subject for c in " \t\r\n"):
+        problems.append(f"invalid eventsNatsSubject '{nats_subject}': no whitespace allowed")
+    return problems
 
 
-# -- the push scaler -----------------------------------------------------------------------------
+def events_target(config: Config, timeout: float) -> EventsTarget | None:
+    """The configured events source (of a validated config), or None."""
+    address = config.opt_str("eventsRedisAddress")
+    if address is not None:
+        match = _REDIS_ADDRESS.fullmatch(address)
+        assert match is not None  # validated
+        return RedisEvents(
+            host=match["host"].strip("[]"),
+            port=int(match["port"]),
+            db=config.get_int("eventsRedisDatabaseIndex"),
+            list_key=config.get_str("eventsRedisList"),
+            username=config.opt_str("eventsRedisUsername"),
+            password=config.opt_str("eventsRedisPassword"),
+            timeout=timeout,
+        )
+    server = config.opt_str("eventsNatsServer")
+    if server is not None:
+        url = nats_url(server)
+        assert url is not None  # validated
+        return NatsEvents(
+            server=url,
+            subject=config.get_str("eventsNatsSubject"),
+            username=config.opt_str("eventsNatsUsername"),
+            password=config.opt_str("eventsNatsPassword"),
+            timeout=timeout,
+        )
+    return None
 
 
-async def _new_redis_hub(target: RedisEvents) -> RedisHub:
-    return RedisHub(target)
+# -- wake-ups ------------------------------------------------------------------------------------
 
 
-async def _new_nats_hub(target: NatsEvents) -> NatsHub:
-    return await NatsHub(target).connect()
+def event_wakeups(events: EventsTarget, clients: ClientPool) -> AsyncIterator[None]:
+    """A new iterator yielding once per (coalesced) bucket event of `events`."""
+    if isinstance(events, RedisEvents):
+        return _redis_wakeups(events, clients)
+    return subject_wakeups(events.nats_target(), (events.subject,), clients)
 
 
-async def _close_hub(hub: Hub) -> None:
-    await hub.aclose()
-
-
-async def watch(
-    clients: ClientPool, key: ClientKey, factory: Callable[[], Awaitable[H]], channel: str
-) -> AsyncIterator[None]:
-    """Yield once per (coalesced) event on `channel` of the shared hub for `key`."""
-    lease = await clients.acquire(key, factory, _close_hub)
+async def _redis_wakeups(events: RedisEvents, clients: ClientPool) -> AsyncGenerator[None, None]:
+    wakeups = key_wakeups(events.redis_target(), events.list_key, clients, "l", PUSH_EVENTS)
     try:
-        box = await lease.client.subscribe(channel)
-        try:
-            while True:
-                await box.wait()
-                yield None
-        finally:
-            await lease.client.unsubscribe(channel, box)
+        async for _ in wakeups:
+            yield None
+    except UnsupportedError as exc:
+        # Notifications off: an error of this trigger's source (retried with backoff), as ever.
+        raise ScalerError(
+            f"{exc}; bucket events need 'Kl' or 'KA' (CONFIG SET notify-keyspace-events Kl)"
+        ) from exc
     finally:
-        await lease.release()
-
-
-class S3EventsScaler(S3Scaler):
-    """`S3Scaler` with ``wakeups()`` from the bucket's notifications (built by S3Scaler)."""
-
-    def __init__(self, config: Config, trigger: TriggerContext, clients: ClientPool) -> None:
-        super().__init__(config, trigger, clients)
-        if self.events is None:
-            raise ValueError("S3EventsScaler needs an events source")
-
-    def wakeups(self) -> AsyncIterator[None]:
-        events = self.events
-        if isinstance(events, RedisEvents):
-            redis_target = events
-            return watch(
-                self._clients,
-                events.key(),
-                lambda: _new_redis_hub(redis_target),
-                keyspace_channel(events),
-            )
-        assert isinstance(events, NatsEvents)
-        nats_target = events
-        return watch(
-            self._clients, events.key(), lambda: _new_nats_hub(nats_target), events.subject
-        )
+        await wakeups.aclose()

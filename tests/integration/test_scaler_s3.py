@@ -24,8 +24,7 @@ from scaler.clients import ClientPool
 from scaler.contract import PushScaler, TriggerContext
 from scaler.errors import QueryError, ScalerError
 from scaler.registry import build_scaler
-from scalers.s3 import S3Scaler
-from scalers.s3_events import S3EventsScaler
+from scalers.s3 import S3EventsScaler, S3Scaler
 
 # Guards against a hang when an expected event never comes; never a measured time.
 HANG_GUARD = 30.0

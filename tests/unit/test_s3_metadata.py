@@ -12,8 +12,8 @@ from scaler.clients import ClientPool
 from scaler.contract import MetricSpec, PushScaler, TriggerContext
 from scaler.errors import ConfigError, QueryError, ScalerError
 from scaler.registry import build_scaler
-from scalers.s3 import Listing, NatsEvents, RedisEvents, S3Scaler
-from scalers.s3_events import S3EventsScaler, keyspace_channel
+from scalers.s3 import Listing, S3EventsScaler, S3Scaler
+from scalers.s3_events import NatsEvents, RedisEvents, keyspace_channel
 
 SECRET = "s3cr3t-K3y-value"
 AUTH = {"awsAccessKeyID": "AKIDEXAMPLE", "awsSecretAccessKey": SECRET}

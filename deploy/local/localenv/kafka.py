@@ -225,7 +225,8 @@ class KafkaBroker:
             )
         cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
         argv = [*self._java_cmd, "kafka.tools.StorageTool", "format"]
-        argv += ["-t", cluster_id, "-c", str(self.config)]
+        # "=" form: a base64url id may start with "-", which the tool's parser reads as a flag.
+        argv += [f"--cluster-id={cluster_id}", "-c", str(self.config)]
         for user, password in self.scram.items():
             for mechanism in SCRAM_MECHANISMS:
                 argv += ["--add-scram", f"{mechanism}=[name={user},password={password}]"]

@@ -265,6 +265,14 @@ class KafkaBroker:
     def stop(self) -> None:
         self._proc.stop(grace=20.0)
 
+    def freeze(self) -> None:
+        """SIGSTOP: the ports stay open and nothing answers; thaw() resumes it."""
+        self._proc.freeze()
+
+    def thaw(self) -> None:
+        """SIGCONT, then wait until the readiness probe passes again."""
+        self._proc.thaw()
+
     def kill(self) -> None:
         """SIGKILL; restart() brings it back on the same ports with its data."""
         self._proc.kill()

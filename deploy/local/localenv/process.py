@@ -107,12 +107,35 @@ class ManagedProcess:
             return
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGTERM)
+            os.killpg(proc.pid, signal.SIGCONT)  # a frozen process must see the SIGTERM
         try:
             proc.wait(grace)
         except subprocess.TimeoutExpired:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(proc.pid, signal.SIGKILL)
             proc.wait(5)
+
+    def freeze(self) -> None:
+        """SIGSTOP the process group: the ports stay open, nothing answers (a hung server)."""
+        if self.proc is None or self.proc.poll() is not None:
+            raise ComponentError(self.name, self.log, "is not running: cannot freeze it")
+        os.killpg(self.proc.pid, signal.SIGSTOP)
+
+    def thaw(self, wait_ready: bool = True) -> None:
+        """SIGCONT after freeze(); with `wait_ready`, return once the readiness probe passes."""
+        if self.proc is None or self.proc.poll() is not None:
+            raise ComponentError(self.name, self.log, "is not running: cannot thaw it")
+        os.killpg(self.proc.pid, signal.SIGCONT)
+        deadline = time.monotonic() + self.timeout
+        while wait_ready:
+            try:
+                if self.ready():
+                    return
+            except Exception:
+                pass
+            if time.monotonic() > deadline:
+                raise ComponentError(self.name, self.log, "not ready after SIGCONT")
+            time.sleep(0.05)
 
     def kill(self) -> None:
         """SIGKILL, for tests that need a component to vanish abruptly."""

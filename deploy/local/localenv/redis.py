@@ -96,6 +96,14 @@ class RedisServer:
     def stop(self) -> None:
         self._proc.stop()
 
+    def freeze(self) -> None:
+        """SIGSTOP: the ports stay open and nothing answers; thaw() resumes it."""
+        self._proc.freeze()
+
+    def thaw(self) -> None:
+        """SIGCONT, then wait until the readiness probe passes again."""
+        self._proc.thaw()
+
     def kill(self) -> None:
         """SIGKILL; restart() brings it back on the same port (empty: nothing is persisted)."""
         self._proc.kill()

@@ -201,7 +201,9 @@ def make_app(
         app[TLS_KEY] = tls
     app.router.add_get(f"/apis/{GROUP}", group)
     app.router.add_get(PREFIX, discovery)
-    app.router.add_get(PREFIX + "/namespaces/{namespace}/{metric}", metric_value)
+    # [^/]+, not aiohttp's default [^{}/]+: metric names keep braces, as KEDA's do (a hash-tagged
+    # Redis Cluster key {tag}:jobs gives s0-redis-{tag}-jobs), and the HPA must find them.
+    app.router.add_get(PREFIX + "/namespaces/{namespace}/{metric:[^/]+}", metric_value)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/livez", healthz)
     app.router.add_get("/readyz", readyz)

@@ -51,14 +51,6 @@ async def test_fault(env: Env, scaler: str, fault: str, request: pytest.FixtureR
     await run_row(env, rig, fault)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "metrics_api/app.py: the route's {metric} segment matches aiohttp's default [^{}/]+, "
-        "so a metric name with braces (a hash-tagged Redis Cluster key) answers 404; "
-        "'{metric:[^/]+}' serves it"
-    ),
-)
 async def test_hash_tagged_cluster_key_is_served(env: Env) -> None:
     """Redis Cluster users co-locate keys with hash tags ({tag}:jobs); the metric name keeps
     the braces (s0-redis-{tag}-jobs, as KEDA's), and the HPA must still get its value."""

@@ -84,11 +84,6 @@ class TargetCache:
             raise
         return TargetState(scale.replicas, scale.resource_version)
 
-    async def replicas(self, target: GVKR, namespace: str, name: str) -> int | None:
-        """Current spec.replicas, or None when the target does not exist."""
-        state = await self.state(target, namespace, name)
-        return None if state is None else state.replicas
-
     def note_written(self, target: GVKR, namespace: str, name: str, written: ScaleState) -> None:
         """Record our own write at once, so the next poll doesn't act on a stale count."""
         watcher = self.watchers.get((target.group, target.resource))

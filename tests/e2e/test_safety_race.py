@@ -135,7 +135,8 @@ async def test_concurrent_writer_racing_deactivation_never_sees_n_to_zero(
             rt = daemon.objects.get((cluster.ns, name))
             if rt is None or rt.target is None:
                 return None
-            return await daemon.targets.replicas(rt.target, cluster.ns, name)
+            state = await daemon.targets.state(rt.target, cluster.ns, name)
+            return None if state is None else state.replicas
 
         async def races(name: str) -> None:
             for _ in range(ROUNDS):

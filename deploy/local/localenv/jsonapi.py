@@ -17,7 +17,7 @@ import sys
 import urllib.request
 from pathlib import Path
 
-from localenv.process import ComponentError, ManagedProcess, free_port, tcp_open
+from localenv.process import ManagedProcess, ProcessComponent, free_port
 
 HOST = "127.0.0.1"
 
@@ -53,7 +53,7 @@ def _healthy(port: int) -> bool:
         return int(resp.status) == 200
 
 
-class JsonApiServer:
+class JsonApiServer(ProcessComponent):
     """`python -m localenv.jsonapi` on a free port; `value` sets the number it serves."""
 
     def __init__(self, run_dir: Path, token: str, *, name: str = "jsonapi", value: float = 0):
@@ -91,32 +91,6 @@ class JsonApiServer:
     @property
     def url(self) -> str:
         return f"http://{self.address}"
-
-    @property
-    def log(self) -> Path:
-        return self._proc.log
-
-    def start(self) -> JsonApiServer:
-        if tcp_open(self.port):
-            raise ComponentError(self.name, self.log, f"port {self.port} is already in use")
-        self._proc.start()
-        print(f"[localenv] {self.name} ready in {self._proc.started_in:.1f} s (log: {self.log})")
-        return self
-
-    def stop(self) -> None:
-        self._proc.stop()
-
-    def freeze(self) -> None:
-        self._proc.freeze()
-
-    def thaw(self) -> None:
-        self._proc.thaw()
-
-    def __enter__(self) -> JsonApiServer:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
     def __repr__(self) -> str:
         return f"JsonApiServer({self.url})"

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from localenv.nats import NatsServer
 from localenv.paths import minio_bin
-from localenv.process import ComponentError, ManagedProcess, free_port, tcp_open
+from localenv.process import ComponentError, ManagedProcess, ProcessComponent, free_port
 from localenv.redis import RedisServer
 
 HOST = "127.0.0.1"
@@ -21,7 +21,7 @@ def _live(endpoint: str) -> bool:
         return int(resp.status) == 200
 
 
-class MinioServer:
+class MinioServer(ProcessComponent):
     """`minio server` with fixed test credentials; events go to the given Redis / NATS.
 
     Redis gets `RPUSH s3-events <event json>` (format `access`); NATS gets a message on the
@@ -88,47 +88,12 @@ class MinioServer:
         return f"http://{self.host}:{self.port}"
 
     @property
-    def log(self) -> Path:
-        return self._proc.log
+    def ports(self) -> tuple[int, ...]:
+        return (self.port, self.console_port)
 
-    @property
-    def running(self) -> bool:
-        return self._proc.running
-
-    def start(self) -> MinioServer:
+    def _check_start(self) -> None:
         if not minio_bin().exists():
             raise ComponentError(self.name, self.log, f"{minio_bin()} missing (run build.sh)")
-        for port in (self.port, self.console_port):
-            if tcp_open(port):
-                raise ComponentError(self.name, self.log, f"port {port} is already in use")
-        self._proc.start()
-        print(f"[localenv] {self.name} ready in {self._proc.started_in:.1f} s (log: {self.log})")
-        return self
-
-    def stop(self) -> None:
-        self._proc.stop()
-
-    def freeze(self) -> None:
-        """SIGSTOP: the ports stay open and nothing answers; thaw() resumes it."""
-        self._proc.freeze()
-
-    def thaw(self) -> None:
-        """SIGCONT, then wait until the readiness probe passes again."""
-        self._proc.thaw()
-
-    def kill(self) -> None:
-        """SIGKILL; restart() brings it back on the same ports with its data."""
-        self._proc.kill()
-
-    def restart(self) -> MinioServer:
-        self._proc.stop()
-        return self.start()
-
-    def __enter__(self) -> MinioServer:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
     def __repr__(self) -> str:
         return f"MinioServer({self.endpoint})"

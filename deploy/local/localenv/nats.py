@@ -7,7 +7,7 @@ import sys
 import urllib.request
 from pathlib import Path
 
-from localenv.process import ComponentError, ManagedProcess, free_port, tcp_open
+from localenv.process import ManagedProcess, ProcessComponent, free_port
 
 HOST = "127.0.0.1"
 
@@ -26,7 +26,7 @@ def _healthy(monitoring: str) -> bool:
         return int(resp.status) == 200
 
 
-class NatsServer:
+class NatsServer(ProcessComponent):
     """`nats-server -js` with its store under the run dir and the monitoring port enabled."""
 
     def __init__(
@@ -59,45 +59,8 @@ class NatsServer:
         return f"{self.host}:{self.monitoring_port}"
 
     @property
-    def log(self) -> Path:
-        return self._proc.log
-
-    @property
-    def running(self) -> bool:
-        return self._proc.running
-
-    def start(self) -> NatsServer:
-        for port in (self.port, self.monitoring_port):
-            if tcp_open(port):
-                raise ComponentError(self.name, self.log, f"port {port} is already in use")
-        self._proc.start()
-        print(f"[localenv] {self.name} ready in {self._proc.started_in:.1f} s (log: {self.log})")
-        return self
-
-    def stop(self) -> None:
-        self._proc.stop()
-
-    def freeze(self) -> None:
-        """SIGSTOP: the ports stay open and nothing answers; thaw() resumes it."""
-        self._proc.freeze()
-
-    def thaw(self) -> None:
-        """SIGCONT, then wait until the readiness probe passes again."""
-        self._proc.thaw()
-
-    def kill(self) -> None:
-        """SIGKILL; restart() brings it back on the same ports with its JetStream store."""
-        self._proc.kill()
-
-    def restart(self) -> NatsServer:
-        self._proc.stop()
-        return self.start()
-
-    def __enter__(self) -> NatsServer:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
+    def ports(self) -> tuple[int, ...]:
+        return (self.port, self.monitoring_port)
 
     def __repr__(self) -> str:
         return f"NatsServer({self.url}, monitoring={self.monitoring})"

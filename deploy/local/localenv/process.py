@@ -10,6 +10,7 @@ import subprocess
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from typing import Self
 
 
 class ComponentError(RuntimeError):
@@ -144,3 +145,62 @@ class ManagedProcess:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(proc.pid, signal.SIGKILL)
             proc.wait(5)
+
+
+class ProcessComponent:
+    """A component run as one ManagedProcess: the start/stop/freeze/thaw/kill/restart and context
+    manager every localenv server shares. Subclasses set `name`, `port` and `_proc`, list extra
+    ports in `ports`, and check their own prerequisites in `_check_start`."""
+
+    name: str
+    port: int
+    _proc: ManagedProcess
+
+    @property
+    def ports(self) -> tuple[int, ...]:
+        return (self.port,)
+
+    @property
+    def log(self) -> Path:
+        return self._proc.log
+
+    @property
+    def running(self) -> bool:
+        return self._proc.running
+
+    def _check_start(self) -> None:
+        """Raise ComponentError when the component cannot start (hook)."""
+
+    def start(self) -> Self:
+        self._check_start()
+        for port in self.ports:
+            if tcp_open(port):
+                raise ComponentError(self.name, self.log, f"port {port} is already in use")
+        self._proc.start()
+        print(f"[localenv] {self.name} ready in {self._proc.started_in:.1f} s (log: {self.log})")
+        return self
+
+    def stop(self) -> None:
+        self._proc.stop()
+
+    def freeze(self) -> None:
+        """SIGSTOP: the ports stay open and nothing answers; thaw() resumes it."""
+        self._proc.freeze()
+
+    def thaw(self) -> None:
+        """SIGCONT, then wait until the readiness probe passes again."""
+        self._proc.thaw()
+
+    def kill(self) -> None:
+        """SIGKILL; restart() brings it back on the same ports (with whatever it persisted)."""
+        self._proc.kill()
+
+    def restart(self) -> Self:
+        self._proc.stop()
+        return self.start()
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

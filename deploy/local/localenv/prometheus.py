@@ -8,7 +8,7 @@ import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
 
-from localenv.process import ComponentError, ManagedProcess, free_port, tcp_open
+from localenv.process import ComponentError, ManagedProcess, ProcessComponent, free_port
 
 HOST = "127.0.0.1"
 JOB = "tidal"
@@ -19,7 +19,7 @@ def _ready(url: str) -> bool:
         return int(resp.status) == 200
 
 
-class PrometheusServer:
+class PrometheusServer(ProcessComponent):
     """Scrapes `scrape_targets` ("host:port", path /metrics) as job "tidal"; lifecycle API on."""
 
     def __init__(
@@ -55,14 +55,6 @@ class PrometheusServer:
     def url(self) -> str:
         return f"http://{self.host}:{self.port}"
 
-    @property
-    def log(self) -> Path:
-        return self._proc.log
-
-    @property
-    def running(self) -> bool:
-        return self._proc.running
-
     def _write_config(self, targets: Sequence[str]) -> None:
         self.targets = list(targets)
         scrape_configs = []
@@ -88,38 +80,6 @@ class PrometheusServer:
             raise ComponentError(self.name, self.log, f"config reload failed: {exc}") from exc
         if status != 200:
             raise ComponentError(self.name, self.log, f"config reload answered {status}")
-
-    def start(self) -> PrometheusServer:
-        if tcp_open(self.port):
-            raise ComponentError(self.name, self.log, f"port {self.port} is already in use")
-        self._proc.start()
-        print(f"[localenv] {self.name} ready in {self._proc.started_in:.1f} s (log: {self.log})")
-        return self
-
-    def stop(self) -> None:
-        self._proc.stop()
-
-    def freeze(self) -> None:
-        """SIGSTOP: the ports stay open and nothing answers; thaw() resumes it."""
-        self._proc.freeze()
-
-    def thaw(self) -> None:
-        """SIGCONT, then wait until the readiness probe passes again."""
-        self._proc.thaw()
-
-    def kill(self) -> None:
-        """SIGKILL; restart() brings it back on the same port with its TSDB."""
-        self._proc.kill()
-
-    def restart(self) -> PrometheusServer:
-        self._proc.stop()
-        return self.start()
-
-    def __enter__(self) -> PrometheusServer:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
     def __repr__(self) -> str:
         return f"PrometheusServer({self.url}, targets={self.targets})"

@@ -6,7 +6,7 @@ import shutil
 import socket
 from pathlib import Path
 
-from localenv.process import ComponentError, ManagedProcess, free_port, tcp_open
+from localenv.process import ManagedProcess, ProcessComponent, free_port
 
 HOST = "127.0.0.1"
 
@@ -34,7 +34,7 @@ def ping(port: int, password: str | None = None, host: str = HOST) -> bool:
     return b"+PONG" in data
 
 
-class RedisServer:
+class RedisServer(ProcessComponent):
     """`redis-server` bound to 127.0.0.1 on a free port, its working dir in the run dir."""
 
     def __init__(
@@ -77,46 +77,6 @@ class RedisServer:
     @property
     def address(self) -> str:
         return f"{self.host}:{self.port}"
-
-    @property
-    def log(self) -> Path:
-        return self._proc.log
-
-    @property
-    def running(self) -> bool:
-        return self._proc.running
-
-    def start(self) -> RedisServer:
-        if tcp_open(self.port):
-            raise ComponentError(self.name, self.log, f"port {self.port} is already in use")
-        self._proc.start()
-        print(f"[localenv] {self.name} ready in {self._proc.started_in:.1f} s (log: {self.log})")
-        return self
-
-    def stop(self) -> None:
-        self._proc.stop()
-
-    def freeze(self) -> None:
-        """SIGSTOP: the ports stay open and nothing answers; thaw() resumes it."""
-        self._proc.freeze()
-
-    def thaw(self) -> None:
-        """SIGCONT, then wait until the readiness probe passes again."""
-        self._proc.thaw()
-
-    def kill(self) -> None:
-        """SIGKILL; restart() brings it back on the same port (empty: nothing is persisted)."""
-        self._proc.kill()
-
-    def restart(self) -> RedisServer:
-        self._proc.stop()
-        return self.start()
-
-    def __enter__(self) -> RedisServer:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
     def __repr__(self) -> str:
         return f"RedisServer({self.safe_url})"

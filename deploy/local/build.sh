@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Builds (or reuses) the local environment's binaries and jars in a versioned cache outside the repo.
 #
-#   deploy/local/build.sh [component ...]     components: k8s etcd minio kafka kafka4 (default: all)
+#   deploy/local/build.sh [component ...]     components: k8s etcd minio kafka kafka4 helm (default: all)
 #
 # Cache: ${TIDAL_TOOLS_DIR:-$HOME/.cache/tidal/tools}/<component>-<version>/, with a `.complete` marker
 # holding a fingerprint of the recipe; a warm run only checks markers. Logs: $TIDAL_TOOLS_DIR/logs/.
@@ -19,6 +19,7 @@ ETCD_VERSION=3.6.16
 MINIO_VERSION=v0.0.0-20260212201848-7aac2a2c5b7c
 KAFKA_VERSION=3.9.1
 KAFKA4_VERSION=4.1.1
+HELM_VERSION=v3.22.0
 
 export GOTOOLCHAIN=local CGO_ENABLED=0
 export GOFLAGS="${GOFLAGS:--p=2}"
@@ -72,6 +73,11 @@ build_minio() {
   GOBIN=$1 go install "github.com/minio/minio@$MINIO_VERSION"
 }
 
+build_helm() {
+  GOBIN=$1 go install "helm.sh/helm/v3/cmd/helm@$HELM_VERSION"
+  "$1/helm" version --short
+}
+
 build_kafka() {
   local out=$1 version=$2 reload4j=$3 work
   work=$(mktemp -d)
@@ -101,7 +107,7 @@ PY
 }
 
 want=("$@")
-[[ ${#want[@]} -gt 0 ]] || want=(k8s etcd minio kafka kafka4)
+[[ ${#want[@]} -gt 0 ]] || want=(k8s etcd minio kafka kafka4 helm)
 total=${#want[@]} i=0
 for c in "${want[@]}"; do
   i=$((i + 1))
@@ -128,6 +134,9 @@ for c in "${want[@]}"; do
     kafka4)
       d=$TOOLS/kafka-$KAFKA4_VERSION
       stage kafka4 "$d" "$(fingerprint "$HERE/tools/kafka/pom.xml")-$KAFKA4_VERSION-log4j2bridge" build_kafka "$d" "$KAFKA4_VERSION" no ;;
+    helm)
+      d=$TOOLS/helm-$HELM_VERSION
+      stage helm "$d" "$HELM_VERSION" build_helm "$d" ;;
     *) echo "[build] unknown component: $c" >&2; exit 2 ;;
   esac
 done

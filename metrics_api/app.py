@@ -10,6 +10,13 @@ from typing import Any
 from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
+from metrics_api.authz import (
+    AuthorizationUnavailable,
+    Authorizer,
+    forbidden_message,
+    request_attributes,
+    user_from_headers,
+)
 from metrics_api.quantity import milli_quantity
 from metrics_api.selector import SelectorError, parse_selector
 from metrics_api.source import MetricNotFound, MetricSource, MetricUnavailable
@@ -25,6 +32,7 @@ SO_LABEL = "scaledobject.keda.sh/name"
 
 SOURCE_KEY = web.AppKey("source", MetricSource)
 TLS_KEY = web.AppKey("tls", TlsManager)
+AUTHZ_KEY = web.AppKey("authorizer", Authorizer)
 
 
 class ApiStats:
@@ -60,8 +68,13 @@ def status_body(code: int, reason: str, message: str) -> dict[str, Any]:
     }
 
 
-def _error(code: int, reason: str, message: str) -> web.Response:
-    return web.json_response(status_body(code, reason, message), status=code)
+def _error(
+    code: int, reason: str, message: str, details: dict[str, str] | None = None
+) -> web.Response:
+    body = status_body(code, reason, message)
+    if details:
+        body["details"] = details
+    return web.json_response(body, status=code)
 
 
 def _rfc3339(t: float) -> str:
@@ -103,6 +116,42 @@ async def authenticate(request: web.Request, handler: Handler) -> web.StreamResp
         )
         if trust is None or cn is None or (trust.allowed_names and cn not in trust.allowed_names):
             return _error(401, "Unauthorized", "Unauthorized")
+    return await handler(request)
+
+
+@web.middleware
+async def authorize(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """With an authorizer: the user the aggregator asserted must be allowed this request (a
+    SubjectAccessReview, cached). Runs after `authenticate`, so the headers are the proxy's."""
+    authorizer = request.app.get(AUTHZ_KEY)
+    if authorizer is None or not request.path.startswith("/apis"):
+        return await handler(request)
+    user = user_from_headers(request.headers, request.headers.getall)
+    if not user.name:
+        return _error(401, "Unauthorized", "Unauthorized")
+    attributes = request_attributes(user, request.method, request.path, request.query)
+    try:
+        decision = await authorizer.authorize(attributes)
+    except AuthorizationUnavailable as exc:
+        log.warning(
+            "metrics API request not authorized: authorizer unavailable",
+            extra={"user": user.name, "path": request.path, "error": str(exc)},
+        )
+        return _error(500, "InternalError", "authorization check failed; see Tidal's logs")
+    if not decision.allowed:
+        log.info(
+            "metrics API request forbidden",
+            extra={"user": user.name, "verb": attributes.verb, "path": request.path},
+        )
+        details = {"group": attributes.group, "kind": attributes.resource}
+        if attributes.name:
+            details["name"] = attributes.name
+        return _error(
+            403,
+            "Forbidden",
+            forbidden_message(attributes) + (f": {decision.reason}" if decision.reason else ""),
+            details if attributes.is_resource else None,
+        )
     return await handler(request)
 
 
@@ -191,14 +240,20 @@ async def readyz(request: web.Request) -> web.Response:
 
 
 def make_app(
-    source: MetricSource, registry: CollectorRegistry, tls: TlsManager | None = None
+    source: MetricSource,
+    registry: CollectorRegistry,
+    tls: TlsManager | None = None,
+    authorizer: Authorizer | None = None,
 ) -> web.Application:
-    """`tls=None` disables client authentication (only for plain-HTTP unit tests)."""
-    app = web.Application(middlewares=[observe, authenticate])
+    """`tls=None` disables client authentication (only for plain-HTTP unit tests);
+    `authorizer=None` serves every authenticated request (--metrics-authorization=none)."""
+    app = web.Application(middlewares=[observe, authenticate, authorize])
     app[SOURCE_KEY] = source
     app[STATS_KEY] = ApiStats(registry)
     if tls is not None:
         app[TLS_KEY] = tls
+    if authorizer is not None:
+        app[AUTHZ_KEY] = authorizer
     app.router.add_get(f"/apis/{GROUP}", group)
     app.router.add_get(PREFIX, discovery)
     # [^/]+, not aiohttp's default [^{}/]+: metric names keep braces, as KEDA's do (a hash-tagged

@@ -12,8 +12,10 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry
 
 from metrics_api.app import make_app
+from metrics_api.authz import Authorizer
+from metrics_api.pemfiles import PemDir
 from metrics_api.source import MetricSource
-from metrics_api.tls import ClientTrust, TlsManager, dev_cert_dir, self_signed
+from metrics_api.tls import ClientTrust, TlsManager, self_signed
 
 log = logging.getLogger(__name__)
 
@@ -33,16 +35,23 @@ async def serve_metrics_api(
     key_file: str = "",
     trust: ClientTrust | None = None,
     dev_hosts: tuple[str, ...] = ("localhost", "127.0.0.1"),
+    pem_dir: PemDir | None = None,
+    authorizer: Authorizer | None = None,
     reload_every: float = 10.0,
 ) -> AsyncIterator[tuple[TlsManager, int]]:
-    """Serve until the context exits; yields the TLS manager (for CA updates) and the port."""
+    """Serve until the context exits; yields the TLS manager (for CA and certificate updates)
+    and the port. Without certificate files, a self-signed development certificate is written
+    into `pem_dir` (a private directory in the temp dir when not given)."""
+    own_dir: PemDir | None = None
     if cert_file and key_file:
         cert, key = Path(cert_file), Path(key_file)
     else:
-        cert, key = self_signed(list(dev_hosts), dev_cert_dir())
+        if pem_dir is None:
+            pem_dir = own_dir = PemDir()
+        cert, key = self_signed(list(dev_hosts), pem_dir)
         log.warning("serving the metrics API with a self-signed development certificate")
     tls = TlsManager(cert, key, trust)
-    app = make_app(source, registry, tls)
+    app = make_app(source, registry, tls, authorizer)
     runner = web.AppRunner(app, access_log=None, handle_signals=False)
     await runner.setup()
     host, port = split_address(address)
@@ -66,3 +75,5 @@ async def serve_metrics_api(
         with contextlib.suppress(asyncio.CancelledError):
             await task
         await runner.cleanup()
+        if own_dir is not None:
+            own_dir.close()

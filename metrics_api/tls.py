@@ -10,17 +10,17 @@ current context, so reloads need no restart and never drop a connection.
 
 from __future__ import annotations
 
-import datetime as dt
-import ipaddress
 import logging
-import os
 import ssl
-import tempfile
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from metrics_api.pemfiles import PemDir
+
 log = logging.getLogger(__name__)
+DEV_VALIDITY = 365 * 86400.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,47 +29,16 @@ class ClientTrust:
     allowed_names: frozenset[str]  # empty = any CN signed by the CA
 
 
-def self_signed(hosts: Sequence[str], directory: Path) -> tuple[Path, Path]:
-    """A development serving certificate (ECDSA P-256, 1 year) for the given DNS names / IPs."""
+def self_signed(hosts: Sequence[str], directory: PemDir) -> tuple[Path, Path]:
+    """A development serving certificate (1 year, from a throwaway CA) for the given DNS names /
+    IPs, written into the process's private PEM directory."""
     # Imported here: cryptography costs ~8 MiB RSS, and production uses certificate files.
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
+    from metrics_api.certs import issue_ca, issue_serving
 
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, hosts[0] if hosts else "tidal")])
-    sans: list[x509.GeneralName] = []
-    for h in hosts:
-        try:
-            sans.append(x509.IPAddress(ipaddress.ip_address(h)))
-        except ValueError:
-            sans.append(x509.DNSName(h))
-    now = dt.datetime.now(dt.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(minutes=5))
-        .not_valid_after(now + dt.timedelta(days=365))
-        .add_extension(x509.SubjectAlternativeName(sans), critical=False)
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
-    )
-    directory.mkdir(parents=True, exist_ok=True)
-    cert_path, key_path = directory / "tls.crt", directory / "tls.key"
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    os.chmod(key_path, 0o600)
-    return cert_path, key_path
+    now = time.time()
+    ca_pem, ca_key = issue_ca(now, DEV_VALIDITY, name="tidal-dev-ca")
+    cert, key = issue_serving(ca_pem, ca_key, hosts or ("tidal",), now, DEV_VALIDITY)
+    return directory.write_pair(cert, key)
 
 
 class TlsManager:
@@ -88,8 +57,11 @@ class TlsManager:
         self.outer.verify_mode = ssl.CERT_OPTIONAL
         self.outer.sni_callback = self._select
 
-    def _files_stamp(self) -> tuple[float, float]:
-        return (self.cert_file.stat().st_mtime, self.key_file.stat().st_mtime)
+    def _files_stamp(self) -> tuple[int, ...]:
+        # Inode and size too: cert-manager's Secret volume swaps a symlink to new files, and a
+        # rewrite within one mtime tick must still count as a change.
+        c, k = self.cert_file.stat(), self.key_file.stat()
+        return (c.st_mtime_ns, c.st_ino, c.st_size, k.st_mtime_ns, k.st_ino, k.st_size)
 
     def _build(self) -> ssl.SSLContext:
         ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
@@ -127,6 +99,19 @@ class TlsManager:
         log.info("serving certificate reloaded", extra={"cert": str(self.cert_file)})
         return True
 
+    def use_files(self, cert_file: Path, key_file: Path) -> None:
+        """Serve another certificate from now on (new handshakes; open connections keep theirs).
+        Raises OSError / ssl.SSLError, keeping the current one, when the pair does not load."""
+        old = (self.cert_file, self.key_file)
+        self.cert_file, self.key_file = cert_file, key_file
+        try:
+            ctx, stamp = self._build(), self._files_stamp()
+        except (OSError, ssl.SSLError):
+            self.cert_file, self.key_file = old
+            raise
+        self._stamp, self.current = stamp, ctx
+        log.info("serving certificate loaded", extra={"cert": str(cert_file)})
+
 
 def peer_common_name(peercert: object) -> str | None:
     """The CN of a verified peer certificate as returned by SSLObject.getpeercert()."""
@@ -137,7 +122,3 @@ def peer_common_name(peercert: object) -> str | None:
             if key == "commonName":
                 return str(value)
     return None
-
-
-def dev_cert_dir() -> Path:
-    return Path(tempfile.gettempdir()) / "tidal-dev-cert"

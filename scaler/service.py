@@ -14,15 +14,20 @@ from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
 
+from metrics_api.authz import Authorizer, CachingAuthorizer
+from metrics_api.pemfiles import PemDir
 from metrics_api.server import serve_metrics_api
 from metrics_api.source import MetricNotFound, MetricReading, MetricUnavailable
 from metrics_api.tls import ClientTrust, TlsManager
+from scaler.certmanager import CertTarget, ManagedCertificate
 from scaler.daemon import Daemon
 from scaler.errors import KubeError
 from scaler.health import serve_health
+from scaler.kube.access import SubjectAccessReviewer
 from scaler.kube.client import KubeClient
 from scaler.kube.objects_io import fetch_requestheader_trust
-from scaler.settings import Settings
+from scaler.servingcert import CertPolicy, service_hosts
+from scaler.settings import ServeSettings, Settings
 from scaler.store import MetricUnavailableError, UnknownMetricError
 from scaler.telemetry import Telemetry
 
@@ -92,6 +97,9 @@ class Service:
         self.health_port = 0
         self.api_port = 0
         self.tls: TlsManager | None = None
+        self.certificate: ManagedCertificate | None = None
+        self.authorizer: CachingAuthorizer | None = None
+        self.pem_dir: PemDir | None = None
         self._stack = contextlib.AsyncExitStack()
         self._tasks: list[asyncio.Task[None]] = []
 
@@ -105,23 +113,55 @@ class Service:
         )
         self._tasks.append(asyncio.create_task(daemon.run(), name="daemon"))
         if s.serve.api_address:
-            self.tls, self.api_port = await self._stack.enter_async_context(
-                serve_metrics_api(
-                    StoreSource(daemon),
-                    self.telemetry.registry,
-                    s.serve.api_address,
-                    cert_file=s.serve.tls_cert_file,
-                    key_file=s.serve.tls_key_file,
-                    dev_hosts=DEV_CERT_HOSTS,
-                )
-            )
-            await self._load_trust()
-            self._tasks.append(asyncio.create_task(self._trust_loop(), name="client-ca"))
+            await self._serve_api(s.serve, daemon)
         log.info(
             "tidal started",
             extra={"health_port": self.health_port, "api_port": self.api_port or None},
         )
         return self
+
+    async def _serve_api(self, serve: ServeSettings, daemon: Daemon) -> None:
+        """The metrics API: its certificate (managed, files or self-signed), its authorizer."""
+        assert self.kube is not None
+        pem_dir = self.pem_dir = PemDir(Path(serve.cert_dir) if serve.cert_dir else None)
+        self._stack.callback(pem_dir.close)
+        cert_file, key_file = serve.tls_cert_file, serve.tls_key_file
+        if serve.cert_secret:
+            # Every replica writes the Secret and the caBundle, leader or not: no write guard.
+            self.certificate = ManagedCertificate(
+                self.kube.unguarded(),
+                CertTarget.parse(
+                    serve.cert_secret, service_hosts(serve.cert_service), serve.cert_apiservice
+                ),
+                CertPolicy(serve.cert_validity, serve.cert_ca_validity, serve.cert_overlap),
+                pem_dir,
+                clock=self.clock,
+            )
+            cert, key = await self.certificate.start()
+            cert_file, key_file = str(cert), str(key)
+        authorizer: Authorizer | None = None
+        if serve.metrics_authorization == "delegated":
+            authorizer = self.authorizer = CachingAuthorizer(
+                SubjectAccessReviewer(self.kube.unguarded()), self.telemetry.registry
+            )
+        tls, self.api_port = await self._stack.enter_async_context(
+            serve_metrics_api(
+                StoreSource(daemon),
+                self.telemetry.registry,
+                serve.api_address,
+                cert_file=cert_file,
+                key_file=key_file,
+                dev_hosts=DEV_CERT_HOSTS,
+                pem_dir=pem_dir,
+                authorizer=authorizer,
+            )
+        )
+        self.tls = tls
+        await self._load_trust()
+        self._tasks.append(asyncio.create_task(self._trust_loop(), name="client-ca"))
+        if self.certificate is not None:
+            self.certificate.attach(tls)
+            self._tasks.append(asyncio.create_task(self.certificate.run(), name="serving-cert"))
 
     async def wait(self, stop: asyncio.Event) -> None:
         """Until `stop` is set or the daemon task ends (it only ends by failing)."""

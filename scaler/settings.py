@@ -50,6 +50,15 @@ class ServeSettings:
     tls_key_file: str = ""
     client_ca_file: str = ""  # requestheader CA; "" = read kube-system ConfigMap
     allowed_names: tuple[str, ...] = ()
+    # Managed serving certificate (docs/security.md): "" = not managed (files or self-signed).
+    cert_secret: str = ""  # NAMESPACE/NAME of the Secret holding CA + serving cert
+    cert_apiservice: str = "v1beta1.external.metrics.k8s.io"  # caBundle kept in sync; "" = none
+    cert_service: str = "tidal-system/tidal-metrics-api"  # NAMESPACE/NAME: the cert's DNS names
+    cert_dir: str = ""  # where run-time PEM files go; "" = the temp dir ($TMPDIR)
+    cert_validity: float = 365 * 86400.0  # serving certificate lifetime, seconds
+    cert_ca_validity: float = 5 * 365 * 86400.0  # managed CA lifetime, seconds
+    cert_overlap: float = 600.0  # a new CA is trusted this long before it signs the cert
+    metrics_authorization: str = "delegated"  # "delegated" (SubjectAccessReview) | "none"
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,6 +103,15 @@ def _seconds(text: str) -> float:
     if not math.isfinite(value):
         raise argparse.ArgumentTypeError(f"invalid duration {text!r}")
     return value
+
+
+def _namespaced_name(text: str) -> str:
+    """``NAMESPACE/NAME`` (or empty); anything else is a usage error."""
+    text = text.strip()
+    namespace, sep, name = text.partition("/")
+    if text and not (sep and namespace and name and "/" not in name):
+        raise argparse.ArgumentTypeError(f"invalid {text!r} (expected NAMESPACE/NAME)")
+    return text
 
 
 def build_parser(env: Mapping[str, str] | None = None) -> argparse.ArgumentParser:
@@ -210,6 +228,61 @@ def build_parser(env: Mapping[str, str] | None = None) -> argparse.ArgumentParse
         default="front-proxy-client",
         help="comma list of CNs allowed to assert X-Remote-User; empty = any cert from the CA",
     )
+    a(
+        "--metrics-authorization",
+        choices=("delegated", "none"),
+        default=_env(e, "TIDAL_METRICS_AUTHORIZATION", default="delegated"),
+        help="authorize each metrics API request with a SubjectAccessReview for the user the "
+        "aggregator asserts (delegated), or trust the aggregator alone (none) "
+        "[env TIDAL_METRICS_AUTHORIZATION]",
+    )
+    a(
+        "--cert-secret",
+        type=_namespaced_name,
+        default=_env(e, "TIDAL_CERT_SECRET"),
+        help="NAMESPACE/NAME of a Secret in which Tidal keeps its own serving CA and certificate "
+        "(created, rotated, shared by every replica); empty = not managed [env TIDAL_CERT_SECRET]",
+    )
+    a(
+        "--cert-apiservice",
+        default=_env(e, "TIDAL_CERT_APISERVICE", default="v1beta1.external.metrics.k8s.io"),
+        help="APIService whose spec.caBundle follows the managed CA; empty = leave APIServices "
+        "alone [env TIDAL_CERT_APISERVICE]",
+    )
+    a(
+        "--cert-service",
+        type=_namespaced_name,
+        default=_env(e, "TIDAL_CERT_SERVICE", default=f"{pod_ns}/tidal-metrics-api"),
+        help="NAMESPACE/NAME of the Service in front of the metrics API: the managed certificate's "
+        "DNS names [env TIDAL_CERT_SERVICE]",
+    )
+    a(
+        "--cert-dir",
+        default=_env(e, "TIDAL_CERT_DIR"),
+        help="writable directory for the PEM files written at run time (mode 0600, in a private "
+        "subdirectory); empty = the temp dir, $TMPDIR or /tmp [env TIDAL_CERT_DIR]",
+    )
+    a(
+        "--cert-validity",
+        type=_seconds,
+        default=_env(e, "TIDAL_CERT_VALIDITY", default="8760h"),
+        help="lifetime of the managed serving certificate; renewed when a third is left "
+        "[env TIDAL_CERT_VALIDITY]",
+    )
+    a(
+        "--cert-ca-validity",
+        type=_seconds,
+        default=_env(e, "TIDAL_CERT_CA_VALIDITY", default="43800h"),
+        help="lifetime of the managed CA; replaced when a third is left "
+        "[env TIDAL_CERT_CA_VALIDITY]",
+    )
+    a(
+        "--cert-overlap",
+        type=_seconds,
+        default=_env(e, "TIDAL_CERT_OVERLAP", default="10m"),
+        help="how long a new CA sits in the caBundle before it signs the serving certificate, "
+        "and an old one stays after [env TIDAL_CERT_OVERLAP]",
+    )
     return p
 
 
@@ -244,5 +317,13 @@ def settings_from_args(argv: Sequence[str], env: Mapping[str, str] | None = None
             tls_key_file=ns.tls_key_file,
             client_ca_file=ns.requestheader_client_ca_file,
             allowed_names=tuple(n for n in ns.requestheader_allowed_names.split(",") if n),
+            cert_secret=ns.cert_secret,
+            cert_apiservice=ns.cert_apiservice,
+            cert_service=ns.cert_service,
+            cert_dir=ns.cert_dir,
+            cert_validity=ns.cert_validity,
+            cert_ca_validity=ns.cert_ca_validity,
+            cert_overlap=ns.cert_overlap,
+            metrics_authorization=ns.metrics_authorization,
         ),
     )

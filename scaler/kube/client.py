@@ -67,6 +67,12 @@ class KubeClient:
         except k8s_config.ConfigException:
             return await cls.from_kubeconfig(None)
 
+    def unguarded(self) -> KubeClient:
+        """A client on the same connection and credentials with no write guard, for writes every
+        replica makes whether or not it leads (its serving certificate's Secret, access
+        reviews). Closing the original closes both."""
+        return KubeClient(self._api, timeout=self._timeout)
+
     @property
     def host(self) -> str:
         return str(self._api.configuration.host)

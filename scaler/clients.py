@@ -204,22 +204,46 @@ def _load_material(
 
 
 def _load_cert_chain(ctx: ssl.SSLContext, cert: str, key: str, password: str | None) -> None:
-    # The ssl module loads a chain only from files: write private 0600 files, load, remove.
+    # The ssl module loads a chain only from files. On Linux they are anonymous memory (memfd,
+    # opened through /proc/self/fd): nothing touches a filesystem, so a read-only root works.
+    # Elsewhere: private 0600 files in the temp dir ($TMPDIR), removed at once.
+    try:
+        if hasattr(os, "memfd_create") and os.path.isdir("/proc/self/fd"):
+            _load_from_memory(ctx, cert, key, password)
+        else:
+            _load_from_temp_files(ctx, cert, key, password)
+    except (ssl.SSLError, ValueError, OSError) as exc:
+        raise ValueError(
+            f"the client certificate or key does not load ({type(exc).__name__})"
+        ) from None
+
+
+def _load_from_memory(ctx: ssl.SSLContext, cert: str, key: str, password: str | None) -> None:
+    fds: list[int] = []
+    try:
+        for text in (cert, key):
+            fd = os.memfd_create("tidal-tls", os.MFD_CLOEXEC)
+            fds.append(fd)
+            data = memoryview(text.encode())
+            while data:
+                data = data[os.write(fd, data) :]
+        ctx.load_cert_chain(f"/proc/self/fd/{fds[0]}", f"/proc/self/fd/{fds[1]}", password)
+    finally:
+        for fd in fds:
+            os.close(fd)
+
+
+def _load_from_temp_files(ctx: ssl.SSLContext, cert: str, key: str, password: str | None) -> None:
     with tempfile.TemporaryDirectory(prefix="tidal-tls-") as tmp:
-        cert_path = os.path.join(tmp, "cert.pem")
-        key_path = os.path.join(tmp, "key.pem")
-        for path, text in ((cert_path, cert), (key_path, key)):
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            with os.fdopen(fd, "w") as fh:
-                fh.write(text)
+        paths = (os.path.join(tmp, "cert.pem"), os.path.join(tmp, "key.pem"))
         try:
-            ctx.load_cert_chain(cert_path, key_path, password=password)
-        except (ssl.SSLError, ValueError, OSError) as exc:
-            raise ValueError(
-                f"the client certificate or key does not load ({type(exc).__name__})"
-            ) from None
+            for path, text in zip(paths, (cert, key), strict=True):
+                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+                with os.fdopen(fd, "w") as fh:
+                    fh.write(text)
+            ctx.load_cert_chain(paths[0], paths[1], password=password)
         finally:
-            for path in (cert_path, key_path):
+            for path in paths:
                 with contextlib.suppress(OSError):
                     os.unlink(path)
 

@@ -126,7 +126,7 @@ async def authorize(request: web.Request, handler: Handler) -> web.StreamRespons
     authorizer = request.app.get(AUTHZ_KEY)
     if authorizer is None or not request.path.startswith("/apis"):
         return await handler(request)
-    user = user_from_headers(request.headers, request.headers.getall)
+    user = user_from_headers(request.headers.items())
     if not user.name:
         return _error(401, "Unauthorized", "Unauthorized")
     attributes = request_attributes(user, request.method, request.path, request.query)

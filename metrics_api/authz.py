@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Protocol
 from urllib.parse import unquote
@@ -71,22 +71,20 @@ class Authorizer(Protocol):
 _VERBS = {"POST": "create", "PUT": "update", "PATCH": "patch", "DELETE": "delete"}
 
 
-def user_from_headers(
-    headers: Mapping[str, str], all_values: Callable[[str], list[str]]
-) -> UserInfo:
-    """The front proxy's identity headers (`all_values` returns every value of a header)."""
-    groups = tuple(g for g in all_values("X-Remote-Group") if g)
+def user_from_headers(headers: Iterable[tuple[str, str]]) -> UserInfo:
+    """The front proxy's identity from every (name, value) header pair, repeats included."""
+    name, groups = "", []
     extra: dict[str, list[str]] = {}
     prefix = "x-remote-extra-"
-    for header in headers:
-        if header.lower().startswith(prefix):
-            key = unquote(header[len(prefix) :]).lower()
-            extra.setdefault(key, []).extend(all_values(header))
-    return UserInfo(
-        headers.get("X-Remote-User", ""),
-        groups,
-        tuple(sorted((k, tuple(v)) for k, v in extra.items())),
-    )
+    for header, value in headers:
+        key = header.lower()
+        if key == "x-remote-user" and not name:
+            name = value
+        elif key == "x-remote-group" and value:
+            groups.append(value)
+        elif key.startswith(prefix):
+            extra.setdefault(unquote(key[len(prefix) :]), []).append(value)
+    return UserInfo(name, tuple(groups), tuple(sorted((k, tuple(v)) for k, v in extra.items())))
 
 
 def request_attributes(

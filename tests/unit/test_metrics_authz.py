@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from multidict import CIMultiDict
 from prometheus_client import CollectorRegistry
 
 from metrics_api.authz import (
@@ -83,16 +82,14 @@ def test_attributes_as_the_apiserver_derives_them(
 
 
 def test_user_groups_and_extra_come_from_the_proxy_headers() -> None:
-    headers = CIMultiDict(
-        [
-            ("X-Remote-User", "system:serviceaccount:kube-system:horizontal-pod-autoscaler"),
-            ("X-Remote-Group", "system:serviceaccounts"),
-            ("X-Remote-Group", "system:authenticated"),
-            ("X-Remote-Extra-Authentication.kubernetes.io%2fpod-name", "kcm-0"),
-            ("Accept", "application/json"),
-        ]
-    )
-    user = user_from_headers(headers, headers.getall)
+    headers = [
+        ("X-Remote-User", "system:serviceaccount:kube-system:horizontal-pod-autoscaler"),
+        ("X-Remote-Group", "system:serviceaccounts"),
+        ("X-Remote-Group", "system:authenticated"),
+        ("X-Remote-Extra-Authentication.kubernetes.io%2fpod-name", "kcm-0"),
+        ("Accept", "application/json"),
+    ]
+    user = user_from_headers(headers)
     assert user == UserInfo(
         "system:serviceaccount:kube-system:horizontal-pod-autoscaler",
         ("system:serviceaccounts", "system:authenticated"),

@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 TYPED := scaler scalers metrics_api
 
-.PHONY: help venv sysdeps env lint test test-unit demo bench clean
+.PHONY: help venv sysdeps env lint test test-unit demo bench clean image
 
 help:
 	@echo "make demo   start the local environment (and Tidal) and show it working"
@@ -14,6 +14,7 @@ help:
 	@echo "make env    build/refresh the local environment's binaries (cached)"
 	@echo "make lint   ruff + mypy --strict + import-linter"
 	@echo "make bench  run benchmarks/, write JSON results and the README table"
+	@echo "make image  build the container image tidal:<version> with buildah (IMAGE_ARGS=--oci-archive F)"
 
 $(STAMP): pyproject.toml
 	@echo "[venv] creating $(VENV) and installing tidal[all,dev]"
@@ -47,6 +48,9 @@ demo: env
 
 bench: env
 	PYTHONPATH=deploy/local $(PY) -m benchmarks.run $(BENCH_ARGS)
+
+image:
+	@bash deploy/image/build.sh $(IMAGE_ARGS)
 
 clean:
 	rm -rf $(VENV) .run .mypy_cache .ruff_cache .pytest_cache

@@ -19,6 +19,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from prometheus_client import CollectorRegistry, Gauge
+
 from metrics_api.pemfiles import PemDir
 from metrics_api.tls import TlsManager
 from scaler.errors import KubeError, TidalError
@@ -32,7 +34,14 @@ from scaler.kube.certstore import (
 )
 from scaler.kube.client import KubeClient
 from scaler.kube.watch import Backoff
-from scaler.servingcert import CertMaterial, CertPolicy, next_check, plan, serving_fingerprint
+from scaler.servingcert import (
+    CertMaterial,
+    CertPolicy,
+    expiries,
+    next_check,
+    plan,
+    serving_fingerprint,
+)
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +80,7 @@ class ManagedCertificate:
         *,
         clock: Callable[[], float] = time.time,
         resync: float = RESYNC,
+        registry: CollectorRegistry | None = None,
     ) -> None:
         self.kube = kube
         self.target = target
@@ -84,22 +94,36 @@ class ManagedCertificate:
         self.changes = 0  # writes this replica made to the Secret
         self._resource_version = ""
         self._wake = asyncio.Event()
+        self.expiry = Gauge(
+            "tidal_serving_certificate_expiry_timestamp_seconds",
+            "When the metrics API's managed serving certificate and its CA expire (unix time)",
+            ["certificate"],
+            registry=registry,
+        )
 
     async def start(self, timeout: float = 30.0) -> tuple[Path, Path]:
         """Reconciles until the Secret holds usable material (retrying apiserver errors for up
         to `timeout` s); returns the serving certificate and key files."""
         backoff = Backoff(base=0.5, cap=5.0)
-        async with asyncio.timeout(timeout):
-            while True:
-                try:
-                    await self.reconcile()
-                    return self.files
-                except KubeError as exc:
-                    log.warning(
-                        "serving certificate not ready",
-                        extra={"secret": self.target.secret, "error": str(exc)},
-                    )
-                    await asyncio.sleep(backoff.next_delay())
+        last = ""
+        try:
+            async with asyncio.timeout(timeout):
+                while True:
+                    try:
+                        await self.reconcile()
+                        return self.files
+                    except KubeError as exc:
+                        last = str(exc)
+                        log.warning(
+                            "serving certificate not ready",
+                            extra={"secret": self.target.secret, "error": last},
+                        )
+                        await asyncio.sleep(backoff.next_delay())
+        except TimeoutError:
+            raise KubeError(
+                f"no serving certificate from Secret {self.target.secret} after {timeout:.0f} s: "
+                f"{last}"
+            ) from None
 
     def attach(self, tls: TlsManager) -> None:
         """The listener to hot-reload from now on."""
@@ -175,12 +199,16 @@ class ManagedCertificate:
         old = self.material
         if old is not None and (old.cert, old.key) == (material.cert, material.key):
             self.material = material
+            self.expiry.labels("ca").set(expiries(material)[1])
             return
         cert, key = self.pem_dir.write_pair(material.cert, material.key)
         if self.tls is not None:
             self.tls.use_files(cert, key)
         self.pem_dir.prune(keep=(cert, key))
         self.material, self.files = material, (cert, key)
+        cert_end, ca_end = expiries(material)
+        self.expiry.labels("serving").set(cert_end)
+        self.expiry.labels("ca").set(ca_end)
         log.info(
             "serving certificate in use",
             extra={"secret": self.target.secret, "sha256": serving_fingerprint(material.cert)},

@@ -136,6 +136,7 @@ class Service:
                 CertPolicy(serve.cert_validity, serve.cert_ca_validity, serve.cert_overlap),
                 pem_dir,
                 clock=self.clock,
+                registry=self.telemetry.registry,
             )
             cert, key = await self.certificate.start()
             cert_file, key_file = str(cert), str(key)

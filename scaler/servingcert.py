@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 
 from metrics_api.certs import backdate, cert_pem, issue_ca, issue_serving
 from scaler.errors import ConfigError
@@ -118,6 +119,8 @@ def _parse(m: CertMaterial) -> _Parsed | None:
         key = serialization.load_pem_private_key(m.key.encode(), password=None)
     except ValueError:
         return None
+    if not isinstance(ca_key, ec.EllipticCurvePrivateKey):  # Tidal issues only with its own
+        return None
     if not cas or ca_key.public_key() != cas[0].public_key():
         return None
     if key.public_key() != cert.public_key():
@@ -165,6 +168,12 @@ def _hosts(c: x509.Certificate) -> frozenset[str]:
 def ca_certificates(material: CertMaterial) -> tuple[str, ...]:
     """The bundle's CAs, one PEM each, current first."""
     return tuple(cert_pem(c) for c in x509.load_pem_x509_certificates(material.bundle.encode()))
+
+
+def expiries(material: CertMaterial) -> tuple[float, float]:
+    """(serving certificate notAfter, current CA notAfter), seconds since the epoch."""
+    cas = x509.load_pem_x509_certificates(material.bundle.encode())
+    return _end(x509.load_pem_x509_certificate(material.cert.encode())), _end(cas[0])
 
 
 def serving_fingerprint(pem: str) -> str:

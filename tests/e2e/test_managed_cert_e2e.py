@@ -97,6 +97,11 @@ async def test_two_replicas_starting_together_agree_on_one_certificate(
         want = pem_to_der(data["tls.crt"])
         assert await served_cert(a.api_port) == want
         assert await served_cert(b.api_port) == want
+        expiry = a.telemetry.registry.get_sample_value(
+            "tidal_serving_certificate_expiry_timestamp_seconds", {"certificate": "serving"}
+        )
+        assert expiry is not None
+        assert abs(expiry - (time.time() + 365 * 86400)) < 3600
         for svc in (a, b):  # the PEM files are private, in the temp dir, nowhere else
             assert svc.pem_dir is not None
             files = sorted(p.name for p in svc.pem_dir.path.iterdir())

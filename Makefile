@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 TYPED := scaler scalers metrics_api
 
-.PHONY: help venv sysdeps env lint test test-unit demo bench clean image
+.PHONY: help venv sysdeps env lint test test-unit demo bench clean image manifests
 
 help:
 	@echo "make demo   start the local environment (and Tidal) and show it working"
@@ -15,6 +15,7 @@ help:
 	@echo "make lint   ruff + mypy --strict + import-linter"
 	@echo "make bench  run benchmarks/, write JSON results and the README table"
 	@echo "make image  build the container image tidal:<version> with buildah (IMAGE_ARGS=--oci-archive F)"
+	@echo "make manifests  render deploy/manifests/ (and the chart's copies) from deploy/helm/tidal"
 
 $(STAMP): pyproject.toml
 	@echo "[venv] creating $(VENV) and installing tidal[all,dev]"
@@ -48,6 +49,10 @@ demo: env
 
 bench: env
 	PYTHONPATH=deploy/local $(PY) -m benchmarks.run $(BENCH_ARGS)
+
+manifests: venv
+	@bash deploy/local/build.sh helm
+	PYTHONPATH=deploy/local $(PY) -m localenv.helm
 
 image:
 	@bash deploy/image/build.sh $(IMAGE_ARGS)

@@ -74,7 +74,14 @@ build_minio() {
 }
 
 build_helm() {
-  GOBIN=$1 go install "helm.sh/helm/v3/cmd/helm@$HELM_VERSION"
+  # The ldflags of helm's own Makefile: its version, and the Kubernetes version `helm template`
+  # and `helm lint` assume (that of its client-go, v0.37 -> 1.37) instead of the 1.20 default.
+  local v=helm.sh/helm/v3 ldf="-s -w"
+  ldf="$ldf -X $v/internal/version.version=$HELM_VERSION -X $v/internal/version.gitTreeState=clean"
+  for p in pkg/lint/rules pkg/chartutil; do
+    ldf="$ldf -X $v/$p.k8sVersionMajor=1 -X $v/$p.k8sVersionMinor=37"
+  done
+  GOBIN=$1 go install -trimpath -ldflags "$ldf" "helm.sh/helm/v3/cmd/helm@$HELM_VERSION"
   "$1/helm" version --short
 }
 
@@ -136,7 +143,7 @@ for c in "${want[@]}"; do
       stage kafka4 "$d" "$(fingerprint "$HERE/tools/kafka/pom.xml")-$KAFKA4_VERSION-log4j2bridge" build_kafka "$d" "$KAFKA4_VERSION" no ;;
     helm)
       d=$TOOLS/helm-$HELM_VERSION
-      stage helm "$d" "$HELM_VERSION" build_helm "$d" ;;
+      stage helm "$d" "$HELM_VERSION-k8s1.37" build_helm "$d" ;;
     *) echo "[build] unknown component: $c" >&2; exit 2 ;;
   esac
 done

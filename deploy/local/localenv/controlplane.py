@@ -262,10 +262,17 @@ class ControlPlane:
         )
 
     def _write_kubeconfig(
-        self, certs: ClusterCerts, path: Path | None = None, user: tuple[Path, Path] | None = None
+        self,
+        certs: ClusterCerts,
+        path: Path | None = None,
+        user: tuple[Path, Path] | None = None,
+        token: str = "",
     ) -> None:
         # JSON is YAML: kubectl, client-go and kubernetes_asyncio all read this file.
         crt, key = user or (certs.admin_crt, certs.admin_key)
+        credentials = (
+            {"token": token} if token else {"client-certificate": str(crt), "client-key": str(key)}
+        )
         config = {
             "apiVersion": "v1",
             "kind": "Config",
@@ -275,12 +282,7 @@ class ControlPlane:
                     "cluster": {"server": self.server, "certificate-authority": str(certs.ca_crt)},
                 }
             ],
-            "users": [
-                {
-                    "name": "admin",
-                    "user": {"client-certificate": str(crt), "client-key": str(key)},
-                }
-            ],
+            "users": [{"name": "admin", "user": credentials}],
             "contexts": [
                 {"name": "tidal-local", "context": {"cluster": "tidal-local", "user": "admin"}}
             ],
@@ -302,6 +304,25 @@ class ControlPlane:
         )
         path = self.dir / f"{name}.kubeconfig"
         self._write_kubeconfig(certs, path, (crt, key))
+        return path
+
+    def service_account_kubeconfig(
+        self, namespace: str, name: str, *, expiration_seconds: int = 3600
+    ) -> Path:
+        """A kubeconfig that authenticates as ServiceAccount `namespace/name`: a bearer token
+        from the TokenRequest API, as the kubelet would project into the account's pods."""
+        review = self.request(
+            "POST",
+            f"/api/v1/namespaces/{namespace}/serviceaccounts/{name}/token",
+            {
+                "apiVersion": "authentication.k8s.io/v1",
+                "kind": "TokenRequest",
+                "spec": {"expirationSeconds": expiration_seconds},
+            },
+        )
+        path = self.dir / f"sa-{namespace}-{name}.kubeconfig"
+        self._write_kubeconfig(self._certs(), path, token=str(review["status"]["token"]))
+        path.chmod(0o600)
         return path
 
     # -- the audit log ------------------------------------------------------------------------

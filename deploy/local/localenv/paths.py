@@ -13,6 +13,7 @@ K8S_VERSION = "1.34.4"
 ETCD_VERSION = "3.6.16"
 MINIO_VERSION = "v0.0.0-20260212201848-7aac2a2c5b7c"
 KAFKA_VERSIONS = ("3.9.1", "4.1.1")
+HELM_VERSION = "v3.22.0"
 
 
 def tools_dir() -> Path:
@@ -27,6 +28,10 @@ def k8s_bin(name: str) -> Path:
     if name == "etcd":
         return tools_dir() / f"etcd-v{ETCD_VERSION}" / "etcd"
     return tools_dir() / f"k8s-v{K8S_VERSION}" / name
+
+
+def helm_bin() -> Path:
+    return tools_dir() / f"helm-{HELM_VERSION}" / "helm"
 
 
 def minio_bin() -> Path:

@@ -1,0 +1,91 @@
+"""Reading what the chart renders: objects by kind, RBAC rules, and the daemon's settings."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from scaler.settings import Settings, settings_from_args
+
+Obj = dict[str, Any]
+RBAC_KINDS = ("Role", "ClusterRole")
+
+
+def parse(text: str) -> list[Obj]:
+    return [d for d in yaml.safe_load_all(text) if d]
+
+
+def of_kind(objs: Iterable[Obj], kind: str) -> list[Obj]:
+    return [o for o in objs if o["kind"] == kind]
+
+
+def one(objs: Iterable[Obj], kind: str, name: str | None = None) -> Obj:
+    found = [o for o in of_kind(objs, kind) if name is None or o["metadata"]["name"] == name]
+    assert len(found) == 1, f"expected one {kind} {name or ''}, found {len(found)}"
+    return found[0]
+
+
+def container(objs: Iterable[Obj]) -> Obj:
+    pod = one(objs, "Deployment")["spec"]["template"]["spec"]
+    assert len(pod["containers"]) == 1
+    return dict(pod["containers"][0])
+
+
+def rules(objs: Iterable[Obj]) -> list[tuple[str, str, Obj]]:
+    """(kind, namespace, rule) of every Role and ClusterRole rule."""
+    out = []
+    for o in objs:
+        if o["kind"] in RBAC_KINDS:
+            for rule in o.get("rules") or []:
+                out.append((o["kind"], o["metadata"].get("namespace", ""), rule))
+    return out
+
+
+def grants(objs: Iterable[Obj], group: str, resource: str, verb: str) -> list[tuple[str, str, Obj]]:
+    """The rules that allow `verb` on `group/resource` (wildcards included)."""
+    out = []
+    for kind, ns, rule in rules(objs):
+        groups, resources, verbs = (rule.get(k) or [] for k in ("apiGroups", "resources", "verbs"))
+        if group in groups or "*" in groups:
+            sub = resource.split("/", 1)[1] if "/" in resource else ""
+            res_ok = resource in resources or "*" in resources or f"*/{sub}" in resources
+            if res_ok and (verb in verbs or "*" in verbs):
+                out.append((kind, ns, rule))
+    return out
+
+
+def chart_settings(
+    objs: Iterable[Obj],
+    *,
+    pod_name: str,
+    kubeconfig: Path,
+    cert_dir: Path,
+    api_port: int = 0,
+    env: Mapping[str, str] | None = None,
+) -> Settings:
+    """The settings `tidal run` gets in the chart's pod: its args, its env (the downward API's
+    POD_NAME/POD_NAMESPACE filled in), with loopback addresses and a kubeconfig instead of
+    the in-cluster config."""
+    objs = list(objs)
+    c = container(objs)
+    args = list(c["args"])
+    assert args[0] == "run", args
+    pod_env = {
+        "POD_NAME": pod_name,
+        "POD_NAMESPACE": one(objs, "Deployment")["metadata"]["namespace"],
+    }
+    for item in c.get("env") or []:
+        if "value" in item:
+            pod_env[item["name"]] = str(item["value"])
+    settings = settings_from_args(args[1:], {**pod_env, **(env or {})})
+    serve = dataclasses.replace(
+        settings.serve,
+        metrics_address="127.0.0.1:0",
+        api_address=f"127.0.0.1:{api_port}",
+        cert_dir=str(cert_dir),
+    )
+    return dataclasses.replace(settings, kubeconfig=str(kubeconfig), serve=serve)

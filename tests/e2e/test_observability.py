@@ -1,10 +1,17 @@
 """Observability on the real control plane: Prometheus scrapes the daemon, dashboards read it,
 the failing-trigger warning is rate-limited, and secrets appear in no log, Event, status or metric.
 
-The private Prometheus scrapes the daemon's own port (never the metrics API's). Dashboard queries
-are taken from deploy/grafana/tidal-dashboard.json and from KEDA's dashboard
-(kedacore/keda config/grafana/keda-dashboard.json); each must return at least one series
-during the scaling run.
+Two private Prometheus servers scrape the daemon's own port (never the metrics API's) at once:
+one with a static target, where series keep their own `namespace` label, and one configured like a
+cluster's pod scrape (kubernetes_sd `role: pod` with the usual relabelling and `honor_labels:
+false`), where the `namespace` target label (the pod's) wins and a series' own `namespace` is stored
+as `exported_namespace`. The pod role itself is emulated through file_sd (ScrapedPod in
+localenv.prometheus): the local control plane has no kubelet, so no pod gets an IP or runs, and
+kubernetes_sd would find nothing to scrape; the targets carry the same `__meta_kubernetes_*` labels
+the pod role sets, and the relabelling, scrape and storage are Prometheus' own. Dashboard queries
+are taken from deploy/grafana/tidal-dashboard.json and from KEDA's dashboard (kedacore/keda
+config/grafana/keda-dashboard.json, whose releases filter on `namespace` or on
+`exported_namespace`); each must return data for the running objects under both scrape styles.
 """
 
 from __future__ import annotations
@@ -24,7 +31,7 @@ import pytest
 import redis.asyncio as aioredis
 from prometheus_client.parser import text_string_to_metric_families
 
-from localenv.prometheus import PrometheusServer
+from localenv.prometheus import PrometheusServer, ScrapedPod
 from localenv.redis import RedisServer
 from scaler import logs
 from scaler.kube.client import JSON
@@ -51,34 +58,38 @@ def _watch(cluster: Cluster) -> WatchSettings:
 
 DASHBOARD = Path(__file__).resolve().parents[2] / "deploy" / "grafana" / "tidal-dashboard.json"
 
-# KEDA's dashboard (kedacore/keda config/grafana/keda-dashboard.json), with
-# its variables already substituted as {ns}. The panels that read kube-state-metrics
-# (kube_horizontalpodautoscaler_*, kube_deployment_spec_replicas) can't return data without
-# kube-state-metrics; docs/observability.md maps them to tidal_scale_target_replicas.
+# KEDA's dashboard (kedacore/keda config/grafana/keda-dashboard.json), with its variables already
+# substituted as {ns} and its namespace label as {label}: `namespace` in some releases,
+# `exported_namespace` (what a pod or service scrape stores) in others. The panels that read
+# kube-state-metrics (kube_horizontalpodautoscaler_*, kube_deployment_spec_replicas) can't return
+# data without kube-state-metrics; docs/observability.md maps them to tidal_scale_target_replicas.
 KEDA_QUERIES = (
     pytest.param("sum by(job) (rate(keda_scaler_detail_errors_total[5m]))", id="total-errors"),
     pytest.param(
-        'sum by(scaler) (rate(keda_scaler_detail_errors_total{{namespace=~"{ns}",'
+        'sum by(scaler) (rate(keda_scaler_detail_errors_total{{{label}=~"{ns}",'
         ' scaledObject=~".*", scaler=~".*"}}[5m]))',
         id="errors-by-scaler",
     ),
     pytest.param("rate(keda_scaled_object_errors_total[5m])", id="object-errors"),
     pytest.param(
-        'sum by(scaledObject) (rate(keda_scaled_object_errors_total{{namespace=~"{ns}",'
+        'sum by(scaledObject) (rate(keda_scaled_object_errors_total{{{label}=~"{ns}",'
         ' scaledObject=~".*"}}[5m]))',
         id="object-errors-by-object",
     ),
     pytest.param(
-        'sum by(metric) (keda_scaler_metrics_value{{namespace=~"{ns}", metric=~".*"}})',
+        'sum by(metric) (keda_scaler_metrics_value{{{label}=~"{ns}", metric=~".*"}})',
         id="metric-value",
     ),
 )
 KEDA_VARIABLES = (
-    ("label_values(keda_scaled_object_errors_total, namespace)", "{ns}"),
-    ('label_values(keda_scaled_object_errors_total{{namespace="{ns}"}}, scaledObject)', "worker"),
-    ('label_values(keda_scaler_detail_errors_total{{namespace="{ns}"}}, scaler)', "redis"),
-    ('label_values(keda_scaler_detail_errors_total{{namespace="{ns}"}}, metric)', "s0-redis-"),
+    ("label_values(keda_scaled_object_errors_total, {label})", "{ns}"),
+    ('label_values(keda_scaled_object_errors_total{{{label}="{ns}"}}, scaledObject)', "worker"),
+    ('label_values(keda_scaler_detail_errors_total{{{label}="{ns}"}}, scaler)', "redis"),
+    ('label_values(keda_scaler_detail_errors_total{{{label}="{ns}"}}, metric)', "s0-redis-"),
 )
+# The namespace every Tidal series would carry under a pod scrape: the scraped pod's.
+TIDAL_POD_NAMESPACE = "tidal-system"
+TIDAL_POD = "tidal-7d9f8c6b5-x2x9z"
 
 
 async def _async(fn: Callable[[], T]) -> T:
@@ -146,12 +157,30 @@ async def _label_values(prom: PrometheusServer, query: str) -> set[str]:
     return {s[label] for s in body["data"] if label in s}
 
 
+async def _query_result(prom: PrometheusServer, query: str, regex: str) -> set[str]:
+    """Grafana's query_result(expr) variable with its regex: each series is rendered as
+    `name{k="v",...} value timestamp` and the regex's first group is the value."""
+    m = re.fullmatch(r"query_result\((.*)\)", query.strip(), re.S)
+    assert m is not None, query
+    pattern = re.compile(regex.strip("/"))
+    values = set()
+    for series in await _prom_query(prom, m.group(1)):
+        labels = {k: v for k, v in series["metric"].items() if k != "__name__"}
+        text = series["metric"].get("__name__", "") + "{"
+        text += ",".join(f'{k}="{v}"' for k, v in labels.items())
+        text += "}} {} {}".format(series["value"][1], series["value"][0] * 1000)
+        found = pattern.search(text)
+        if found:
+            values.add(found.group(1))
+    return values
+
+
 def _dashboard() -> dict[str, Any]:
     return dict(json.loads(DASHBOARD.read_text()))
 
 
-def _dashboard_exprs(ns: str) -> list[tuple[str, str]]:
-    """(panel title, expr) of every query in the dashboard, variables substituted."""
+def _substitute(expr: str, ns: str) -> str:
+    """Grafana's variable substitution for one namespace and every object, scaler and trigger."""
     subst = {
         "$namespace": ns,
         "$scaledObject": ".*",
@@ -159,15 +188,29 @@ def _dashboard_exprs(ns: str) -> list[tuple[str, str]]:
         "$__rate_interval": "1m",
         "$__range": "5m",
     }
-    out = []
-    for panel in _dashboard()["panels"]:
-        for target in panel.get("targets", []):
-            expr = target["expr"]
-            for var in sorted(subst, key=len, reverse=True):
-                expr = expr.replace(var, subst[var])
-            assert "$" not in expr, expr
-            out.append((panel["title"], expr))
-    return out
+    for var in sorted(subst, key=len, reverse=True):
+        expr = expr.replace(var, subst[var])
+    # label_replace's "$1" is PromQL's, not a Grafana variable.
+    assert "$" not in expr.replace('"$1"', ""), expr
+    return expr
+
+
+def _dashboard_exprs(ns: str) -> list[tuple[str, str]]:
+    """(panel title, expr) of every query in the dashboard, variables substituted."""
+    return [
+        (panel["title"], _substitute(target["expr"], ns))
+        for panel in _dashboard()["panels"]
+        for target in panel.get("targets", [])
+    ]
+
+
+def _dashboard_variables(ns: str) -> dict[str, tuple[str, str]]:
+    """name -> (query, regex) of the dashboard's query variables, variables substituted."""
+    return {
+        var["name"]: (_substitute(var["query"]["query"], ns), var.get("regex", ""))
+        for var in _dashboard()["templating"]["list"]
+        if var["type"] == "query"
+    }
 
 
 def _series_found(result: list[Any]) -> bool:
@@ -194,6 +237,12 @@ def test_dashboard_json_is_a_grafana_dashboard() -> None:
     titles = " ".join(p["title"].lower() for p in dash["panels"])
     for topic in ("trigger", "target", "replicas", "errors", "lateness", "staleness"):
         assert topic in titles, topic
+    # Both scrape styles: whatever filters on the namespace reads `exported_namespace` too.
+    queries = [expr for _, expr in _dashboard_exprs("ns")]
+    queries += [q for q, _ in _dashboard_variables("ns").values()]
+    for expr in queries:
+        if "namespace" in expr:
+            assert "exported_namespace" in expr, expr
 
 
 async def test_prometheus_reads_tidal_like_keda(
@@ -202,9 +251,11 @@ async def test_prometheus_reads_tidal_like_keda(
     redis_server: RedisServer,
     prometheus_factory: Callable[..., PrometheusServer],
 ) -> None:
-    """A real Prometheus scrapes the daemon during a 0 -> 1 scaling run with one healthy and one
-    broken object: every query of Tidal's dashboard and KEDA's dashboard queries return data,
-    the broken object's errors keep counting at zero replicas, and health endpoints answer."""
+    """Real Prometheus servers scrape the daemon during a 0 -> 1 scaling run with one healthy and
+    one broken object, one with a static target and one like a cluster's pod scrape: under both,
+    every query and variable of Tidal's dashboard and KEDA's dashboard queries return data for the
+    objects' namespace; the broken object's errors keep counting at zero replicas, and health
+    endpoints answer."""
     ns = cluster.ns
     list_name = f"jobs-{ns}"
     dead = f"127.0.0.1:{_closed_port()}"
@@ -229,6 +280,19 @@ async def test_prometheus_reads_tidal_like_keda(
         assert await _get_text(f"{base}/healthz") == (200, "ok")
         await eventually(lambda: _get_text(f"{base}/readyz"), lambda r: r == (200, "ok"))
         prom = prometheus_factory([f"127.0.0.1:{service.health_port}"])
+        # As a cluster's pod scrape finds the Deployment's pod: its annotations name the metrics
+        # port; the discovered address is another container port, which relabelling replaces.
+        pod = ScrapedPod(
+            f"127.0.0.1:{_closed_port()}",
+            namespace=TIDAL_POD_NAMESPACE,
+            name=TIDAL_POD,
+            labels={"app.kubernetes.io/name": "tidal", "pod-template-hash": "7d9f8c6b5"},
+            annotations={
+                "prometheus.io/scrape": "true",
+                "prometheus.io/port": str(service.health_port),
+            },
+        )
+        pod_prom = prometheus_factory(pods=[pod])
 
         r = aioredis.from_url(redis_server.url)
         await r.rpush(list_name, "a", "b", "c")
@@ -259,20 +323,51 @@ async def test_prometheus_reads_tidal_like_keda(
         assert _sample(scraped, "keda_resource_registered_total", namespace=ns) == 2
         assert _sample(scraped, "tidal_scale_actions_total", direction="up", **worker) == 1
 
-        for title, expr in _dashboard_exprs(ns):
-            await _wait_prom(prom, expr, f"data for panel {title!r}: {expr}")
-        for param in KEDA_QUERIES:
-            expr = param.values[0].format(ns=ns)
-            await _wait_prom(prom, expr, f"data for KEDA's query {param.id}: {expr}")
-        for query, expected in KEDA_VARIABLES:
-            q, want = query.format(ns=ns), expected.format(ns=ns)
-            values = await eventually(
-                lambda q=q: _label_values(prom, q),  # type: ignore[misc]
-                lambda vs, want=want: any(v.startswith(want) for v in vs),  # type: ignore[misc]
-                timeout=60,
-                what=f"{want} in {q}",
-            )
-            assert values
+        # The pod scrape really renamed the series' own label: the target's `namespace` is the
+        # pod's, the object's namespace is in `exported_namespace`.
+        renamed = await _wait_prom(
+            pod_prom,
+            f'keda_scaler_metrics_value{{exported_namespace="{ns}", scaledObject="worker"}}',
+            "the pod scrape's exported_namespace",
+        )
+        assert renamed[0]["metric"]["namespace"] == TIDAL_POD_NAMESPACE
+        assert renamed[0]["metric"]["pod"] == TIDAL_POD
+        static = await _wait_prom(
+            prom, f'keda_scaler_metrics_value{{namespace="{ns}"}}', "the static scrape's namespace"
+        )
+        assert "exported_namespace" not in static[0]["metric"]
+
+        for style, server, label in (
+            ("static", prom, "namespace"),
+            ("pod-scrape", pod_prom, "exported_namespace"),
+        ):
+            for title, expr in _dashboard_exprs(ns):
+                result = await _wait_prom(
+                    server, expr, f"{style}: data for panel {title!r}: {expr}"
+                )
+                if ns in expr:  # filtered on the object's namespace: labelled with it too
+                    seen = {series["metric"].get("namespace", ns) for series in result}
+                    assert seen == {ns}, (style, title, expr, result)
+            for name, (query, regex) in _dashboard_variables(ns).items():
+                want = {"namespace": ns, "scaledObject": "worker", "scaler": "redis"}[name]
+                await eventually(
+                    lambda q=query, r=regex, s=server: _query_result(s, q, r),  # type: ignore[misc]
+                    lambda vs, w=want: w in vs,  # type: ignore[misc]
+                    timeout=60,
+                    what=f"{style}: {want} in variable {name}: {query}",
+                )
+            for param in KEDA_QUERIES:
+                expr = param.values[0].format(ns=ns, label=label)
+                await _wait_prom(server, expr, f"{style}: data for KEDA's query {param.id}: {expr}")
+            for query, expected in KEDA_VARIABLES:
+                q, want = query.format(ns=ns, label=label), expected.format(ns=ns)
+                values = await eventually(
+                    lambda q=q, s=server: _label_values(s, q),  # type: ignore[misc]
+                    lambda vs, want=want: any(v.startswith(want) for v in vs),  # type: ignore[misc]
+                    timeout=60,
+                    what=f"{style}: {want} in {q}",
+                )
+                assert values
 
 
 async def test_failing_trigger_warns_on_transition_then_every_n_polls(

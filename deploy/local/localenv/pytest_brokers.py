@@ -20,7 +20,7 @@ from localenv.kafka import KafkaBroker
 from localenv.minio import MinioServer
 from localenv.nats import NatsServer
 from localenv.paths import KAFKA_VERSIONS
-from localenv.prometheus import PrometheusServer
+from localenv.prometheus import PrometheusServer, ScrapedPod
 from localenv.pytest_common import run_dir
 from localenv.redis import RedisServer
 
@@ -149,11 +149,19 @@ def kafka_factory(run_dir: Path) -> Iterator[Callable[..., KafkaBroker]]:
 
 @pytest.fixture
 def prometheus_factory(run_dir: Path) -> Iterator[Callable[..., PrometheusServer]]:
-    """`prometheus_factory(targets)` starts a private Prometheus scraping `targets`."""
+    """`prometheus_factory(targets)` starts a private Prometheus scraping `targets`;
+    `prometheus_factory(pods=[ScrapedPod(...)])` scrapes them as a cluster's pod scrape would."""
     started = _Started()
 
-    def make(targets: Sequence[str] = (), scrape_interval: str = "1s") -> PrometheusServer:
-        server = PrometheusServer(run_dir, targets, scrape_interval, name=_name("prometheus"))
+    def make(
+        targets: Sequence[str] = (),
+        scrape_interval: str = "1s",
+        *,
+        pods: Sequence[ScrapedPod] = (),
+    ) -> PrometheusServer:
+        server = PrometheusServer(
+            run_dir, targets, scrape_interval, pods=pods, name=_name("prometheus")
+        )
         started.items.append(server)
         return server.start()
 

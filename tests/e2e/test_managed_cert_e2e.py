@@ -216,3 +216,31 @@ async def test_apiservice_available_with_the_managed_ca_across_rotations(
     finally:
         await asyncio.to_thread(control_plane.unregister_apiservice)
         await r.aclose()
+
+
+async def test_an_empty_secret_made_by_the_installer_is_filled_in_place(
+    control_plane: ControlPlane, crds: ControlPlane, kubeconfig: Path, namespace: str
+) -> None:
+    """The chart creates the Secret empty (so `helm uninstall` removes it): Tidal fills it with
+    a conditional update, keeping its type and labels."""
+    await asyncio.to_thread(
+        control_plane.request,
+        "POST",
+        f"/api/v1/namespaces/{namespace}/secrets",
+        {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {"name": "tidal-serving", "labels": {"app.kubernetes.io/name": "tidal"}},
+            "type": "Opaque",
+        },
+    )
+    serve = _serve(namespace, cert_apiservice="")
+    watch = WatchSettings(namespace=namespace, cluster_object_namespace=namespace)
+    async with running_service(kubeconfig, serve=serve, watch=watch) as svc:
+        body = await asyncio.to_thread(
+            control_plane.request, "GET", f"/api/v1/namespaces/{namespace}/secrets/tidal-serving"
+        )
+        assert body["type"] == "Opaque"
+        assert body["metadata"]["labels"] == {"app.kubernetes.io/name": "tidal"}
+        data = secret_data(control_plane, namespace, "tidal-serving")
+        assert await served_cert(svc.api_port) == pem_to_der(data["tls.crt"])

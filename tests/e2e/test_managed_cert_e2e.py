@@ -165,7 +165,7 @@ async def test_apiservice_available_with_the_managed_ca_across_rotations(
     redis_factory: Callable[..., RedisServer],
 ) -> None:
     """A serving certificate valid 8 s and a CA valid 24 s (a new CA every ~16 s, trusted 2 s
-    before it signs): over 40 s the metric is read through kube-apiserver every 0.2 s and the
+    before it signs): over 30 s the metric is read through kube-apiserver every 0.2 s and the
     APIService's Available condition is watched; neither may fail once."""
     server = redis_factory()
     r = aioredis.from_url(server.url)
@@ -194,7 +194,7 @@ async def test_apiservice_available_with_the_managed_ca_across_rotations(
             reads = failures = unavailable = 0
             certs: set[bytes] = set()
             cas: set[str] = set()
-            end = time.monotonic() + 40
+            end = time.monotonic() + 30
             while time.monotonic() < end:
                 value = await _metric_through_aggregator(control_plane, cluster.ns)
                 reads += 1

@@ -24,8 +24,6 @@ from prometheus_client import CollectorRegistry, Counter
 ALLOW_TTL = 10.0  # seconds, as k8s.io/apiserver's DelegatingAuthorizationOptions
 DENY_TTL = 10.0
 MAX_ENTRIES = 4096
-# As its AlwaysAllowGroups: the aggregator's own availability checks assert system:masters.
-ALWAYS_ALLOW_GROUPS = frozenset({"system:masters"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,8 +112,11 @@ def request_attributes(
 class CachingAuthorizer:
     """An Authorizer that remembers decisions: allowed for `allow_ttl`, denied for `deny_ttl`,
     at most `max_entries` (least recently used out first). Concurrent identical questions share
-    one review; members of `always_allow_groups` need none. `clock` is monotonic seconds (a
-    parameter, so tests control it)."""
+    one review. `clock` is monotonic seconds (a parameter, so tests control it).
+
+    Unlike k8s.io/apiserver's default, no group is allowed without a review (its
+    AlwaysAllowGroups is system:masters): a masters decision is one cached review anyway, and
+    every path then goes through the same SubjectAccessReview and its RBAC."""
 
     def __init__(
         self,
@@ -125,11 +126,9 @@ class CachingAuthorizer:
         allow_ttl: float = ALLOW_TTL,
         deny_ttl: float = DENY_TTL,
         max_entries: int = MAX_ENTRIES,
-        always_allow_groups: frozenset[str] = ALWAYS_ALLOW_GROUPS,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._inner = inner
-        self._always = always_allow_groups
         self._allow_ttl, self._deny_ttl = allow_ttl, deny_ttl
         self._max = max_entries
         self._clock = clock
@@ -138,7 +137,7 @@ class CachingAuthorizer:
         self.decisions = Counter(
             "tidal_metrics_api_authorization_total",
             "Authorization decisions on metrics API requests, by outcome and by where they "
-            "came from (group: always allowed, cache, review: a SubjectAccessReview)",
+            "came from (cache, or review: a SubjectAccessReview)",
             ["decision", "source"],
             registry=registry,
         )
@@ -147,10 +146,6 @@ class CachingAuthorizer:
         return len(self._cache)
 
     async def authorize(self, attributes: Attributes) -> Decision:
-        if self._always.intersection(attributes.user.groups):
-            decision = Decision(True, "always allowed group")
-            self._count(decision, "group")
-            return decision
         now = self._clock()
         hit = self._cache.get(attributes)
         if hit is not None:

@@ -4,8 +4,7 @@ aggregator and RBAC of the local kube-apiserver.
 Identities: a `reader` allowed by a Role to get/list external.metrics.k8s.io in the test's
 namespace; `nobody`, allowed nothing; the HPA controller. The local kube-controller-manager runs
 with the admin kubeconfig and --use-service-account-credentials=false, so its HPA controller
-calls as `admin` (system:masters, allowed without a review, as k8s.io/apiserver's
-AlwaysAllowGroups); a cluster's calls as
+calls as `admin` (system:masters); a cluster's calls as
 system:serviceaccount:kube-system:horizontal-pod-autoscaler, which the bootstrap ClusterRole
 system:controller:horizontal-pod-autoscaler allows get/list on external.metrics.k8s.io: both are
 checked (the second by asserting its identity straight to Tidal through the front-proxy
@@ -207,7 +206,7 @@ async def test_only_identities_rbac_allows_get_values(
             assert f'in the namespace "{ns}"' in body["message"]
 
             # Cached: 30 requests by one identity in a few seconds make one review (at most one
-            # more in the window may come from the aggregator's own discovery requests).
+            # more in the window comes from the HPA's and the aggregator's own keys).
             other = path.replace("s0-redis-jobs", "s1-not-served")
             since, cached_before = control_plane.audit_offset(), _cached(svc, "cache")
             t0 = time.monotonic()

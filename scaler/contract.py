@@ -12,13 +12,19 @@ group `tidal.scalers`) imports only this module and `scaler.params`, `scaler.err
 * ``async sample(now)``: read the source once and return a `Sample`; raise `ScalerError` /
   `QueryError` on any failure -- never return a made-up 0;
 * ``async aclose()``: release shared clients;
-* optionally ``wakeups()``: push sources return a NEW async iterator on each call that yields
-  ``None`` for every hint that "something happened" at the source (a message published, a key
-  changed, an object put). It may yield very often: the core coalesces wake-ups per object. When
-  the subscription breaks, the iterator raises `ScalerError` (or ends); the core then falls back
-  to polling and calls ``wakeups()`` again with jittered backoff. A wake-up only makes the core
-  sample sooner: the sample decides, never the event. Subscriptions share connections through
-  the ClientPool like queries do.
+* optionally ``wakeups()``: push sources return a NEW async iterator on each call. It yields
+  ``None`` ONCE as soon as its subscription is in place -- the server has confirmed it (after
+  SUBSCRIBE and a flush or its reply; a watcher's first read; at once on a shared subscription
+  that already is) and before waiting for any event -- so that anything happening at the source
+  after that first item is seen; then ``None`` for every hint that "something happened" at the
+  source (a message published, a key changed, an object put). It must not yield the first item
+  earlier, and raises (never yields) when it cannot subscribe. The core takes the first item as
+  "subscribed" (``tidal_push_subscription_up`` goes to 1) and samples the object then, which
+  covers the events it could not see before. It may yield very often: the core coalesces
+  wake-ups per object. When the subscription breaks, the iterator raises `ScalerError` (or
+  ends); the core then falls back to polling and calls ``wakeups()`` again with jittered
+  backoff. A wake-up only makes the core sample sooner: the sample decides, never the event.
+  Subscriptions share connections through the ClientPool like queries do.
 
 The class object itself is a `ScalerFactory`: a plugin can check it with
 ``factory: ScalerFactory = MyScaler`` under mypy. The registry checks the same members when it
@@ -95,7 +101,10 @@ class Scaler(Protocol):
 
 @runtime_checkable
 class PushScaler(Scaler, Protocol):
-    def wakeups(self) -> AsyncIterator[None]: ...
+    def wakeups(self) -> AsyncIterator[None]:
+        """A new iterator: one item once the subscription is in place ("subscribed"), then one
+        per hint; raises `ScalerError` (or ends) when the subscription breaks. See above."""
+        ...
 
 
 class ScalerFactory(Protocol):

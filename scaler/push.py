@@ -4,7 +4,12 @@ A wake-up is only a hint: the object's next poll samples the source and decides 
 still holds). The subscription is retried with jittered backoff while the object keeps polling;
 a source that cannot push (Redis keyspace notifications off) is looked at again every
 `recheck` seconds, so turning push on later needs no edit of the object.
-`tidal_push_subscription_up` says whether the object currently has a subscription.
+
+A `wakeups()` iterator yields once as soon as its subscription is in place, then once per hint
+(see `scaler.contract`). The first item is "subscribed": only then does
+`tidal_push_subscription_up` go to 1 (so an event sent once it reads 1 is never missed), and it
+wakes the object too: events that arrived between the object's last poll and the
+(re)subscription are caught by that one poll instead of the next `pollingInterval`.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from scaler.telemetry import Telemetry
 log = logging.getLogger(__name__)
 
 Key = tuple[str, str]
+PUSH_ANNOTATION = "autoscaling.tidal.sh/push"  # "false": poll only, never subscribe
 
 
 async def push_loop(
@@ -40,16 +46,20 @@ async def push_loop(
     unsupported = False
     while True:
         try:
-            wakeups = trig.scaler.wakeups()  # type: ignore[union-attr]
-            up.set(1)
-            async for _ in wakeups:
-                if down or unsupported:
-                    down = unsupported = False
-                    log.info(
-                        "push subscription restored",
-                        extra={"object": f"{ns}/{name}", "trigger": trig.spec.name},
-                    )
-                backoff.reset()
+            subscribed = False
+            async for _ in trig.scaler.wakeups():  # type: ignore[union-attr]
+                if not subscribed:  # the first item: the subscription is in place
+                    subscribed = True
+                    up.set(1)
+                    backoff.reset()
+                    if down or unsupported:
+                        down = unsupported = False
+                        log.info(
+                            "push subscription restored",
+                            extra={"object": f"{ns}/{name}", "trigger": trig.spec.name},
+                        )
+                # Every item wakes the object, the first included: its poll catches what
+                # happened while there was no subscription.
                 wake(key)
             raise ScalerError("push subscription ended")
         except asyncio.CancelledError:

@@ -11,7 +11,9 @@ Credentials (TriggerAuthentication params only; all but ``username`` are secret)
 ``nkeys`` package (nats-py's ``nkeys`` extra).
 
 Push: `NatsConnection.messages` subscribes (core NATS, no consumer, no ack) to a stream's
-subjects and yields once per message; it raises ScalerError when the connection drops.
+subjects, yields once when the server has them (SUB then a flush: the server answers the PING
+after it has processed the SUBs), then once per message; it raises ScalerError when the
+connection drops.
 `subject_wakeups` does the same for a lease held only while the iterator runs (the aws-s3
 trigger's bucket events). `nats_url` normalizes a ``nats://host[:port]`` or bare ``host:port``.
 """
@@ -203,7 +205,8 @@ class NatsConnection:
         return tuple(info.config.subjects or ())
 
     async def messages(self, subjects: Sequence[str]) -> AsyncIterator[None]:
-        """Yield once per message published on `subjects`; ScalerError when the link drops."""
+        """Yield once subscribed to `subjects`, then once per message published on them;
+        ScalerError when the link drops."""
         shared = await self._shared()
         async with contextlib.aclosing(_subscribed(shared, subjects, self._message)) as wakeups:
             async for _ in wakeups:
@@ -241,7 +244,8 @@ async def subject_wakeups(
 async def _subscribed(
     shared: SharedNats, subjects: Sequence[str], message: Callable[[str, BaseException], str]
 ) -> AsyncGenerator[None, None]:
-    """Subscribe `subjects` on `shared` and yield once per message; ScalerError on a drop."""
+    """Subscribe `subjects` on `shared`, yield once the server has the subscriptions, then once
+    per message; ScalerError on a drop."""
     queue: asyncio.Queue[BaseException | None] = asyncio.Queue(_WAKEUP_QUEUE)
 
     async def on_message(_msg: Msg) -> None:
@@ -256,6 +260,7 @@ async def _subscribed(
             await shared.client.flush(timeout=max(1, round(shared.target.timeout)))
         except (nats.errors.Error, OSError, TimeoutError) as exc:
             raise ScalerError(message("subscribe failed", exc)) from exc
+        yield None  # subscribed: the flush's PONG came after the server processed every SUB
         while True:
             item = await queue.get()
             if item is not None:

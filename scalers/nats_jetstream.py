@@ -12,7 +12,8 @@ A missing stream or consumer is an error (QueryError), never a lag of 0. Active 
 strictly greater than ``activationLagThreshold``. Metric ``s<i>-nats-jetstream-<stream>``.
 
 Push: when ``natsServer`` is given (alone or with the monitoring endpoint), `wakeups()`
-subscribes to the stream's subjects on the shared connection and yields on every message.
+subscribes to the stream's subjects on the shared connection, yields once the server has the
+subscription, then on every message.
 """
 
 from __future__ import annotations

@@ -7,6 +7,10 @@ keyspace notifications for lists enabled (``notify-keyspace-events`` containing 
 or ``A``); when it does not, `wakeups()` raises ScalerError saying so and the object is polled.
 A subscriber may name the keyspace events it wakes on: the aws-s3 trigger's bucket events
 (`scalers.s3_events`) share the hub and wake only on pushes to their list.
+
+`key_wakeups` yields first once the subscription is live: when the hub's reader has seen the
+server's reply to the channel's SUBSCRIBE (at once when another subscriber's already came), as
+Redis publishes to a channel only after that; then once per burst of changes.
 """
 
 from __future__ import annotations
@@ -50,6 +54,7 @@ class KeyspaceHub:
         self._client = client
         self._pubsub = client.pubsub()
         self._subscribers: dict[str, dict[asyncio.Event, Collection[str] | None]] = {}
+        self._confirming: dict[str, asyncio.Event] = {}  # SUBSCRIBE sent, reply not read yet
         self._lock = asyncio.Lock()
         self._reader: asyncio.Task[None] | None = None
         self.error: str | None = None
@@ -84,12 +89,19 @@ class KeyspaceHub:
     async def _read(self) -> None:
         try:
             while True:
-                msg = await self._pubsub.get_message(ignore_subscribe_messages=True, timeout=5.0)
+                msg = await self._pubsub.get_message(timeout=5.0)
                 if msg is None:
                     continue
                 channel, event = msg.get("channel"), msg.get("data")
                 if isinstance(channel, bytes):
                     channel = channel.decode()
+                if msg.get("type") == "subscribe":  # the server's reply: the channel is live
+                    confirmed = self._confirming.pop(str(channel), None)
+                    if confirmed is not None:
+                        confirmed.set()
+                    continue
+                if msg.get("type") != "message":
+                    continue
                 if isinstance(event, bytes):
                     event = event.decode()
                 for flag, wanted in self._subscribers.get(str(channel), {}).items():
@@ -111,16 +123,39 @@ class KeyspaceHub:
     async def subscribe(
         self, channel: str, flag: asyncio.Event, events: Collection[str] | None = None
     ) -> None:
-        async with self._lock:
+        """Add `flag` to `channel`'s subscribers; returns once the server has confirmed the
+        channel's SUBSCRIBE (at once when an earlier subscriber's was), so that every event
+        the server publishes afterwards sets `flag`. Returns early if the connection is lost
+        meanwhile (`closed`); raises ScalerError when the reply does not come in time."""
+        async with self._lock:  # held until confirmed: later subscribers find the channel live
             first = channel not in self._subscribers
             self._subscribers.setdefault(channel, {})[flag] = events
             if first:
+                confirmed = self._confirming[channel] = asyncio.Event()
                 try:
                     await self._pubsub.subscribe(channel)
                 except (redis_errors.RedisError, OSError) as exc:
                     raise ScalerError(
                         f"redis {self._target.endpoint}: subscribe failed: {type(exc).__name__}"
                     ) from exc
+                await self._confirmed(channel, confirmed)
+
+    async def _confirmed(self, channel: str, confirmed: asyncio.Event) -> None:
+        """Wait for the reader to see the SUBSCRIBE reply of `channel` (or the link's end)."""
+        waits = [asyncio.ensure_future(e.wait()) for e in (confirmed, self.closed)]
+        try:
+            done, _ = await asyncio.wait(
+                waits, timeout=self._target.timeout, return_when=asyncio.FIRST_COMPLETED
+            )
+        finally:
+            for wait in waits:
+                wait.cancel()
+            self._confirming.pop(channel, None)
+        if not done:
+            raise ScalerError(
+                f"redis {self._target.endpoint}: subscribe not confirmed within "
+                f"{self._target.timeout:g} s"
+            )
 
     async def unsubscribe(self, channel: str, flag: asyncio.Event) -> None:
         async with self._lock:
@@ -156,8 +191,9 @@ async def key_wakeups(
     type_flag: str = "l",
     events: Collection[str] | None = None,
 ) -> AsyncGenerator[None, None]:
-    """Yields once per burst of changes to `key` (of the keyspace `events` only, when given);
-    raises ScalerError when the connection ends."""
+    """Yields once when the server has confirmed the subscription to `key`'s keyspace channel,
+    then once per burst of changes to `key` (of the keyspace `events` only, when given); raises
+    ScalerError when the connection ends."""
     if target.mode != "single":
         raise UnsupportedError(
             f"push wake-ups need a single Redis server; {target.mode} triggers are polled"
@@ -187,6 +223,7 @@ async def key_wakeups(
         await hub.subscribe(channel, flag, events)
         if hub.closed.is_set():  # acquired a hub whose connection had just died
             raise ScalerError(hub.error or "redis push connection closed")
+        yield None  # subscribed: every change from now on sets `flag`
         while True:
             await flag.wait()
             flag.clear()

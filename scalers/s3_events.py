@@ -16,7 +16,8 @@ as a hint to list the bucket now instead of at the next poll: the listing decide
 The connections are the brokers' shared push hubs: `scalers.redis_push` (one keyspace pub/sub
 connection per Redis server and credentials, also serving the redis triggers) and
 `scalers.nats_client` (one NATS connection per server and credentials). Each ``wakeups()``
-iterator holds a `ClientPool` lease while it runs; wake-ups coalesce. When the connection
+iterator holds a `ClientPool` lease while it runs; it yields once subscribed (as those hubs'
+iterators do), then per (coalesced) event. When the connection
 breaks, every iterator on it raises `ScalerError`; the core falls back to polling and calls
 ``wakeups()`` again.
 """
@@ -187,7 +188,7 @@ def events_target(config: Config, timeout: float) -> EventsTarget | None:
 
 
 def event_wakeups(events: EventsTarget, clients: ClientPool) -> AsyncIterator[None]:
-    """A new iterator yielding once per (coalesced) bucket event of `events`."""
+    """A new iterator yielding once subscribed, then once per (coalesced) bucket event."""
     if isinstance(events, RedisEvents):
         return _redis_wakeups(events, clients)
     return subject_wakeups(events.nats_target(), (events.subject,), clients)

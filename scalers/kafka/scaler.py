@@ -10,10 +10,12 @@ target ``lagThreshold``; active when the lag including persistent lag, before th
 is strictly greater than ``activationLagThreshold``.
 
 Push: ``wakeups()`` subscribes to the cluster's shared end-offset watcher
-(`KafkaCluster.watch`) for the trigger's topic (and ``partitionLimitation``): it yields when a
-message is appended to a watched partition, so a produce wakes the object's sample within about
-one watcher interval (``pushInterval``, a Tidal extension, 100 ms by default). Triggers without
-``topic`` are polled (UnsupportedError: their partitions depend on the group's commits).
+(`KafkaCluster.watch`) for the trigger's topic (and ``partitionLimitation``): it yields once
+when the watcher has read the partitions' end offsets (subscribed: later messages are seen),
+then when a message is appended to a watched partition, so a produce wakes the object's sample
+within about one watcher interval (``pushInterval``, a Tidal extension, 100 ms by default).
+Triggers without ``topic`` are polled (UnsupportedError: their partitions depend on the group's
+commits).
 """
 
 from __future__ import annotations
@@ -134,7 +136,8 @@ class KafkaScaler:
         return Sample(float(result.value), result.active, now)
 
     def wakeups(self) -> AsyncGenerator[None, None]:
-        """A new iterator yielding when a watched partition of `topic` receives messages.
+        """A new iterator yielding once subscribed (the watcher has the partitions' baseline),
+        then when a watched partition of `topic` receives messages.
 
         Raises UnsupportedError for a trigger without `topic`; the iterator raises ScalerError /
         QueryError when the cluster's end offsets cannot be read (the core then polls and

@@ -42,6 +42,7 @@ class _Subscriber:
     failure: Failure | None = None
     troubled_since: float | None = None  # loop time of the first of consecutive retriable errors
     checked: bool = False  # a round has found its partitions
+    live: bool = False  # a round has read every one of them: its baseline is taken
 
     def fail(self, failure: Failure) -> None:
         if self.failure is None:
@@ -87,12 +88,15 @@ class EndOffsetWatcher:
     async def watch(
         self, topic: str, partitions: frozenset[int] | None = None, interval: float | None = None
     ) -> AsyncGenerator[None, None]:
-        """Yield once whenever the end offset of a watched partition of `topic` moved.
+        """Yield once when subscribed, then whenever the end offset of a watched partition of
+        `topic` moved.
 
-        `partitions` None: every partition. Wake-ups between two reads of the shared watcher
-        coalesce into one. The first read only takes the baseline (unless another subscriber
-        already watches the partition). Raises ScalerError / QueryError when the partitions
-        cannot be read; the subscription is then over.
+        `partitions` None: every partition. The first item comes after the first watcher round
+        that read every watched partition: it took their baseline (unless another subscriber
+        already watched the partition), so any message appended after that item is seen by a
+        later round. Wake-ups between two reads of the shared watcher coalesce into one. Raises
+        ScalerError / QueryError when the partitions cannot be read; the subscription is then
+        over.
         """
         if self.closed:
             raise ScalerError("kafka client is closed")
@@ -208,8 +212,11 @@ class EndOffsetWatcher:
                     continue
             else:
                 sub.troubled_since = None
+                if keys and not sub.live:  # every partition read: the baseline is taken
+                    sub.live = True
+                    sub.event.set()  # its first item: "subscribed"
             sub.checked = sub.checked or bool(keys)
-            if any(k in moved for k in keys):
+            if sub.live and any(k in moved for k in keys):
                 sub.event.set()
 
     def _drop(self, sub: _Subscriber, failure: Failure) -> None:

@@ -3,13 +3,17 @@
 The shared per-cluster watcher reads end offsets every `pushInterval`; the tests wait on its round
 counter (`KafkaCluster.watch_rounds`) rather than on time: "after the watcher's next rounds" is the
 unit of waiting. `asyncio.timeout` values only guard against a hang; they assert no speed.
+
+Every `wakeups()` iterator yields once when subscribed (the watcher has read its partitions'
+baseline), then per change: the tests take that first item (`_armed`) before producing, and
+count only the items after it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Coroutine
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from typing import Any
 
 import pytest
@@ -54,31 +58,22 @@ async def _until(check: Callable[[], Any], what: str) -> None:
         pytest.fail(f"timed out waiting for {what}")
 
 
-async def _rounds(
-    cluster: KafkaCluster, count: int, unless: asyncio.Task[None] | None = None
-) -> None:
-    """Wait until the watcher has completed `count` more rounds (or `unless` has finished)."""
+async def _rounds(cluster: KafkaCluster, count: int) -> None:
+    """Wait until the watcher has completed `count` more rounds."""
     target = cluster.watch_rounds + count
-    await _until(
-        lambda: cluster.watch_rounds >= target or (unless is not None and unless.done()),
-        f"{count} watcher rounds",
-    )
+    await _until(lambda: cluster.watch_rounds >= target, f"{count} watcher rounds")
 
 
 async def _next(wakeups: AsyncIterator[None]) -> None:
     await anext(wakeups)
 
 
-async def _armed(scaler: KafkaScaler, waiter: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
-    """Run `waiter` (which subscribes) and return once the watcher has taken its baseline (or
-    the subscription has already ended)."""
-    cluster = await scaler.cluster()
-    before = cluster.subscribers
-    task = asyncio.create_task(waiter)
-    await _until(lambda: cluster.subscribers > before or task.done(), "the subscription")
-    # the round running when it subscribed may not include it; the next one does
-    await _rounds(cluster, 2, unless=task)
-    return task
+async def _armed(wakeups: AsyncIterator[None]) -> asyncio.Task[None]:
+    """Take the iterator's first item -- "subscribed": the watcher has taken the baseline -- and
+    return a task waiting for the next one (a change). Raises when it cannot subscribe."""
+    async with asyncio.timeout(GUARD):
+        await anext(wakeups)
+    return asyncio.create_task(_next(wakeups))
 
 
 async def _woken(task: asyncio.Task[None]) -> None:
@@ -107,12 +102,29 @@ async def test_the_trigger_needs_no_extra_metadata_for_push(pool: ClientPool) ->
     assert isinstance(scaler, PushScaler)
 
 
+async def test_the_first_item_means_subscribed(kafka: Cluster, pool: ClientPool) -> None:
+    """`wakeups()` yields once when the watcher has read the partitions' end offsets (their
+    baseline), before any message: one message produced right after that first item wakes the
+    next. (Before, the first item was the first change's, and the core reported the
+    subscription up before it existed.)"""
+    topic = await kafka.topic(2)
+    scaler = _scaler(kafka.bootstrap, pool, consumerGroup=uid("group"), topic=topic)
+    async with contextlib.aclosing(scaler.wakeups()) as wakeups:
+        async with asyncio.timeout(GUARD):
+            await anext(wakeups)  # subscribed; nothing was produced
+        assert (await scaler.cluster()).subscribers == 1
+        await kafka.produce(topic, {1: 1})
+        async with asyncio.timeout(GUARD):
+            await anext(wakeups)
+    await scaler.aclose()
+
+
 async def test_one_message_wakes_the_iterator(kafka: Cluster, pool: ClientPool) -> None:
     topic = await kafka.topic(2)
     scaler = _scaler(kafka.bootstrap, pool, consumerGroup=uid("group"), topic=topic)
     cluster = await scaler.cluster()
     async with contextlib.aclosing(scaler.wakeups()) as wakeups:
-        waiting = await _armed(scaler, _next(wakeups))
+        waiting = await _armed(wakeups)
         assert not waiting.done()  # nothing was produced: no wake-up
         assert (cluster.subscribers, cluster.watching) == (1, True)
         await kafka.produce(topic, {1: 1})
@@ -128,7 +140,8 @@ async def test_a_burst_is_a_few_wake_ups(kafka: Cluster, pool: ClientPool) -> No
     cluster = await scaler.cluster()
     burst = {0: 400, 1: 300, 2: 300}
 
-    # Drained while the burst is produced: at most one wake-up per watcher round.
+    # Drained while the burst is produced: at most one wake-up per watcher round. The first
+    # item only says "subscribed" (no change yet): it is taken before the burst, not counted.
     yields = 0
 
     async def count(wakeups: AsyncIterator[None]) -> None:
@@ -136,20 +149,23 @@ async def test_a_burst_is_a_few_wake_ups(kafka: Cluster, pool: ClientPool) -> No
         async for _ in wakeups:
             yields += 1
 
-    counting = await _armed(scaler, count(scaler.wakeups()))
-    start = cluster.watch_rounds
-    await kafka.produce(topic, burst)
-    await _rounds(cluster, 3)  # a whole round after the last message, and the count's turn
-    rounds = cluster.watch_rounds - start
-    await _stopped(counting)
+    async with contextlib.aclosing(scaler.wakeups()) as drained:
+        async with asyncio.timeout(GUARD):
+            await anext(drained)  # subscribed
+        counting = asyncio.create_task(count(drained))
+        start = cluster.watch_rounds
+        await kafka.produce(topic, burst)
+        await _rounds(cluster, 3)  # a whole round after the last message, and the count's turn
+        rounds = cluster.watch_rounds - start
+        await _stopped(counting)
     assert 1 <= yields <= rounds < sum(burst.values())
 
     # Not drained: the wake-ups of every round that saw part of the burst are one wake-up, and
     # none follows once it is read.
     async with contextlib.aclosing(scaler.wakeups()) as quiet:
-        pending = await _armed(scaler, _next(quiet))
+        pending = await _armed(quiet)
         await kafka.produce(topic, {0: 1})
-        await _woken(pending)  # subscribed, and nobody waits on it now
+        await _woken(pending)  # a change woke it, and nobody waits on it now
         await kafka.produce(topic, burst)
         await _rounds(cluster, 2)  # a whole round after the last message
         await _woken(asyncio.create_task(_next(quiet)))
@@ -170,8 +186,8 @@ async def test_two_scalers_share_one_watcher(kafka: Cluster, pool: ClientPool) -
         contextlib.aclosing(first.wakeups()) as first_wakeups,
         contextlib.aclosing(second.wakeups()) as second_wakeups,
     ):
-        first_waiting = await _armed(first, _next(first_wakeups))
-        second_waiting = await _armed(second, _next(second_wakeups))
+        first_waiting = await _armed(first_wakeups)
+        second_waiting = await _armed(second_wakeups)
         assert (len(pool), cluster.subscribers) == (1, 2)
 
         queries, rounds = cluster.requests, cluster.watch_rounds
@@ -207,7 +223,7 @@ async def test_partition_limitation_watches_only_those_partitions(
     )
     cluster = await scaler.cluster()
     async with contextlib.aclosing(scaler.wakeups()) as wakeups:
-        waiting = await _armed(scaler, _next(wakeups))
+        waiting = await _armed(wakeups)
         await kafka.produce(topic, {1: 5})
         await _rounds(cluster, 3)
         assert not waiting.done()
@@ -223,7 +239,7 @@ async def test_deleted_topic_ends_the_iterator_with_an_error(
     scaler = _scaler(kafka.bootstrap, pool, consumerGroup=uid("group"), topic=topic)
     cluster = await scaler.cluster()
     async with contextlib.aclosing(scaler.wakeups()) as wakeups:
-        waiting = await _armed(scaler, _next(wakeups))
+        waiting = await _armed(wakeups)
         await kafka.admin.delete_topics([topic])
         with pytest.raises(QueryError, match=f"'{topic}'"):
             await _woken(waiting)
@@ -253,7 +269,7 @@ async def test_broker_killed_raises_then_a_new_subscription_works(
         await producer.stop()
     scaler = _scaler(broker.bootstrap, pool, consumerGroup=uid("group"), topic=topic)
     cluster = await scaler.cluster()
-    waiting = await _armed(scaler, _next(scaler.wakeups()))
+    waiting = await _armed(scaler.wakeups())
     assert not waiting.done()
 
     broker.kill()
@@ -284,12 +300,10 @@ async def _resubscribe(
     async with asyncio.timeout(120):  # a JVM restart on 2 shared cores
         while True:
             wakeups = scaler.wakeups()
-            task = await _armed(scaler, _next(wakeups))
-            if not task.done():
-                return wakeups, task
-            with pytest.raises(ScalerError):
-                task.result()
-            await asyncio.sleep(0.5)
+            try:
+                return wakeups, await _armed(wakeups)
+            except ScalerError:
+                await asyncio.sleep(0.5)
 
 
 @pytest.mark.parametrize(

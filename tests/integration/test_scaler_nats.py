@@ -293,6 +293,31 @@ async def test_nothing_listening_is_an_error(pool: ClientPool, mode: str) -> Non
     assert len(pool) == 0
 
 
+# Bounds a wait for an item that must come; a hang guard, never a measured speed. A message
+# published after the first item reaches the live subscription at once; one published before the
+# server had the SUB is lost for good, so the wait would run out whatever its length.
+PUSH_GUARD = 10.0
+
+
+async def test_push_first_item_means_subscribed(
+    nats_server: NatsServer, queue: Queue, pool: ClientPool
+) -> None:
+    """`wakeups()` yields once when the server has the subscription (SUB, then the flush's
+    PONG), before any message: one publish right after that first item wakes the next. (Before,
+    the first item was the first message's, and the core reported the subscription up before
+    it existed.)"""
+    scaler = _for(nats_server, queue, pool, "client")
+    wakeups = scaler.wakeups()
+    try:
+        await asyncio.wait_for(anext(wakeups), PUSH_GUARD)  # subscribed; nothing was published
+        await queue.publish(1)
+        await asyncio.wait_for(anext(wakeups), PUSH_GUARD)
+    finally:
+        await wakeups.aclose()  # type: ignore[attr-defined]
+    await scaler.aclose()
+    assert len(pool) == 0
+
+
 async def test_push_wakes_on_publish_and_raises_when_the_connection_drops(
     nats_factory: Callable[[], NatsServer], pool: ClientPool
 ) -> None:
@@ -300,11 +325,9 @@ async def test_push_wakes_on_publish_and_raises_when_the_connection_drops(
     q = await _queue(server.url)
     scaler = _for(server, q, pool, "client", timeout=1.0)
     wakeups = scaler.wakeups()
-    first = asyncio.ensure_future(anext(wakeups))
-    while not first.done():  # the subscription is in place once a publish wakes it
-        await q.publish(1)
-        await asyncio.wait({first}, timeout=0.2)
-    assert first.result() is None
+    await asyncio.wait_for(anext(wakeups), PUSH_GUARD)  # subscribed
+    await q.publish(1)
+    await asyncio.wait_for(anext(wakeups), PUSH_GUARD)  # the message's wake-up
     await q.nc.close()
 
     server.kill()
@@ -333,11 +356,10 @@ async def test_monitoring_sampling_with_push_from_nats_server(
 ) -> None:
     scaler = _for(nats_server, queue, pool, "monitoring", natsServer=nats_server.url)
     wakeups = scaler.wakeups()
-    first = asyncio.ensure_future(anext(wakeups))
-    while not first.done():
-        await queue.publish(1)
-        await asyncio.wait({first}, timeout=0.2)
-    assert (await scaler.sample(1.0)).value >= 1
+    await asyncio.wait_for(anext(wakeups), PUSH_GUARD)  # subscribed
+    await queue.publish(1)
+    await asyncio.wait_for(anext(wakeups), PUSH_GUARD)  # the message's wake-up
+    assert (await scaler.sample(1.0)).value == 1
     await wakeups.aclose()  # type: ignore[attr-defined]
     await scaler.aclose()
 

@@ -261,3 +261,57 @@ async def test_connection_refused_is_a_scaler_error(pool: ClientPool) -> None:
     with pytest.raises(ScalerError, match="connection failed"):
         await scaler.sample(0.0)
     await scaler.aclose()
+
+
+# -- push: keyspace notifications ----------------------------------------------------------------
+
+# Bounds a wait for an item that must come; a hang guard, never a measured speed. The event the
+# tests push after the first item reaches a live subscription at once; one pushed before the
+# SUBSCRIBE took effect is lost for good, so the wait would run out whatever its length.
+PUSH_GUARD = 10.0
+
+
+async def test_push_first_item_means_subscribed(
+    redis_server: RedisServer, db: aioredis.Redis, pool: ClientPool
+) -> None:
+    """`wakeups()` yields once when the server has confirmed the SUBSCRIBE, before any event:
+    one RPUSH right after that first item wakes the next. (Before, the first item was the first
+    event's, and the core reported the subscription up before it existed.)"""
+    key = _key("push")
+    scaler = _lists(redis_server, pool, listName=key)
+    wakeups = scaler.wakeups()
+    try:
+        await asyncio.wait_for(anext(wakeups), PUSH_GUARD)  # subscribed; nothing was pushed
+        await db.rpush(key, "x")
+        await asyncio.wait_for(anext(wakeups), PUSH_GUARD)
+        pending = asyncio.ensure_future(anext(wakeups))
+        await asyncio.sleep(0.5)
+        assert not pending.done()  # one event, one wake-up: the first item was not an event
+        pending.cancel()
+        await asyncio.gather(pending, return_exceptions=True)
+    finally:
+        await wakeups.aclose()  # type: ignore[attr-defined]
+    await scaler.aclose()
+    assert len(pool) == 0
+
+
+async def test_push_second_subscriber_of_a_live_channel_is_subscribed_at_once(
+    redis_server: RedisServer, db: aioredis.Redis, pool: ClientPool
+) -> None:
+    """The shared hub already has the key's channel: a second watcher's first item comes at
+    once, and one RPUSH after it wakes both."""
+    key = _key("push")
+    first, second = (_lists(redis_server, pool, listName=key) for _ in range(2))
+    a, b = first.wakeups(), second.wakeups()
+    try:
+        await asyncio.wait_for(anext(a), PUSH_GUARD)
+        await asyncio.wait_for(anext(b), PUSH_GUARD)
+        assert len(pool) == 1  # one keyspace connection for both
+        await db.rpush(key, "x")
+        await asyncio.wait_for(asyncio.gather(anext(a), anext(b)), PUSH_GUARD)
+    finally:
+        await a.aclose()  # type: ignore[attr-defined]
+        await b.aclose()  # type: ignore[attr-defined]
+    await first.aclose()
+    await second.aclose()
+    assert len(pool) == 0

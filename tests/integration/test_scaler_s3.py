@@ -319,32 +319,20 @@ def _notify(s3: Any, bucket: str, queue_arn: str | None, prefix: str = "") -> No
     )
 
 
-async def _first_wakeup_while_putting(
-    scaler: PushScaler, s3: Any, bucket: str, key_prefix: str
-) -> int:
-    """Start `wakeups()`, then put an object every 0.5 s until the first wake-up arrives.
+async def _put_once_subscribed(scaler: PushScaler, s3: Any, bucket: str, key: str) -> None:
+    """Take `wakeups()`'s first item ("subscribed"), put ONE object, wait for its wake-up.
 
-    The iterator subscribes inside its first `__anext__`, which the test cannot observe; putting
-    until woken avoids racing that subscription without asserting on any time. Returns how many
-    objects were put.
+    The first item comes once the events subscription is live, so the put's event cannot be
+    missed: one put is enough (before the first item meant "subscribed", the test had to put
+    again and again until a wake-up came).
     """
     wakeups = scaler.wakeups()
-    first = asyncio.ensure_future(anext(wakeups))
-    puts = 0
     try:
         async with asyncio.timeout(HANG_GUARD):
-            while True:
-                await asyncio.to_thread(
-                    s3.put_object, Bucket=bucket, Key=f"{key_prefix}{puts}", Body=b"event"
-                )
-                puts += 1
-                done, _ = await asyncio.wait({first}, timeout=0.5)
-                if done:
-                    first.result()
-                    return puts
+            await anext(wakeups)
+            await asyncio.to_thread(s3.put_object, Bucket=bucket, Key=key, Body=b"event")
+            await anext(wakeups)
     finally:
-        first.cancel()
-        await asyncio.gather(first, return_exceptions=True)
         await wakeups.aclose()  # type: ignore[attr-defined]
 
 
@@ -364,10 +352,9 @@ async def test_put_object_event_through_redis_wakes_then_sample_is_active(
     assert isinstance(scaler, PushScaler)
     before = await scaler.sample(1.0)
     assert (before.value, before.active) == (0, False)
-    puts = await _first_wakeup_while_putting(scaler, s3, bucket, "incoming/obj-")
+    await _put_once_subscribed(scaler, s3, bucket, "incoming/obj")
     after = await scaler.sample(2.0)
-    assert after.active is True
-    assert after.value >= puts  # objects put after the wake-up may already be listed
+    assert (after.value, after.active) == (1, True)
     assert len(pool) == 1  # the events connection was released with its iterator
     await scaler.aclose()
     assert len(pool) == 0
@@ -386,9 +373,9 @@ async def test_put_object_event_through_nats_wakes_then_sample_is_active(
     )
     assert isinstance(scaler, PushScaler)
     assert (await scaler.sample(1.0)).active is False
-    puts = await _first_wakeup_while_putting(scaler, s3, bucket, "obj-")
+    await _put_once_subscribed(scaler, s3, bucket, "obj")
     after = await scaler.sample(2.0)
-    assert (after.active, after.value >= puts) == (True, True)
+    assert (after.value, after.active) == (1, True)
     await scaler.aclose()
 
 
@@ -410,13 +397,11 @@ def _events_scaler(pool: ClientPool, **events: str) -> S3EventsScaler:
 
 
 async def _wake_when(wakeups: Any, act: Any) -> None:
-    """Wait for one wake-up, doing `act()` every 0.2 s until it arrives (see above why)."""
-    pending = asyncio.ensure_future(anext(wakeups))
+    """Take a new iterator's first item ("subscribed"), `act()` once, wait for its wake-up."""
     async with asyncio.timeout(HANG_GUARD):
-        while not pending.done():
-            await act()
-            await asyncio.wait({pending}, timeout=0.2)
-    pending.result()
+        await anext(wakeups)
+        await act()
+        await anext(wakeups)
 
 
 async def test_redis_events_wake_shared_watchers_and_a_lost_server_ends_with_an_error(

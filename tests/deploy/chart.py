@@ -3,16 +3,25 @@
 from __future__ import annotations
 
 import dataclasses
+import logging
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from scaler.errors import KubeError
+from scaler.kube.client import MERGE_PATCH, KubeClient
 from scaler.settings import Settings, settings_from_args
 
 Obj = dict[str, Any]
 RBAC_KINDS = ("Role", "ClusterRole")
+# Short leader-election timings for releases under test (the chart's defaults are 15s/10s/2s).
+FAST_LEASE = {
+    "leaderElection.leaseDuration": "3s",
+    "leaderElection.renewDeadline": "2s",
+    "leaderElection.retryPeriod": "500ms",
+}
 
 
 def parse(text: str) -> list[Obj]:
@@ -89,3 +98,26 @@ def chart_settings(
         cert_dir=str(cert_dir),
     )
     return dataclasses.replace(settings, kubeconfig=str(kubeconfig), serve=serve)
+
+
+def refused_in_logs(records: Iterable[logging.LogRecord]) -> list[str]:
+    """Log records (message or structured fields) reporting an apiserver 403 for want of a
+    permission ("... cannot <verb> ..."): a call Tidal made, was refused, and carried on from
+    (a retried watch, a best-effort Event, a lease round). Other 403s (a write into a namespace
+    being deleted) say nothing about Tidal's rights."""
+    out = []
+    for r in records:
+        text = " ".join([r.getMessage(), *(str(v) for v in r.__dict__.values())])
+        if "HTTP 403" in text and " cannot " in text:
+            out.append(f"{r.name}: {r.getMessage()} {r.__dict__.get('error', '')}")
+    return out
+
+
+async def call_status(kube: KubeClient, method: str, path: str, body: object = None) -> int:
+    """HTTP status of one call (200 for any success)."""
+    content_type = MERGE_PATCH if method == "PATCH" else "application/json"
+    try:
+        await kube.request(method, path, body=body, content_type=content_type)
+    except KubeError as exc:
+        return int(exc.status or 0)
+    return 200

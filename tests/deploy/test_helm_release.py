@@ -28,18 +28,19 @@ from localenv.crds import install_crds
 from localenv.helm import Release
 from localenv.process import free_port
 from localenv.redis import RedisServer
-from scaler.errors import KubeError
 from scaler.kube.client import JSON, KubeClient
 from scaler.kube.paths import hpa, namespaced, scaled_objects
-from tests.deploy.chart import Obj, chart_settings, parse
+from tests.deploy.chart import (
+    FAST_LEASE,
+    Obj,
+    call_status,
+    chart_settings,
+    parse,
+    refused_in_logs,
+)
 from tests.e2e.harness import Cluster, deployment, eventually, running_service, scaled_object
 
 APISERVICE = "/apis/apiregistration.k8s.io/v1/apiservices/v1beta1.external.metrics.k8s.io"
-FAST_LEASE = {
-    "leaderElection.leaseDuration": "3s",
-    "leaderElection.renewDeadline": "2s",
-    "leaderElection.retryPeriod": "500ms",
-}
 # kind -> (API prefix, plural, namespaced) of what the chart renders.
 KINDS = {
     "ServiceAccount": ("/api/v1", "serviceaccounts", True),
@@ -64,25 +65,6 @@ def object_path(obj: Obj) -> str:
     meta = obj["metadata"]
     where = f"/namespaces/{meta['namespace']}" if is_namespaced else ""
     return f"{prefix}{where}/{plural}/{meta['name']}"
-
-
-def _refused(records: list[logging.LogRecord]) -> list[str]:
-    """Log lines (message and structured fields) that report an HTTP 403 from the apiserver."""
-    out = []
-    for r in records:
-        text = " ".join([r.getMessage(), *(str(v) for v in r.__dict__.values())])
-        if "HTTP 403" in text:
-            out.append(f"{r.name}: {r.getMessage()} {r.__dict__.get('error', '')}")
-    return out
-
-
-async def _status(kube: KubeClient, method: str, path: str, body: object = None) -> int:
-    """HTTP status of one call (200 for any success)."""
-    try:
-        await kube.request(method, path, body=body)
-    except KubeError as exc:
-        return int(exc.status or 0)
-    return 200
 
 
 def _progress(what: str) -> None:
@@ -314,7 +296,12 @@ async def test_tidal_runs_as_the_chart_installs_it(
             reviewed = svc.telemetry.registry.get_sample_value(
                 "tidal_metrics_api_authorization_total", {"decision": "allowed", "source": "review"}
             )
-            assert reviewed, "the HPA's reads were authorized by SubjectAccessReviews"
+            assert reviewed, [
+                (m.name, smp)
+                for m in svc.telemetry.registry.collect()
+                if "authoriz" in m.name
+                for smp in m.samples
+            ]
             # 6. HPA update: a new maxReplicaCount reaches the HPA, and the HPA acts on it.
             await cluster.patch_so("worker", {"spec": {"maxReplicaCount": 2}})
             await until(
@@ -344,20 +331,20 @@ async def test_tidal_runs_as_the_chart_installs_it(
             # 9. Refused: calls outside the role, made with the same token.
             so_path = scaled_objects(ns, "worker")
             refused = {
-                "delete a Deployment": await _status(as_tidal, "DELETE", worker),
-                "update a ScaledObject": await _status(
+                "delete a Deployment": await call_status(as_tidal, "DELETE", worker),
+                "update a ScaledObject": await call_status(
                     as_tidal, "PUT", so_path, await as_tidal.get(so_path)
                 ),
-                "create a Secret outside its namespace": await _status(
+                "create a Secret outside its namespace": await call_status(
                     as_tidal,
                     "POST",
                     namespaced("", "v1", "secrets", ns),
                     {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "x"}},
                 ),
-                "read another Lease": await _status(
+                "read another Lease": await call_status(
                     as_tidal, "GET", namespaced("coordination.k8s.io", "v1", "leases", rns, "x")
                 ),
-                "patch another APIService": await _status(
+                "patch another APIService": await call_status(
                     as_tidal, "PATCH", "/apis/apiregistration.k8s.io/v1/apiservices/v1.apps", {}
                 ),
             }
@@ -404,7 +391,7 @@ async def test_tidal_runs_as_the_chart_installs_it(
         await as_tidal.aclose()
         released = (await kube.get(lease))["spec"]
         assert not released.get("holderIdentity")
-        assert _refused(caplog.records) == []
+        assert refused_in_logs(caplog.records) == []
 
         # 12. helm uninstall: nothing of the release is left, nothing Tidal wrote either.
         await asyncio.to_thread(release.uninstall)

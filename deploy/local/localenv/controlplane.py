@@ -208,6 +208,9 @@ class ControlPlane:
             "--authorization-mode=RBAC",
             "--allow-privileged=true",
             "--disable-admission-plugins=ServiceAccount",
+            # As stricter clusters (OpenShift) do: an ownerReference with blockOwnerDeletion
+            # needs `update` on the owner's finalizers (Tidal's HPAs; tests/deploy proves it).
+            "--enable-admission-plugins=OwnerReferencesPermissionEnforcement",
             f"--requestheader-client-ca-file={certs.front_proxy_ca_crt}",
             "--requestheader-allowed-names=front-proxy-client",
             "--requestheader-username-headers=X-Remote-User",

@@ -11,17 +11,29 @@ here; buildah with the vfs storage driver needs neither.
 
 from __future__ import annotations
 
+import asyncio
+import base64
 import json
+import os
 import re
+import signal
 import subprocess
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import aiohttp
 import pytest
+import redis.asyncio as aioredis
 
+from localenv.controlplane import ControlPlane
+from localenv.crds import install_crds
+from localenv.process import free_port
+from localenv.redis import RedisServer
+from scaler.kube.client import KubeClient
 from scaler.service import VERSION
+from tests.e2e.harness import Cluster, deployment, eventually, redis_trigger, scaled_object
 
 pytestmark = pytest.mark.timeout(1800)  # a cold build: debootstrap, wheels, buildah (~2-3 min)
 
@@ -82,27 +94,41 @@ def _in_container(image: Image, *argv: str) -> str:
     return _run([*BUILDAH, "run", "--isolation", "chroot", image.container, "--", *argv])
 
 
+# The chart's pod, in a private mount namespace: the image's root read-only, a fresh tmpfs on
+# /tmp (the chart's emptyDir; `files` are copied into it, as a mounted Secret would appear), /proc
+# and /dev. The mounts vanish with the namespace's last process.
 _READ_ONLY_ROOT = r"""
 set -eu
-rootfs=$1 mnt=$2 user=$3; shift 3
+rootfs=$1 mnt=$2 user=$3 files=$4; shift 4
 mount --make-rprivate /
 mount --bind "$rootfs" "$mnt"
 mount -o remount,bind,ro "$mnt"
-mount -t tmpfs -o mode=1777,size=64m tmpfs "$mnt/tmp"
+mount -t tmpfs -o mode=1777,size=16m tmpfs "$mnt/tmp"
+cp -R "$files"/. "$mnt/tmp/" && chown -R "$user" "$mnt/tmp"
 mount -t proc proc "$mnt/proc"
 mount --rbind /dev "$mnt/dev"
 exec chroot --userspec="$user" "$mnt" "$@"
 """
 
 
-def _read_only(image: Image, tmp: Path, *argv: str, user: str = f"{UID}:{UID}") -> str:
-    """argv in the image's root filesystem mounted read-only, /tmp a fresh tmpfs, with the
-    image's environment only (in a private mount namespace: nothing leaks to the host)."""
+def _read_only_argv(
+    image: Image, tmp: Path, *argv: str, user: str = f"{UID}:{UID}", files: Path | None = None
+) -> list[str]:
+    """argv in the image's root filesystem mounted read-only with /tmp a fresh tmpfs, with the
+    image's environment only; unshare's child gets SIGTERM when unshare dies."""
     env = [str(e) for e in image.config["Env"]]  # type: ignore[attr-defined]
     mnt = tmp / "root"
     mnt.mkdir(exist_ok=True)
-    script = ["unshare", "--mount", "--fork", "sh", "-c", _READ_ONLY_ROOT, "sh"]
-    return _run([*script, str(image.rootfs), str(mnt), user, "/usr/bin/env", "-i", *env, *argv])
+    if files is None:
+        files = tmp / "no-files"
+        files.mkdir(exist_ok=True)
+    script = ["unshare", "--mount", "--fork", "--kill-child=SIGTERM", "sh", "-c", _READ_ONLY_ROOT]
+    where = [str(image.rootfs), str(mnt), user, str(files)]
+    return [*script, "sh", *where, "/usr/bin/env", "-i", *env, *argv]
+
+
+def _read_only(image: Image, tmp: Path, *argv: str, user: str = f"{UID}:{UID}") -> str:
+    return _run(_read_only_argv(image, tmp, *argv, user=user))
 
 
 def test_build_reports_the_image_and_its_size(image: Image) -> None:
@@ -214,3 +240,124 @@ def test_final_stage_has_no_build_tools(image: Image) -> None:
         image, "python3", "-c", "import importlib.util as u; print(u.find_spec('pip'))"
     )
     assert out.strip() == "None"
+
+
+def _embedded_kubeconfig(src: Path, dst: Path) -> None:
+    """The admin kubeconfig with its certificate files inlined (`*-data`): inside the image the
+    host's paths do not exist, as in a pod."""
+    config = json.loads(src.read_text())
+    inline = {"certificate-authority", "client-certificate", "client-key"}
+    for entry in [c["cluster"] for c in config["clusters"]] + [u["user"] for u in config["users"]]:
+        for key in inline & set(entry):
+            entry[f"{key}-data"] = base64.b64encode(Path(entry.pop(key)).read_bytes()).decode()
+    dst.write_text(json.dumps(config))
+
+
+async def _status(url: str) -> int:
+    try:
+        async with aiohttp.ClientSession() as http, http.get(url) as resp:
+            return resp.status
+    except aiohttp.ClientError:
+        return 0
+
+
+def _child(parent: int) -> int:
+    """The pid of `parent`'s only child: unshare's, the chrooted tidal (sh, chroot and env exec
+    into it). unshare --fork ignores SIGTERM, and chroot's change of user clears the child's
+    parent-death signal, so the test signals tidal itself."""
+    children = Path(f"/proc/{parent}/task/{parent}/children").read_text().split()
+    assert len(children) == 1, children
+    return int(children[0])
+
+
+def _uid(pid: int) -> int:
+    status = Path(f"/proc/{pid}/status").read_text()
+    return int(next(ln for ln in status.splitlines() if ln.startswith("Uid:")).split()[1])
+
+
+async def test_daemon_from_the_image_scales_on_a_read_only_root(
+    image: Image,
+    tmp_path: Path,
+    control_plane: ControlPlane,
+    kubeconfig: Path,
+    namespace: str,
+    redis_server: RedisServer,
+) -> None:
+    """`tidal run` from the image as the chart runs it — user 65532, read-only root, /tmp a small
+    tmpfs, a kubeconfig with inlined credentials, the metrics API on (its development
+    certificate written at run time) — gets ready and scales a Deployment 0 -> 1 on the local
+    control plane, then stops on SIGTERM."""
+    install_crds(control_plane)
+    files = tmp_path / "files"
+    files.mkdir()
+    _embedded_kubeconfig(kubeconfig, files / "kubeconfig")
+    health, api = free_port(), free_port()
+    argv = _read_only_argv(
+        image,
+        tmp_path,
+        "tidal",
+        "run",
+        "--kubeconfig=/tmp/kubeconfig",
+        f"--metrics-address=127.0.0.1:{health}",
+        f"--api-address=127.0.0.1:{api}",
+        "--leader-elect=false",
+        f"--watch-namespace={namespace}",
+        f"--cluster-object-namespace={namespace}",
+        "--log-format=json",
+        files=files,
+    )
+    log = tmp_path / "tidal.log"
+    kube = await KubeClient.from_kubeconfig(str(kubeconfig))
+    cluster = Cluster(kube, namespace)
+    with log.open("w") as out:
+        proc = await asyncio.create_subprocess_exec(*argv, stdout=out, stderr=subprocess.STDOUT)
+    try:
+        await eventually(
+            lambda: _status(f"http://127.0.0.1:{health}/readyz"),
+            lambda s: s == 200 or proc.returncode is not None,
+            timeout=60,
+            what=f"/readyz of tidal in the image (log: {log})",
+        )
+        assert proc.returncode is None, log.read_text()[-4000:]
+        tidal = _child(proc.pid)
+        assert _uid(tidal) == UID
+
+        list_name = f"jobs-{namespace}"
+        await cluster.create_deployment(deployment("worker", replicas=0))
+        await cluster.create_so(
+            scaled_object(
+                "worker",
+                "worker",
+                [redis_trigger(redis_server.address, list_name)],
+                pollingInterval=1,
+            )
+        )
+        r = aioredis.from_url(redis_server.url)
+        await r.rpush(list_name, "a")
+        await r.aclose()
+        await eventually(
+            lambda: cluster.replicas("worker"),
+            lambda n: n == 1,
+            what=f"0 -> 1 by tidal in the image (log: {log})",
+        )
+    finally:
+        if proc.returncode is None:
+            os.kill(_child(proc.pid), signal.SIGTERM)
+        await asyncio.wait_for(proc.wait(), 30)
+        await kube.aclose()
+    text = await eventually(
+        _later(log.read_text),
+        lambda t: '"msg": "stopped"' in t,
+        timeout=30,
+        what=f"tidal's clean stop (log: {log})",
+    )
+    assert "Read-only file system" not in text
+    assert "Traceback" not in text
+
+
+async def _await(value: str) -> str:
+    return value
+
+
+def _later(read: Callable[[], str]) -> Callable[[], Awaitable[str]]:
+    return lambda: _await(read())

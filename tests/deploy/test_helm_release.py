@@ -236,8 +236,12 @@ async def test_tidal_runs_as_the_chart_installs_it(
         "metricsApi.service.externalName": "localhost",
         "metricsApi.service.port": api_port,
     }
-    await asyncio.to_thread(release.install, values)
+    installed = await asyncio.to_thread(release.install, values)
     try:
+        notes = installed[installed.index("NOTES:") :]
+        print(notes)
+        assert f"Lease {rns}/tidal-leader" in notes
+        assert f"Secret {rns}/{fullname}-certs" in notes
         # 1. Everything the chart renders exists; the Lease and Secret wait, empty, for Tidal.
         objs = parse(await asyncio.to_thread(release.manifest))
         assert {o["kind"] for o in objs} >= {"Deployment", "APIService", "Lease", "Secret"}

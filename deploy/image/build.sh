@@ -6,8 +6,9 @@
 #   deploy/image/build.sh [--force] [--oci-archive FILE]
 #
 #   --force             rebuild the image even if one built from the same inputs exists
-#   --oci-archive FILE  also write the image to FILE as an OCI archive (`skopeo copy`, `ctr import`,
-#                       `kind load image-archive`, `crictl`/`podman load` read it)
+#   --oci-archive FILE  also write the image to FILE as an OCI archive, to load where no registry
+#                       is reachable: `ctr -n k8s.io images import FILE` on a node,
+#                       `podman load -i FILE`, or `skopeo copy oci-archive:FILE docker://REG/tidal:TAG`
 #
 # Stages (each prints its progress every 30 s and its log path; logs in $TIDAL_TOOLS_DIR/logs/):
 #   1. buildah and debootstrap (Debian packages, installed when missing; needs root)

@@ -18,10 +18,12 @@ import os
 import re
 import signal
 import subprocess
+import tarfile
 import uuid
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
@@ -139,6 +141,27 @@ def test_build_reports_the_image_and_its_size(image: Image) -> None:
     assert size is not None, image.build_output
     used = int(_run(["du", "-sm", "--one-file-system", str(image.rootfs)]).split()[0])
     assert used <= SIZE_BUDGET_MB, f"image root filesystem {used} MB > budget {SIZE_BUDGET_MB} MB"
+
+
+def test_exports_an_oci_archive(image: Image, tmp_path: Path) -> None:
+    """`--oci-archive FILE` writes the image as an OCI archive named tidal:<version>, with the
+    image's own config, for clusters that cannot pull it from a registry."""
+    archive = tmp_path / "tidal.oci.tar"
+    _run(["bash", str(BUILD), "--oci-archive", str(archive)], timeout=600)
+    with tarfile.open(archive) as tar:
+
+        def blob(digest: str) -> dict[str, Any]:
+            member = tar.extractfile(f"blobs/sha256/{digest.removeprefix('sha256:')}")
+            assert member is not None, digest
+            return dict(json.load(member))
+
+        index_file = tar.extractfile("index.json")
+        assert index_file is not None
+        (entry,) = json.load(index_file)["manifests"]
+        assert entry["annotations"]["org.opencontainers.image.ref.name"] == image.tag
+        config = blob(blob(entry["digest"])["config"]["digest"])["config"]
+    assert config["User"] == f"{UID}:{UID}"
+    assert config["Entrypoint"] == ["tidal"]
 
 
 def test_image_config_runs_tidal_as_non_root(image: Image) -> None:

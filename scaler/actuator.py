@@ -18,9 +18,8 @@ from scaler.errors import ConfigError, KubeError, TidalError
 from scaler.finalizers import Finalizers, involved
 from scaler.kube.client import JSON, KubeClient
 from scaler.kube.events import EventRecorder, InvolvedObject
-from scaler.kube.hpa import HpaRequest, delete_hpa, ensure_hpa
-from scaler.kube.objects_io import patch_status
-from scaler.kube.paths import GVKR
+from scaler.kube.hpa import HpaRequest, delete_hpa, desired_hpa, ensure_hpa, hpa_drifted
+from scaler.kube.paths import GVKR, scaled_objects
 from scaler.kube.scale import get_scale, set_replicas
 from scaler.kube.targets import TargetCache, TargetState
 from scaler.kube.watch import object_key
@@ -60,7 +59,6 @@ class Actuator:
         finalizers: Finalizers,
         *,
         may_write: Callable[[], bool],
-        is_current: Callable[[ObjectRuntime], bool],
         failing_log_every: int,
     ) -> None:
         self._kube = kube
@@ -69,7 +67,6 @@ class Actuator:
         self._telemetry = telemetry
         self._finalizers = finalizers
         self._may_write = may_write
-        self._is_current = is_current
         self._failing_log_every = failing_log_every
 
     def hpa_request(self, rt: ObjectRuntime, target: GVKR) -> HpaRequest:
@@ -90,6 +87,31 @@ class Actuator:
             behavior=so.advanced.hpa.behavior_json(),
             pause_scale_in=so.flags.pause_scale_in,
             pause_scale_out=so.flags.pause_scale_out,
+        )
+
+    def hpa_needs_write(self, rt: ObjectRuntime, target: GVKR, live: JSON) -> bool:
+        """Whether our HPA as a watch event shows it differs from the one `rt` wants (someone
+        edited it); remembers an HPA seen in step, so its status updates cost nothing."""
+        written = rt.written
+        seen = hpa_fingerprint(live)
+        if seen == written.hpa_seen:
+            return False  # a status update by the HPA controller (every sync period)
+        written.hpa_dirty = hpa_drifted(desired_hpa(self.hpa_request(rt, target)), live)
+        if not written.hpa_dirty:
+            written.hpa_seen = seen
+        return written.hpa_dirty
+
+    async def report_trigger_failing(self, rt: ObjectRuntime, metric: str, error: str) -> None:
+        """KEDA's Warning Event for a failing scaler (users alert on it)."""
+        if self._may_write():
+            await self._events.emit(
+                involved(rt.so), "Warning", "KEDAScalerFailed", f"{metric}: {error}"
+            )
+
+    async def _patch_status(self, namespace: str, name: str, status: JSON) -> None:
+        """Merge-PATCH of the ScaledObject's status subresource."""
+        await self._kube.merge_patch(
+            scaled_objects(namespace, name) + "/status", {"status": status}
         )
 
     async def write_replicas(
@@ -134,7 +156,7 @@ class Actuator:
     async def actuate(
         self, rt: ObjectRuntime, target: GVKR, state: TargetState, decision: Decision
     ) -> None:
-        so = rt.so
+        so, written = rt.so, rt.written
         started = time.perf_counter()
         current = state.replicas
         # 1. The scale write first: a 0 -> 1 must not wait behind any other write.
@@ -145,7 +167,7 @@ class Actuator:
             self._telemetry.api_writes.labels("scale").inc()
             self._telemetry.decision_to_write.observe(time.perf_counter() - started)
             direction = "up" if want > current else "down"
-            if self._is_current(rt):  # a deleted object's series are gone and stay gone
+            if not rt.is_retired():  # a deleted object's series are gone and stay gone
                 self._telemetry.scale_actions.labels(
                     so.namespace, so.name, direction, decision.branch or "decision"
                 ).inc()
@@ -167,22 +189,22 @@ class Actuator:
                 decision.event.reason,
                 decision.event.message,
             )
-        if not rt.finalizer_added:
+        if not written.finalizer_added:
             await self._finalizers.add(so)
-            rt.finalizer_added = True
+            written.finalizer_added = True
         # 2. The HPA (deleted while paused).
         if not self._may_write():
             return
         if so.flags.paused:
-            if rt.hpa_present:
+            if written.hpa_present:
                 await delete_hpa(self._kube, so.namespace, hpa_name(so))
                 self._telemetry.api_writes.labels("hpa").inc()
-                rt.hpa_present = False
-        elif rt.hpa_dirty:
+                written.hpa_present = False
+        elif written.hpa_dirty:
             outcome, live = await ensure_hpa(self._kube, self.hpa_request(rt, target))
-            rt.hpa_seen = hpa_fingerprint(live)
-            rt.hpa_dirty = False
-            rt.hpa_present = True
+            written.hpa_seen = hpa_fingerprint(live)
+            written.hpa_dirty = False
+            written.hpa_present = True
             if outcome != "unchanged":
                 self._telemetry.api_writes.labels("hpa").inc()
                 log.info(
@@ -199,28 +221,28 @@ class Actuator:
             rt.original_replicas,
             target,
         )
-        if key == rt.status_key:
+        if key == written.status_key:
             return
         names = [s.name for s in rt.specs if s.kind == "External"]
         status = decision_status(so, target, names, decision, rt.original_replicas)
         if not self._may_write():
             return
         await self.write_status(rt, status)
-        rt.status_key = key
+        written.status_key = key
 
     async def delete_renamed_hpa(self, rt: ObjectRuntime) -> None:
-        old = (rt.last_status or {}).get("hpaName")
+        old = (rt.written.last_status or {}).get("hpaName")
         if old and old != hpa_name(rt.so):
             await delete_hpa(self._kube, rt.so.namespace, str(old))
 
     async def write_status(self, rt: ObjectRuntime, status: dict[str, Any]) -> None:
-        so = rt.so
-        if not status_changed(status, rt.last_status):
+        so, written = rt.so, rt.written
+        if not status_changed(status, written.last_status):
             return
-        patch = merge_patch_for(status, rt.last_status)
-        await patch_status(self._kube, so.namespace, so.name, patch)
+        patch = merge_patch_for(status, written.last_status)
+        await self._patch_status(so.namespace, so.name, patch)
         self._telemetry.api_writes.labels("status").inc()
-        rt.last_status = {**(rt.last_status or {}), **status}
+        written.last_status = {**(written.last_status or {}), **status}
 
     async def report_invalid(self, raw: JSON, problem: ConfigError) -> None:
         """A ScaledObject that does not parse: Ready=False + a Warning Event; nothing scales."""
@@ -235,7 +257,7 @@ class Actuator:
             return
         uid = str(raw.get("metadata", {}).get("uid", ""))
         try:
-            await patch_status(self._kube, ns, name, {"conditions": conditions})
+            await self._patch_status(ns, name, {"conditions": conditions})
             self._telemetry.api_writes.labels("status").inc()
         except KubeError as exc:
             log.warning("status not written", extra={"object": f"{ns}/{name}", "error": str(exc)})
@@ -258,7 +280,7 @@ class Actuator:
         message = f"ScaledObject doesn't have correct spec: {problem}"
         status = base_status(so, rt.target, [])
         status["conditions"] = check_failed_conditions(message, so.flags.paused)
-        if status_changed(status, rt.last_status):
+        if status_changed(status, rt.written.last_status):
             try:
                 await self.write_status(rt, status)
             except KubeError as exc:

@@ -1,73 +1,239 @@
-"""One ScaledObject as the daemon runs it: its parsed spec, its scalers, and what it last did."""
+"""One ScaledObject as the daemon runs it: its lifecycle, what its last build produced, and what
+the leader last wrote for it.
+
+The lifecycle is an explicit state machine. Each transition is one method here, called by one
+owner:
+
+    UNBUILT  --begin_build-->   BUILDING   scaler.builder (at the start of a poll)
+    BUILDING --finish_build-->  RUNNING    scaler.builder: the build produced a `Build`
+    BUILDING --finish_build-->  BLOCKED    scaler.builder: it produced a `BuildFailure`
+    BUILDING --finish_build-->  UNBUILT    scaler.builder: an input changed while it ran (the
+                                           result is dropped, never applied; built again at once)
+    RUNNING/BLOCKED --invalidate--> UNBUILT  scaler.inputs (a Secret, ConfigMap, auth object or
+                                           foreign HPA it was built from changed) and
+                                           scaler.poller (a trigger kept failing: KEDA rebuilds
+                                           a failing scaler, re-reading its secrets)
+    any      --retire-->        RETIRED    scaler.table (an edit replaced it, a delete removed it)
+
+RETIRED is final. Every runtime has a `generation`, unique in the process; work begun for a
+runtime that was retired meanwhile (a build awaiting a Secret, a sample, a write) sees
+`is_retired()` and drops its result. A BLOCKED runtime whose failure is transient (`retry`: the
+scale target was unreadable, another owner may let go) is built again at its next poll.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import enum
 import logging
-from collections.abc import Awaitable, Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Iterable
+from dataclasses import dataclass, replace
 from typing import Any
 
-from scaler.auth import Fetch, resolve_auth_params, resolve_container_env
-from scaler.clients import ClientPool
-from scaler.contract import MetricSpec, Scaler, TriggerContext, fold_metric_name
-from scaler.errors import ConfigError, ScalerError, TidalError
+from scaler.contract import MetricSpec, Scaler
+from scaler.errors import ConfigError, TidalError
 from scaler.kube.paths import GVKR
 from scaler.objects import ScaledObject, Trigger
-from scaler.registry import Prepared, Registry
 
 log = logging.getLogger(__name__)
 
-AuthLookup = Callable[[str, str, str], Awaitable[Mapping[str, Any] | None]]
-"""(kind, namespace, name) → the (Cluster)TriggerAuthentication's spec, or None if missing."""
+Ref = tuple[str, str, str]
+"""(kind, namespace, name) of a Secret or ConfigMap a build read."""
 
 
-@dataclass(slots=True)
+class Phase(enum.Enum):
+    UNBUILT = "unbuilt"  # parsed; scalers not built yet, or an input changed since
+    BUILDING = "building"  # a build is running (it awaits the API: Secrets, discovery)
+    RUNNING = "running"  # built: every poll samples, decides and (on the leader) writes
+    BLOCKED = "blocked"  # the build failed: reported Ready=False, nothing is sampled
+    RETIRED = "retired"  # replaced or removed: in-flight work drops out; closed when idle
+
+
+@dataclass(frozen=True, slots=True)
 class TriggerRuntime:
     trigger: Trigger
     spec: MetricSpec
     scaler: Scaler | None  # None for cpu/memory (never sampled)
 
 
-@dataclass(slots=True)
-class ObjectRuntime:
-    """Mutable per-object state, touched only from the event loop."""
+@dataclass(frozen=True, slots=True)
+class Build:
+    """What a successful build produced. Replaced whole by the next build, never mutated."""
 
-    so: ScaledObject
-    generation: int = 0  # unique per runtime: work started for an older one is dropped
-    polling: bool = False  # a poll of this runtime is in flight (it closes a replaced runtime)
-    triggers: list[TriggerRuntime] = field(default_factory=list)
-    config_error: ConfigError | None = None
-    unknown_keys_warned: bool = False
-    needs_rebuild: bool = False
-    hpa_dirty: bool = True
-    last_active_time: float | None = None
-    last_status: dict[str, Any] | None = None  # what we last wrote (or read) as status
-    polls: int = 0
-    finalizer_added: bool = False
-    target: GVKR | None = None
-    original_replicas: int | None = None
-    hpa_present: bool = True  # assume an HPA may exist until we deleted it
-    push_tasks: list[asyncio.Task[None]] = field(default_factory=list)
-    rebuilt_at: float = float("-inf")  # loop time of the last (re)build
-    refs: frozenset[tuple[str, str, str]] = frozenset()  # Secrets/ConfigMaps read at build
-    hpa_seen: object = None  # fingerprint of the HPA as last written or checked
-    status_key: object = None  # what the last status check was built from (skip when equal)
-    gauges: dict[str, tuple[Any, ...]] = field(default_factory=dict)  # per-trigger children
+    target: GVKR
+    triggers: tuple[TriggerRuntime, ...]
+    refs: frozenset[Ref]
+    at: float  # loop time it finished
 
     @property
     def specs(self) -> list[MetricSpec]:
         return [t.spec for t in self.triggers]
 
+
+@dataclass(frozen=True, slots=True)
+class BuildFailure:
+    error: ConfigError
+    target: GVKR | None  # resolved before the failure, if it got that far
+    refs: frozenset[Ref]  # read before the failure: a Secret that appears later rebuilds
+    retry: bool  # transient: build again at the next poll
+
+
+@dataclass(slots=True)
+class Written:
+    """What the leader last wrote (or read back) for the object; owned by scaler.actuator.
+    Lets a poll skip every write whose content did not change."""
+
+    finalizer_added: bool = False
+    hpa_present: bool = True  # an HPA may exist until we deleted it
+    hpa_dirty: bool = True  # the HPA must be checked against the desired one
+    hpa_seen: object = None  # fingerprint of the HPA as last written or checked
+    status_key: object = None  # what the last status check was built from (skip when equal)
+    last_status: dict[str, Any] | None = None  # what we last wrote (or read) as status
+
+    def status_observed(self, status: dict[str, Any]) -> None:
+        """A watch event brought the status the API now holds (ours or another writer's)."""
+        self.last_status = status
+        self.status_key = None
+
+
+class ObjectRuntime:
+    """Per-object state, touched only from the event loop."""
+
+    __slots__ = (
+        "_epoch",
+        "_phase",
+        "_push_tasks",
+        "build",
+        "failure",
+        "gauges",
+        "generation",
+        "last_active_time",
+        "lateness",
+        "original_replicas",
+        "polling",
+        "polls",
+        "so",
+        "unknown_keys_warned",
+        "written",
+    )
+
+    def __init__(self, so: ScaledObject, generation: int) -> None:
+        self.so = so
+        self.generation = generation
+        self._phase = Phase.UNBUILT
+        self._epoch = 0  # inputs changed this many times; a build from an older epoch is stale
+        self._push_tasks: tuple[asyncio.Task[None], ...] = ()
+        self.build: Build | None = None
+        self.failure: BuildFailure | None = None
+        self.written = Written()
+        # Owned by scaler.poller:
+        self.polls = 0
+        self.polling = False  # a poll is in flight (it closes a runtime retired meanwhile)
+        self.last_active_time: float | None = None
+        self.original_replicas: int | None = None
+        self.gauges: dict[str, tuple[Any, ...]] = {}  # per-trigger telemetry children
+        self.lateness: Any = None  # the object's scale-loop-latency child
+        self.unknown_keys_warned = False
+
+    def __repr__(self) -> str:
+        return f"<ObjectRuntime {self.so.namespace}/{self.so.name} #{self.generation} {self.phase}>"
+
+    # ------------------------------------------------------------------ state
+
+    @property
+    def phase(self) -> Phase:
+        return self._phase
+
+    def is_retired(self) -> bool:
+        """A method, not a property: it changes across awaits (type checkers keep a narrowed
+        property's value)."""
+        return self._phase is Phase.RETIRED
+
+    @property
+    def needs_build(self) -> bool:
+        if self._phase is Phase.BLOCKED:
+            return self.failure is not None and self.failure.retry
+        return self._phase is Phase.UNBUILT
+
+    @property
+    def target(self) -> GVKR | None:
+        if self.build is not None:
+            return self.build.target
+        return None if self.failure is None else self.failure.target
+
+    @property
+    def refs(self) -> frozenset[Ref]:
+        if self.build is not None:
+            return self.build.refs
+        return frozenset() if self.failure is None else self.failure.refs
+
+    @property
+    def triggers(self) -> tuple[TriggerRuntime, ...]:
+        return () if self.build is None else self.build.triggers
+
+    @property
+    def specs(self) -> list[MetricSpec]:
+        return [] if self.build is None else self.build.specs
+
+    # ------------------------------------------------------------------ transitions
+
+    def begin_build(self) -> int:
+        """UNBUILT (or BLOCKED with retry) → BUILDING; returns the input epoch built from.
+        The previous build's resources must have been closed (`close()`) by the caller."""
+        if not self.needs_build:
+            raise TidalError(f"begin_build in phase {self._phase.value}")
+        self._phase = Phase.BUILDING
+        self.build = None
+        return self._epoch
+
+    def finish_build(self, result: Build | BuildFailure, epoch: int) -> bool:
+        """BUILDING → RUNNING / BLOCKED; or → UNBUILT when the inputs changed meanwhile. False
+        when the result was not applied (stale or retired): the caller closes what it built."""
+        if self._phase is not Phase.BUILDING:
+            return False  # retired while building
+        if epoch != self._epoch:
+            self._phase = Phase.UNBUILT
+            self.failure = None
+            return False
+        if isinstance(result, Build):
+            self.build, self.failure = result, None
+            self._phase = Phase.RUNNING
+            self.written.hpa_dirty = True  # the desired HPA follows the new metric specs
+        else:
+            self.build, self.failure = None, result
+            self._phase = Phase.BLOCKED
+        return True
+
+    def invalidate(self) -> None:
+        """An input the build read changed: build again at the next poll (a build running now
+        is stale and will be dropped)."""
+        self._epoch += 1
+        if self._phase in (Phase.RUNNING, Phase.BLOCKED):
+            self._phase = Phase.UNBUILT
+
+    def retire(self) -> None:
+        self._phase = Phase.RETIRED
+
+    # ------------------------------------------------------------------ resources
+
+    def attach_push(self, tasks: Iterable[asyncio.Task[None]]) -> None:
+        self._push_tasks = (*self._push_tasks, *tasks)
+
     async def close(self) -> None:
-        tasks, self.push_tasks = self.push_tasks, []
+        """Stop push subscriptions and close the scalers of the current build."""
+        tasks, self._push_tasks = self._push_tasks, ()
         await cancel_and_wait(tasks)
-        for t in self.triggers:
-            if t.scaler is not None:
-                with contextlib.suppress(Exception):
-                    await t.scaler.aclose()
-        self.triggers = []
+        if self.build is not None and self.build.triggers:
+            closing, self.build = self.build.triggers, replace(self.build, triggers=())
+            await close_scalers(closing)
+
+
+async def close_scalers(triggers: Iterable[TriggerRuntime]) -> None:
+    for t in triggers:
+        if t.scaler is not None:
+            with contextlib.suppress(Exception):
+                await t.scaler.aclose()
 
 
 CANCEL_ATTEMPTS = 10
@@ -90,138 +256,3 @@ async def cancel_and_wait(tasks: Iterable[asyncio.Task[Any]]) -> None:
             "tasks did not stop when cancelled",
             extra={"tasks": sorted(t.get_name() for t in pending)},
         )
-
-
-async def build_triggers(
-    so: ScaledObject,
-    *,
-    registry: Registry,
-    clients: ClientPool,
-    fetch: Fetch,
-    auth_lookup: AuthLookup,
-    pod_spec: Mapping[str, Any] | None,
-    cluster_namespace: str,
-    timeout: float,
-    notes: list[str] | None = None,
-) -> list[TriggerRuntime]:
-    """Resolve env and auth, parse every trigger and build its scaler.
-
-    Raises one ConfigError listing the problems of every trigger; builds nothing in that case
-    (scalers already built are closed), so a half-configured object never scales. Unknown
-    metadata keys and other non-fatal remarks are appended to `notes` for the caller to log once.
-    """
-    problems: list[str] = []
-    env: dict[str, str] = {}
-    container_envs: dict[str, Mapping[str, str]] = {}
-    if pod_spec is not None and any(_needs_env(t) for t in so.triggers):
-        try:
-            env = await resolve_container_env(
-                pod_spec, so.namespace, fetch, so.scale_target_ref.env_source_container_name
-            )
-        except ConfigError as exc:
-            problems.extend(exc.problems)
-    prepared: list[tuple[Trigger, Prepared]] = []
-    for trig in so.triggers:
-        auth: dict[str, str] = {}
-        if trig.authentication_ref is not None:
-            ref = trig.authentication_ref
-            spec = await auth_lookup(ref.kind, so.namespace, ref.name)
-            if spec is None:
-                problems.append(f"trigger {trig.index}: {ref.kind} '{ref.name}' not found")
-                continue
-            try:
-                auth = await resolve_auth_params(
-                    spec,
-                    namespace=so.namespace,
-                    env=env,
-                    fetch=fetch,
-                    kind=ref.kind,
-                    cluster_namespace=cluster_namespace,
-                    container_envs=container_envs,
-                )
-            except ConfigError as exc:
-                problems.extend(f"trigger {trig.index}: {p}" for p in exc.problems)
-                continue
-        ctx = TriggerContext(
-            namespace=so.namespace,
-            object_name=so.name,
-            index=trig.index,
-            type=trig.type,
-            name=trig.name,
-            metadata=trig.metadata,
-            metric_type=trig.metric_type,
-            auth_params=auth,
-            resolved_env=env,
-            timeout=timeout,
-        )
-        try:
-            prep = registry.prepare(ctx)
-            prepared.append((trig, prep))
-            if notes is not None:
-                config = prep.config
-                keys = getattr(config, "unknown_keys", ())
-                if keys:
-                    notes.append(f"trigger {trig.index} ({trig.type}): unknown keys {sorted(keys)}")
-                notes.extend(f"trigger {trig.index}: {w}" for w in getattr(config, "warnings", ()))
-        except ConfigError as exc:
-            problems.extend(f"trigger {trig.index} ({trig.type}): {p}" for p in exc.problems)
-    if problems:
-        raise ConfigError(problems)
-    built: list[TriggerRuntime] = []
-    try:
-        for trig, prep in prepared:
-            scaler = registry.construct(prep, clients)
-            built.append(TriggerRuntime(trig, scaler.metric_spec(), _sampled(prep, scaler)))
-    except TidalError:
-        for t in built:
-            if t.scaler is not None:
-                await t.scaler.aclose()
-        raise
-    problems = duplicate_metric_names(t.spec.name for t in built if t.spec.kind == "External")
-    if problems:
-        for t in built:
-            if t.scaler is not None:
-                await t.scaler.aclose()
-        raise ConfigError(problems)
-    return built
-
-
-def duplicate_metric_names(names: Iterable[str]) -> list[str]:
-    """KEDA's rule (external metric names are unique in an object), compared ignoring case:
-    the HPA asks for metric names in lower case, so `s0-redis-Jobs` and `s0-redis-jobs` would
-    be one metric to it."""
-    seen: dict[str, list[str]] = {}
-    for name in names:
-        seen.setdefault(fold_metric_name(name), []).append(name)
-    problems = []
-    for same in seen.values():
-        if len(same) == 1:
-            continue
-        if len(set(same)) == 1:
-            problems.append(f"duplicate external metric name {same[0]}")
-        else:
-            listed = ", ".join(sorted(set(same)))
-            problems.append(
-                f"external metric names {listed} differ only in case "
-                "(the HPA asks for metric names in lower case)"
-            )
-    return sorted(problems)
-
-
-def _needs_env(trig: Trigger) -> bool:
-    return trig.authentication_ref is not None or any(k.endswith("FromEnv") for k in trig.metadata)
-
-
-def _sampled(prep: Prepared, scaler: Scaler) -> Scaler | None:
-    """The scaler to sample, or None for a class that declares itself never sampled (cpu and
-    memory: the registry holds `SAMPLED` to `is_resource_trigger`)."""
-    return scaler if prep.factory.SAMPLED else None
-
-
-async def sample_with_timeout(scaler: Scaler, now: float, timeout: float) -> Any:
-    """One sample bounded by `timeout` (a timeout is a ScalerError, never a 0)."""
-    try:
-        async with asyncio.timeout(timeout):
-            return await scaler.sample(now)
-    except TimeoutError as exc:
-        raise ScalerError(f"query timed out after {timeout:.1f}s") from exc

@@ -10,9 +10,9 @@ from typing import Any
 from scaler.contract import MetricSpec
 from scaler.kube.client import JSON, KubeClient
 from scaler.kube.paths import GVKR, hpa
+from scaler.objects import SO_NAME_LABEL
 from scaler.values import milli_quantity
 
-SO_NAME_LABEL = "scaledobject.keda.sh/name"
 MANAGED_BY = "tidal"
 
 

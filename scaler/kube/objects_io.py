@@ -1,4 +1,4 @@
-"""Reads of Secrets, ConfigMaps and the aggregator's trust ConfigMap; status writes."""
+"""Reads of Secrets, ConfigMaps and the aggregator's trust ConfigMap."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import json
 from typing import Any, Literal
 
 from scaler.errors import KubeError
-from scaler.kube.client import JSON, KubeClient
-from scaler.kube.paths import namespaced, scaled_objects
+from scaler.kube.client import KubeClient
+from scaler.kube.paths import namespaced
 
 EXTENSION_AUTH = namespaced(
     "", "v1", "configmaps", "kube-system", "extension-apiserver-authentication"
@@ -52,8 +52,3 @@ async def fetch_requestheader_trust(kube: KubeClient) -> tuple[str, frozenset[st
     except ValueError:
         names = frozenset()
     return ca, names
-
-
-async def patch_status(kube: KubeClient, namespace: str, name: str, status: JSON) -> JSON:
-    """Merge-PATCH of the ScaledObject's status subresource."""
-    return await kube.merge_patch(scaled_objects(namespace, name) + "/status", {"status": status})

@@ -58,9 +58,12 @@ async def test_activation_then_scale_to_zero_after_cooldown(
 
         await r.rpush(list_name, "a", "b", "c")
         await eventually(lambda: cluster.replicas("worker"), lambda n: n == 1, what="0 -> 1")
-        active = await cluster.condition("worker", "Active")
-        assert active is not None
-        assert active["status"] == "True"
+        # The status is written after the /scale write (a 0 -> 1 never waits behind it).
+        await eventually(
+            lambda: cluster.condition("worker", "Active"),
+            lambda c: c is not None and c["status"] == "True",
+            what="Active=True",
+        )
         events = await cluster.events("worker")
         activated = [e for e in events if e["reason"] == "KEDAScaleTargetActivated"]
         assert activated
@@ -467,7 +470,10 @@ async def test_secret_changes_rebuild_the_object(
         )
         # pollingInterval is 300 s: only the Secret watch can explain a quick recovery.
         await eventually(lambda: cluster.replicas("worker"), lambda n: n == 1, what="0 -> 1")
-        ready = await cluster.condition("worker", "Ready")
-        assert ready is not None
-        assert ready["status"] == "True"
+        # The status is written after the /scale write (a 0 -> 1 never waits behind it).
+        await eventually(
+            lambda: cluster.condition("worker", "Ready"),
+            lambda c: c is not None and c["status"] == "True",
+            what="Ready=True",
+        )
         assert "s3cret-pw" not in str(await cluster.get_so("worker"))

@@ -43,7 +43,7 @@ async def _ready(cluster: Cluster) -> None:
 
 
 def _polls(daemon: object, ns: str) -> int:
-    rt = daemon.objects[(ns, "worker")]  # type: ignore[attr-defined]
+    rt = daemon.objects.get((ns, "worker"))  # type: ignore[attr-defined]
     return int(rt.polls)
 
 

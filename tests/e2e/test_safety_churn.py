@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 import redis.asyncio as aioredis
 
-import scaler.daemon
+import scaler.builder
 from localenv.redis import RedisServer
 from scaler.daemon import Daemon
 from scaler.kube.paths import scaled_objects
@@ -47,7 +47,7 @@ async def _footprint(daemon: Daemon, ns: str, r: aioredis.Redis) -> dict[str, in
     return {
         "objects": len(daemon.objects),
         "store entries": len(daemon.store),
-        "reference index": len(daemon._by_ref),
+        "reference index": daemon.inputs.referenced(),
         "asyncio tasks": len(asyncio.all_tasks()),
         "client pool entries": len(daemon.clients),
         "redis subscriptions": len(channels),
@@ -64,14 +64,14 @@ async def test_create_edit_delete_churn_with_slow_secret_reads_leaks_nothing(
 ) -> None:
     server = redis_factory(notify_keyspace_events="KEA")
     r = aioredis.from_url(server.url)
-    real_fetch = scaler.daemon.fetch_data
+    real_fetch = scaler.builder.fetch_data
     rng = random.Random(7)
 
     async def slow_fetch(*args: Any, **kwargs: Any) -> Any:
         await asyncio.sleep(rng.uniform(0.0, 0.15))
         return await real_fetch(*args, **kwargs)
 
-    monkeypatch.setattr(scaler.daemon, "fetch_data", slow_fetch)
+    monkeypatch.setattr(scaler.builder, "fetch_data", slow_fetch)
     await cluster.create_address_auth("redis-ta", server.address)
     names = [f"churn-{i}" for i in range(WORKERS)]
     for name in names:

@@ -20,7 +20,7 @@ one; then clears the fault, counts the main trigger's polls until it samples aga
 z and q go 1 → 0 only after their trigger sampled (healthy, inactive) again.
 
 Probes never assert wall-clock bounds beyond generous "eventually" timeouts; recovery is
-counted in polls (`Daemon.objects[...].polls`).
+counted in polls (`Daemon.objects.get(...).polls`).
 """
 
 from __future__ import annotations

@@ -19,7 +19,8 @@ from scaler.decide import (
     decide,
     fallback_replicas,
 )
-from scaler.objects import Fallback, ScaledObject, parse_scaled_object
+from scaler.object_parser import parse_scaled_object
+from scaler.objects import Fallback, ScaledObject
 
 NOW = 1_700_000_000.0
 CREATED = NOW - 10_000.0

@@ -10,12 +10,12 @@ import pytest
 
 from scaler.annotations import Annotations, parse_annotations
 from scaler.errors import ConfigError, UnsupportedError
+from scaler.object_parser import parse_scaled_object
 from scaler.objects import (
     ScaledObject,
     hpa_max_replicas,
     hpa_min_replicas,
     hpa_name,
-    parse_scaled_object,
     parse_timestamp,
     thaw,
 )

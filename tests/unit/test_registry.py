@@ -13,14 +13,15 @@ from typing import Any
 
 import pytest
 
+from scaler.builder import build_triggers, duplicate_metric_names
 from scaler.clients import ClientKey, ClientPool, fingerprint
 from scaler.contract import MetricSpec, TriggerContext
 from scaler.decide import TriggerView
 from scaler.errors import ConfigError, QueryError
-from scaler.objects import Trigger, parse_scaled_object
+from scaler.object_parser import parse_scaled_object
+from scaler.objects import Trigger
 from scaler.registry import BUILTINS, Registry, ScalerEntry, build_scaler, known_types, prepare
 from scaler.resource_trigger import RESOURCE_TRIGGER_TYPES, ResourceTrigger, is_resource_trigger
-from scaler.runtime import build_triggers, duplicate_metric_names
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -1,0 +1,372 @@
+"""Parsing a ScaledObject: `parse_scaled_object(raw)` takes the plain dict the API server returns
+(as decoded from JSON) and returns a frozen `ScaledObject` (scaler.objects), or raises
+`ConfigError` listing EVERY problem found, worded like KEDA where KEDA has a message
+(``CheckReplicaCountBoundsAreValid``, ``ValidateTriggers``, ``CheckFallbackValid``, the admission
+webhook). Features Tidal deliberately lacks (``advanced.scalingModifiers``, ``fallback.behavior:
+scalingModifiers``) raise `UnsupportedError` when they are the only problems.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from types import MappingProxyType
+from typing import Any, cast
+
+from scaler.annotations import collect_annotations
+from scaler.contract import METRIC_TARGET_TYPES, MetricTargetType
+from scaler.errors import ConfigError, UnsupportedError
+from scaler.objects import (
+    AUTH_KINDS,
+    DEFAULT_API_VERSION,
+    DEFAULT_COOLDOWN_PERIOD,
+    DEFAULT_INITIAL_COOLDOWN_PERIOD,
+    DEFAULT_MAX_REPLICAS,
+    DEFAULT_MIN_REPLICAS,
+    DEFAULT_POLLING_INTERVAL,
+    EMPTY,
+    FALLBACK_BEHAVIORS,
+    HPA_NAME_PREFIX,
+    MAX_NAME_LENGTH,
+    NO_CACHED_METRICS_TYPES,
+    Advanced,
+    AuthenticationRef,
+    AuthKind,
+    Fallback,
+    FallbackBehavior,
+    HpaConfig,
+    ScaledObject,
+    ScaleTargetRef,
+    Trigger,
+    freeze,
+    parse_timestamp,
+)
+from scaler.resource_trigger import is_resource_trigger
+from scaler.values import (
+    DEFAULT_KIND,
+    parse_gvk,
+)
+
+
+class _Reader:
+    """Typed reads from untrusted JSON that record problems instead of raising."""
+
+    def __init__(self) -> None:
+        self.problems: list[str] = []
+        self.unsupported: list[str] = []
+
+    def obj(self, parent: Mapping[str, Any], key: str, path: str) -> Mapping[str, Any] | None:
+        value = parent.get(key)
+        if value is None:
+            return None
+        if not isinstance(value, Mapping):
+            self.problems.append(f"{path} must be an object")
+            return None
+        return value
+
+    def opt_int(self, parent: Mapping[str, Any], key: str, path: str, minimum: int) -> int | None:
+        value = parent.get(key)
+        if value is None:
+            return None
+        if isinstance(value, bool) or not isinstance(value, int):
+            self.problems.append(f"{path} must be an integer")
+            return None
+        if value < minimum:
+            self.problems.append(f"{path} must be greater than or equal to {minimum}")
+        return value
+
+    def int_(
+        self, parent: Mapping[str, Any], key: str, path: str, default: int, minimum: int
+    ) -> int:
+        value = self.opt_int(parent, key, path, minimum)
+        return default if value is None else value
+
+    def str_(self, parent: Mapping[str, Any], key: str, path: str, default: str = "") -> str:
+        value = parent.get(key)
+        if value is None:
+            return default
+        if not isinstance(value, str):
+            self.problems.append(f"{path} must be a string")
+            return default
+        return value
+
+    def bool_(self, parent: Mapping[str, Any], key: str, path: str) -> bool:
+        value = parent.get(key)
+        if value is None:
+            return False
+        if not isinstance(value, bool):
+            self.problems.append(f"{path} must be a boolean")
+            return False
+        return value
+
+    def str_map(self, parent: Mapping[str, Any], key: str, path: str) -> Mapping[str, str]:
+        value = parent.get(key)
+        if value is None:
+            return EMPTY
+        if not isinstance(value, Mapping):
+            self.problems.append(f"{path} must be a map of strings")
+            return EMPTY
+        out: dict[str, str] = {}
+        for k, v in value.items():
+            if not isinstance(v, str):
+                self.problems.append(f"{path}.{k} must be a string")
+                continue
+            out[str(k)] = v
+        return MappingProxyType(out)
+
+
+def _parse_target(r: _Reader, spec: Mapping[str, Any]) -> ScaleTargetRef:
+    ref = r.obj(spec, "scaleTargetRef", "spec.scaleTargetRef") or EMPTY
+    name = r.str_(ref, "name", "spec.scaleTargetRef.name")
+    if not name:
+        r.problems.append("ScaledObject.spec.scaleTargetRef.name is missing")
+    api_version = r.str_(ref, "apiVersion", "spec.scaleTargetRef.apiVersion") or DEFAULT_API_VERSION
+    kind = r.str_(ref, "kind", "spec.scaleTargetRef.kind") or DEFAULT_KIND
+    try:
+        parse_gvk(api_version, kind)
+    except ValueError as exc:
+        r.problems.append(str(exc))
+    container = r.str_(ref, "envSourceContainerName", "spec.scaleTargetRef.envSourceContainerName")
+    return ScaleTargetRef(
+        name=name, api_version=api_version, kind=kind, env_source_container_name=container or None
+    )
+
+
+def _parse_trigger(r: _Reader, raw: object, index: int) -> Trigger | None:
+    path = f"spec.triggers[{index}]"
+    if not isinstance(raw, Mapping):
+        r.problems.append(f"{path} must be an object")
+        return None
+    type_ = r.str_(raw, "type", f"{path}.type")
+    if not type_:
+        r.problems.append(f"{path}.type is required")
+    name = r.str_(raw, "name", f"{path}.name")
+    metadata = r.str_map(raw, "metadata", f"{path}.metadata")
+    auth: AuthenticationRef | None = None
+    auth_raw = r.obj(raw, "authenticationRef", f"{path}.authenticationRef")
+    if auth_raw is not None:
+        auth_name = r.str_(auth_raw, "name", f"{path}.authenticationRef.name")
+        if not auth_name:
+            r.problems.append(f"{path}.authenticationRef.name is required")
+        auth_kind = r.str_(auth_raw, "kind", f"{path}.authenticationRef.kind")
+        auth_kind = auth_kind or "TriggerAuthentication"
+        if auth_kind not in AUTH_KINDS:
+            r.problems.append(
+                f"{path}.authenticationRef.kind {auth_kind!r} is not supported, allowed values "
+                "are 'TriggerAuthentication' or 'ClusterTriggerAuthentication'"
+            )
+            auth_kind = "TriggerAuthentication"
+        auth = AuthenticationRef(auth_name, cast(AuthKind, auth_kind))
+    resource = is_resource_trigger(type_)
+    metric_type = r.str_(raw, "metricType", f"{path}.metricType")
+    if not metric_type:
+        # KEDA's cpu/memory scalers fall back to the deprecated metadata `type`; Utilization is
+        # what every cpu/memory example uses. Everything else defaults to AverageValue.
+        metric_type = (metadata.get("type") or "Utilization") if resource else "AverageValue"
+    if metric_type not in METRIC_TARGET_TYPES:
+        r.problems.append(
+            f"{path}.metricType {metric_type!r} is not supported, allowed values are "
+            "'Value', 'AverageValue' or 'Utilization'"
+        )
+        metric_type = "AverageValue"
+    elif metric_type == "Utilization" and not resource:
+        r.problems.append(
+            "'Utilization' metric type is unsupported for external metrics, "
+            "allowed values are 'Value' or 'AverageValue'"
+        )
+    elif metric_type == "Value" and resource:
+        r.problems.append(
+            f"'Value' metric type is unsupported for the {type_} trigger, "
+            "allowed values are 'Utilization' or 'AverageValue'"
+        )
+    use_cached = r.bool_(raw, "useCachedMetrics", f"{path}.useCachedMetrics")
+    if use_cached and type_ in NO_CACHED_METRICS_TYPES:
+        r.problems.append(f'property "useCachedMetrics" is not supported for {type_!r} scaler')
+    return Trigger(
+        index=index,
+        type=type_,
+        name=name,
+        metadata=metadata,
+        authentication_ref=auth,
+        metric_type=cast(MetricTargetType, metric_type),
+        use_cached_metrics=use_cached,
+    )
+
+
+def _parse_triggers(r: _Reader, spec: Mapping[str, Any]) -> tuple[Trigger, ...]:
+    raw = spec.get("triggers")
+    if raw is not None and not isinstance(raw, list | tuple):
+        r.problems.append("spec.triggers must be a list")
+        raw = None
+    if not raw:
+        r.problems.append("no triggers defined in the ScaledObject/ScaledJob")
+        return ()
+    triggers = tuple(t for i, item in enumerate(raw) if (t := _parse_trigger(r, item, i)))
+    seen: set[str] = set()
+    for trigger in triggers:
+        if not trigger.name:
+            continue
+        if trigger.name in seen:
+            r.problems.append(
+                f"triggerName {trigger.name!r} is defined multiple times in the ScaledObject, "
+                "but it must be unique"
+            )
+        seen.add(trigger.name)
+    return triggers
+
+
+def _parse_fallback(
+    r: _Reader, spec: Mapping[str, Any], triggers: tuple[Trigger, ...]
+) -> Fallback | None:
+    raw = r.obj(spec, "fallback", "spec.fallback")
+    if raw is None:
+        return None
+    threshold = raw.get("failureThreshold")
+    replicas = raw.get("replicas")
+    ints_ok = True
+    for key, value in (("failureThreshold", threshold), ("replicas", replicas)):
+        if value is None:
+            r.problems.append(f"spec.fallback.{key} is required")
+            ints_ok = False
+        elif isinstance(value, bool) or not isinstance(value, int):
+            r.problems.append(f"spec.fallback.{key} must be an integer")
+            ints_ok = False
+    if not ints_ok or not isinstance(threshold, int) or not isinstance(replicas, int):
+        return None
+    if threshold < 0 or replicas < 0:
+        r.problems.append(
+            f"FailureThreshold={threshold} & Replicas={replicas} must both be greater than "
+            "or equal to 0"
+        )
+    behavior = r.str_(raw, "behavior", "spec.fallback.behavior") or "static"
+    if behavior == "scalingModifiers":
+        r.unsupported.append(
+            "spec.fallback.behavior 'scalingModifiers' is not supported by Tidal "
+            "(scalingModifiers are not supported); use static, currentReplicas, "
+            "currentReplicasIfHigher or currentReplicasIfLower"
+        )
+        behavior = "static"
+    elif behavior not in FALLBACK_BEHAVIORS:
+        r.problems.append(
+            f"spec.fallback.behavior {behavior!r} is not supported, allowed values are "
+            + ", ".join(FALLBACK_BEHAVIORS)
+        )
+        behavior = "static"
+    if triggers and all(t.is_resource for t in triggers):
+        r.problems.append(
+            "at least one trigger (that is not cpu or memory) has to be defined to use fallback"
+        )
+    return Fallback(threshold, replicas, cast(FallbackBehavior, behavior))
+
+
+def _parse_advanced(r: _Reader, spec: Mapping[str, Any]) -> Advanced:
+    raw = r.obj(spec, "advanced", "spec.advanced")
+    if raw is None:
+        return Advanced()
+    restore = r.bool_(
+        raw, "restoreToOriginalReplicaCount", "spec.advanced.restoreToOriginalReplicaCount"
+    )
+    hpa_raw = r.obj(
+        raw, "horizontalPodAutoscalerConfig", "spec.advanced.horizontalPodAutoscalerConfig"
+    )
+    hpa = HpaConfig()
+    if hpa_raw is not None:
+        name = r.str_(hpa_raw, "name", "spec.advanced.horizontalPodAutoscalerConfig.name")
+        behavior = r.obj(
+            hpa_raw, "behavior", "spec.advanced.horizontalPodAutoscalerConfig.behavior"
+        )
+        hpa = HpaConfig(name or None, None if behavior is None else freeze(behavior))
+    modifiers = raw.get("scalingModifiers")
+    if isinstance(modifiers, Mapping) and any(modifiers.values()):
+        r.unsupported.append(
+            "spec.advanced.scalingModifiers is not supported by Tidal; "
+            "use one trigger per metric instead"
+        )
+    return Advanced(restore_to_original_replica_count=restore, hpa=hpa)
+
+
+def parse_scaled_object(raw: Mapping[str, Any]) -> ScaledObject:
+    """Parse one ScaledObject from the API's JSON; raise ConfigError listing every problem."""
+    r = _Reader()
+    meta = r.obj(raw, "metadata", "metadata") or EMPTY
+    spec = r.obj(raw, "spec", "spec")
+    if spec is None:
+        r.problems.append("spec is required")
+        spec = EMPTY
+    name = r.str_(meta, "name", "metadata.name")
+    namespace = r.str_(meta, "namespace", "metadata.namespace")
+    if not name:
+        r.problems.append("metadata.name is required")
+    labels = r.str_map(meta, "labels", "metadata.labels")
+    annotations = r.str_map(meta, "annotations", "metadata.annotations")
+    flags = collect_annotations(annotations, r.problems)
+
+    target = _parse_target(r, spec)
+    polling = r.int_(spec, "pollingInterval", "spec.pollingInterval", DEFAULT_POLLING_INTERVAL, 1)
+    cooldown = r.int_(spec, "cooldownPeriod", "spec.cooldownPeriod", DEFAULT_COOLDOWN_PERIOD, 0)
+    initial = r.int_(
+        spec,
+        "initialCooldownPeriod",
+        "spec.initialCooldownPeriod",
+        DEFAULT_INITIAL_COOLDOWN_PERIOD,
+        0,
+    )
+    min_set = spec.get("minReplicaCount") is not None
+    min_ = r.int_(spec, "minReplicaCount", "spec.minReplicaCount", DEFAULT_MIN_REPLICAS, 0)
+    max_ = r.int_(spec, "maxReplicaCount", "spec.maxReplicaCount", DEFAULT_MAX_REPLICAS, 1)
+    idle = r.opt_int(spec, "idleReplicaCount", "spec.idleReplicaCount", 0)
+
+    # KEDA's CheckReplicaCountBoundsAreValid compares with the HPA's min (an explicit 0 counts as
+    # 1), so {min: 0, idle: 0} is accepted and {idle: 0} alone is not. Same here.
+    bound_min = (min_ if min_ > 0 else 1) if min_set else 0
+    if bound_min > max_:
+        r.problems.append(f"MinReplicaCount={bound_min} must be less than MaxReplicaCount={max_}")
+    if idle is not None and idle >= bound_min:
+        r.problems.append(f"IdleReplicaCount={idle} must be less than MinReplicaCount={bound_min}")
+
+    triggers = _parse_triggers(r, spec)
+    fallback = _parse_fallback(r, spec, triggers)
+    advanced = _parse_advanced(r, spec)
+
+    if len(name) > MAX_NAME_LENGTH:
+        r.problems.append(
+            f"ScaledObject name {name!r} is {len(name)} characters long, "
+            f"but it must be at most {MAX_NAME_LENGTH}"
+        )
+    hpa = advanced.hpa.name or f"{HPA_NAME_PREFIX}{name}"
+    if name and len(hpa) > MAX_NAME_LENGTH:
+        r.problems.append(
+            f"the HPA name {hpa!r} is {len(hpa)} characters long, but it must be at most "
+            f"{MAX_NAME_LENGTH} (a ScaledObject name of at most "
+            f"{MAX_NAME_LENGTH - len(HPA_NAME_PREFIX)} characters, or set "
+            "advanced.horizontalPodAutoscalerConfig.name)"
+        )
+
+    if r.problems:
+        raise ConfigError([*r.problems, *r.unsupported])
+    if r.unsupported:
+        raise UnsupportedError(r.unsupported)
+
+    generation = meta.get("generation")
+    status = raw.get("status")
+    return ScaledObject(
+        namespace=namespace,
+        name=name,
+        uid=str(meta.get("uid") or ""),
+        generation=generation if isinstance(generation, int) else 0,
+        resource_version=str(meta.get("resourceVersion") or ""),
+        creation_timestamp=parse_timestamp(meta.get("creationTimestamp")),
+        labels=labels,
+        annotations=annotations,
+        flags=flags,
+        scale_target_ref=target,
+        polling_interval=polling,
+        cooldown_period=cooldown,
+        initial_cooldown_period=initial,
+        min_replica_count=min_,
+        max_replica_count=max_,
+        idle_replica_count=idle,
+        fallback=fallback,
+        advanced=advanced,
+        triggers=triggers,
+        status=freeze(status) if isinstance(status, Mapping) else EMPTY,
+    )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import subprocess
+import tarfile
 from pathlib import Path
 
 import pytest
@@ -67,6 +68,20 @@ def test_manifests_and_chart_copies_are_rendered_from_their_sources() -> None:
         assert path.read_bytes() == content, f"{rel} differs from its source: run `make manifests`"
     assert stale_files() == [], "files no source produces: run `make manifests`"
     assert sorted(p.name for p in MANIFESTS.iterdir()) == ["tidal.yaml"]
+
+
+def test_the_packaged_chart_carries_its_crds_and_dashboard(tmp_path: Path) -> None:
+    """`helm package` makes a self-contained archive (copies, not links out of the chart)."""
+    helm("package", CHART, "--destination", tmp_path)
+    (archive,) = tmp_path.glob("tidal-*.tgz")
+    with tarfile.open(archive) as tar:
+        names = set(tar.getnames())
+        dashboard = tar.extractfile("tidal/files/tidal-dashboard.json")
+        assert dashboard is not None
+        assert dashboard.read() == (REPO / "deploy/grafana/tidal-dashboard.json").read_bytes()
+    crds = {f"tidal/crds/{p.name}" for p in (REPO / "deploy" / "crds").glob("*.yaml")}
+    assert crds <= names
+    assert "tidal/values.schema.json" in names
 
 
 def test_bad_values_are_refused_by_the_schema() -> None:

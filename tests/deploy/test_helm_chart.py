@@ -78,7 +78,7 @@ def test_the_packaged_chart_carries_its_crds_and_dashboard(tmp_path: Path) -> No
         names = set(tar.getnames())
         dashboard = tar.extractfile("tidal/files/tidal-dashboard.json")
         assert dashboard is not None
-        assert dashboard.read() == (REPO / "deploy/grafana/tidal-dashboard.json").read_bytes()
+        assert dashboard.read() == (CHART / "files" / "tidal-dashboard.json").read_bytes()
     crds = {f"tidal/crds/{p.name}" for p in (REPO / "deploy" / "crds").glob("*.yaml")}
     assert crds <= names
     assert "tidal/values.schema.json" in names

@@ -277,12 +277,13 @@ def _failure(label: str, target: NatsTarget, what: str, exc: BaseException) -> s
     return f"{label} {target.server}: {what}: {detail}"
 
 
-def nats_url(server: str) -> str | None:
-    """``nats://host:port`` for ``nats://host[:port]`` or ``host:port`` (port 4222 by default);
-    None for another scheme, credentials, a path or a query."""
-    text = server if "://" in server else f"nats://{server}"
+def nats_url(server: str, schemes: tuple[str, ...] = ("nats",)) -> str | None:
+    """``scheme://host:port`` for ``scheme://host[:port]`` or ``host:port`` (port 4222 by
+    default), `scheme` one of `schemes` (``tls`` is nats-py's TLS scheme); None for another
+    scheme, credentials, a path or a query."""
+    text = server if "://" in server else f"{schemes[0]}://{server}"
     parts = urllib.parse.urlsplit(text)
-    if parts.scheme != "nats" or not parts.hostname or parts.username or parts.password:
+    if parts.scheme not in schemes or not parts.hostname or parts.username or parts.password:
         return None
     try:
         port = parts.port or 4222
@@ -291,7 +292,7 @@ def nats_url(server: str) -> str | None:
     if parts.path not in ("", "/") or parts.query:
         return None
     host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
-    return f"nats://{host}:{port}"
+    return f"{parts.scheme}://{host}:{port}"
 
 
 async def _unsubscribe_all(subs: list[Any]) -> None:

@@ -26,7 +26,7 @@ from scaler.clients import ClientPool, Lease
 from scaler.contract import MetricSpec, Sample, TriggerContext, metric_name
 from scaler.errors import ScalerError
 from scaler.params import Config, Param, Source
-from scalers.nats_client import NatsConnection, NatsTarget
+from scalers.nats_client import NatsConnection, NatsTarget, nats_url
 from scalers.nats_monitor import JszPoller, MonitorTarget, acquire_poller
 
 _META_AUTH: tuple[Source, ...] = ("metadata", "auth")
@@ -72,14 +72,16 @@ class NatsJetStreamScaler:
                     "missing required parameter 'account' or 'accountID' in"
                     " [triggerMetadata authParams]"
                 )
-        if server is not None and _nats_url(server) is None:
-            problems.append(
-                f"invalid natsServer '{_shown(server)}': expected nats://host:port or tls://host:port"
-            )
-        elif server is not None and "@" in urlsplit(server).netloc:
+        if server is not None and "@" in urlsplit(server).netloc:
             problems.append(
                 f"natsServer '{_shown(server)}' carries credentials: give them as"
                 " TriggerAuthentication parameters (username/password, token, nkeySeed, creds)"
+            )
+        elif server is not None and (
+            "://" not in server or nats_url(server, _NATS_SCHEMES) is None
+        ):
+            problems.append(
+                f"invalid natsServer '{_shown(server)}': expected nats://host:port or tls://host:port"
             )
         methods = [name for name in ("username", "token", "nkeySeed", "creds") if config.has(name)]
         if len(methods) > 1:
@@ -191,17 +193,6 @@ def _monitor_address(endpoint: str) -> tuple[str, int] | None:
     if not parts.hostname:
         return None
     return parts.hostname, port or 0
-
-
-def _nats_url(server: str) -> str | None:
-    try:
-        parts = urlsplit(server)
-        parts.port  # noqa: B018 - raises ValueError for a bad port
-    except ValueError:
-        return None
-    if parts.scheme not in _NATS_SCHEMES or not parts.hostname:
-        return None
-    return server
 
 
 def _shown(server: str) -> str:

@@ -1,4 +1,5 @@
-"""What the Redis list and stream scalers share: connection parameters, clients, one-trip reads.
+"""What the Redis list and stream scalers share: connection parameters and clients (their
+one-trip reads are scalers.redis_reads).
 
 Connection parameters follow KEDA's redis scalers: ``address``/``addresses`` or
 ``host(s)`` + ``port(s)`` (metadata, ``...FromEnv`` or auth params), ``username``/``password``,
@@ -6,22 +7,15 @@ sentinel credentials and master, ``databaseIndex``, TLS through ``enableTLS`` (m
 ``tls: enable`` (auth params) with ``ca``/``cert``/``key``/``keyPassword`` and ``unsafeSsl``.
 
 Clients are shared through the ClientPool per (mode, addresses, db, user, password hash, TLS).
-Each read is ONE ``EVALSHA`` of a small Lua script; reads issued by many scalers in the same
-event-loop tick against the same client go out as one pipeline (one round trip per server and
-tick; for a cluster, one per node and tick). A ``NOSCRIPT`` answer (server restarted, script
-cache flushed) is retried once with ``EVAL`` and the script's source, which caches it again.
 """
 
 from __future__ import annotations
 
-import asyncio
-import hashlib
 import ssl
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from redis import exceptions as redis_errors
 from redis.asyncio import Redis, RedisCluster
 from redis.asyncio.cluster import ClusterNode
 from redis.asyncio.connection import ConnectionPool, SSLConnection
@@ -29,10 +23,10 @@ from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import Sentinel, SentinelManagedSSLConnection
 from redis.backoff import NoBackoff
 
-from scaler.clients import ClientKey, ClientPool, Lease, TlsSettings, fingerprint
+from scaler.clients import ClientKey, TlsSettings, fingerprint
 from scaler.contract import TriggerContext
-from scaler.errors import QueryError, ScalerError
-from scaler.params import Config, Param, redact
+from scaler.errors import ScalerError
+from scaler.params import Config, Param
 
 Mode = Literal["single", "cluster", "sentinel"]
 
@@ -265,194 +259,6 @@ async def close_client(client: Any) -> None:
     pool = getattr(client, "connection_pool", None)
     if pool is not None:
         await pool.disconnect()
-
-
-@dataclass(frozen=True, slots=True)
-class LuaScript:
-    source: str
-
-    @property
-    def sha(self) -> str:
-        return hashlib.sha1(self.source.encode(), usedforsecurity=False).hexdigest()
-
-
-@dataclass(slots=True)
-class _Call:
-    script: LuaScript
-    keys: tuple[str, ...]
-    args: tuple[str, ...]
-    future: asyncio.Future[Any]
-
-
-class ScriptRunner:
-    """Runs Lua scripts on one client; calls made in the same loop tick share one pipeline."""
-
-    def __init__(self, client: Any) -> None:
-        self.client = client
-        self._pending: list[_Call] = []
-        self._tasks: set[asyncio.Task[None]] = set()
-        self.round_trips = 0  # pipelines sent (for tests and benchmarks)
-
-    async def run(self, script: LuaScript, keys: Sequence[str], args: Sequence[str] = ()) -> Any:
-        loop = asyncio.get_running_loop()
-        call = _Call(script, tuple(keys), tuple(args), loop.create_future())
-        self._pending.append(call)
-        if len(self._pending) == 1:
-            loop.call_soon(self._flush)
-        return await call.future
-
-    def _flush(self) -> None:
-        batch, self._pending = self._pending, []
-        batch = [c for c in batch if not c.future.done()]
-        if batch:
-            task = asyncio.ensure_future(self._send(batch))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
-
-    async def _send(self, batch: list[_Call]) -> None:
-        try:
-            results = await self._execute_isolated(batch)
-            missing = [c for c, r in zip(batch, results, strict=True) if _noscript(r)]
-            if missing:
-                # EVAL with the source runs the script and caches it on the very server that
-                # lacked it (a SCRIPT LOAD on a cluster would go to every primary and fail
-                # while any one of them is down).
-                retried = await self._execute_isolated(missing, with_source=True)
-                outcome = dict(zip((id(c) for c in missing), retried, strict=True))
-                results = [outcome.get(id(c), r) for c, r in zip(batch, results, strict=True)]
-        except Exception as exc:  # delivered to every caller, who maps it
-            for call in batch:
-                if not call.future.done():
-                    call.future.set_exception(exc)
-            return
-        except BaseException:
-            for call in batch:
-                call.future.cancel()
-            raise
-        for call, result in zip(batch, results, strict=True):
-            if call.future.done():
-                continue
-            if isinstance(result, Exception):
-                call.future.set_exception(result)
-            else:
-                call.future.set_result(result)
-
-    async def _execute_isolated(
-        self, batch: list[_Call], *, with_source: bool = False
-    ) -> list[Any]:
-        """One pipeline for the batch. When a cluster pipeline fails as a whole (redis-py raises
-        for every command when one node is unreachable), each node's calls are sent again on
-        their own, one node after the other, so a dead node fails only the keys it owns."""
-        try:
-            return await self._execute(batch, with_source=with_source)
-        except Exception:
-            groups = await self._node_groups(batch)
-            if len(groups) < 2:
-                raise
-        outcome: dict[int, Any] = {}
-        for group in groups:
-            try:
-                answers: list[Any] = await self._execute(group, with_source=with_source)
-            except Exception as exc:
-                answers = [exc] * len(group)
-            outcome.update(zip((id(c) for c in group), answers, strict=True))
-        return [outcome[id(c)] for c in batch]
-
-    async def _node_groups(self, batch: list[_Call]) -> list[list[_Call]]:
-        """The batch split by the cluster node owning each call's first key ([batch] when the
-        client is not a cluster client or the slot map is unavailable)."""
-        if not isinstance(self.client, RedisCluster) or len(batch) < 2:
-            return [batch]
-        groups: dict[str, list[_Call]] = {}
-        try:
-            await self.client.initialize()
-            for call in batch:
-                node = self.client.get_node_from_key(call.keys[0]) if call.keys else None
-                groups.setdefault("" if node is None else node.name, []).append(call)
-        except Exception:
-            return [batch]
-        return list(groups.values())
-
-    async def _execute(self, batch: list[_Call], *, with_source: bool = False) -> list[Any]:
-        self.round_trips += 1
-        pipe = self.client.pipeline(transaction=False)
-        for call in batch:
-            # execute_command, not pipe.evalsha(): redis-py's cluster pipeline refuses its
-            # evalsha() method, but routes an EVALSHA/EVAL by its key like any keyed command
-            # (one sub-pipeline per node).
-            head = ("EVAL", call.script.source) if with_source else ("EVALSHA", call.script.sha)
-            pipe.execute_command(*head, len(call.keys), *call.keys, *call.args)
-        return list(await pipe.execute(raise_on_error=False))
-
-    async def aclose(self) -> None:
-        if self._tasks:
-            await asyncio.gather(*self._tasks, return_exceptions=True)
-        await close_client(self.client)
-
-
-def _noscript(result: object) -> bool:
-    return isinstance(result, redis_errors.NoScriptError) or (
-        isinstance(result, redis_errors.ResponseError) and str(result).startswith("NOSCRIPT")
-    )
-
-
-class RedisConnection:
-    """A scaler's handle on its shared ScriptRunner (acquired lazily, released on close)."""
-
-    def __init__(self, target: RedisTarget, clients: ClientPool) -> None:
-        self.target = target
-        self._clients = clients
-        self._lease: Lease[ScriptRunner] | None = None
-        self._closed = False
-
-    async def run(self, script: LuaScript, keys: Sequence[str], args: Sequence[str] = ()) -> Any:
-        if self._closed:  # a closed scaler must not take a new lease nobody would release
-            raise ScalerError(f"redis {self.target.endpoint}: the scaler is closed")
-        try:
-            if self._lease is None:
-                self._lease = await self._clients.acquire(
-                    self.target.key(), self._create, _close_runner
-                )
-            return await self._lease.client.run(script, keys, args)
-        except redis_errors.ResponseError as exc:
-            if _is_auth_problem(exc):
-                raise ScalerError(self._message("authentication failed", exc)) from exc
-            raise QueryError(self._message("query failed", exc)) from exc
-        except redis_errors.AuthenticationError as exc:
-            raise ScalerError(self._message("authentication failed", exc)) from exc
-        except (redis_errors.RedisError, redis_errors.RedisClusterException, OSError) as exc:
-            raise ScalerError(self._message("connection failed", exc)) from exc
-        except TimeoutError as exc:
-            raise ScalerError(self._message("timed out", exc)) from exc
-
-    async def _create(self) -> ScriptRunner:
-        return ScriptRunner(await create_client(self.target))
-
-    def _message(self, what: str, exc: BaseException) -> str:
-        detail = redact(f"{type(exc).__name__}: {exc}", self.target.secrets())
-        return f"redis {self.target.endpoint}: {what}: {detail}"
-
-    async def aclose(self) -> None:
-        self._closed = True
-        lease, self._lease = self._lease, None
-        if lease is not None:
-            await lease.release()
-
-
-async def _close_runner(runner: ScriptRunner) -> None:
-    await runner.aclose()
-
-
-def _is_auth_problem(exc: redis_errors.ResponseError) -> bool:
-    text = str(exc)
-    return text.startswith(("NOAUTH", "WRONGPASS", "NOPERM")) or "AUTH" in text.split(" ", 1)[0]
-
-
-def as_count(value: object, what: str) -> int:
-    """A script's integer answer, or QueryError."""
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise QueryError(f"{what}: expected an integer from Redis, got {type(value).__name__}")
-    return value
 
 
 def join_problems(*groups: Iterable[str]) -> list[str]:

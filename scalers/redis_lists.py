@@ -2,26 +2,20 @@
 
 KEDA semantics: the value is LLEN for a list (or a missing key), ZCARD for a sorted set, SCARD
 for a set, HLEN for a hash; any other type is an error. Active when the length is strictly
-greater than ``activationListLength``. The read is one EVALSHA (see `redis_common`).
+greater than ``activationListLength``. The read is one EVALSHA (see `redis_reads`).
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator
 from typing import ClassVar
 
 from scaler.clients import ClientPool
 from scaler.contract import MetricSpec, Sample, TriggerContext, metric_name
 from scaler.params import Config, Param
-from scalers.redis_common import (
-    CONNECTION_PARAMS,
-    LuaScript,
-    RedisConnection,
-    RedisTarget,
-    as_count,
-    validate_connection,
-)
+from scalers.redis_common import CONNECTION_PARAMS
 from scalers.redis_push import key_wakeups
+from scalers.redis_reads import LuaScript, RedisScaler, as_count
 
 LENGTH_SCRIPT = LuaScript(
     """
@@ -41,7 +35,7 @@ return redis.error_reply('key has unsupported type ' .. kind ..
 )
 
 
-class RedisListScaler:
+class RedisListScaler(RedisScaler):
     PARAMS: ClassVar[tuple[Param, ...]] = (
         Param("listName", required=True),
         Param("listLength", "int", default=5, above=0, doc="HPA target (AverageValue)"),
@@ -53,24 +47,12 @@ class RedisListScaler:
     def __init__(self, config: Config, trigger: TriggerContext, clients: ClientPool) -> None:
         self._key = config.get_str("listName")
         self._activation = config.get_int("activationListLength")
-        self._spec = MetricSpec(
+        spec = MetricSpec(
             metric_name(trigger.index, f"redis-{self._key}"),
             float(config.get_int("listLength")),
             trigger.metric_type,
         )
-        self._conn = RedisConnection(RedisTarget.from_config(config, trigger), clients)
-        self._clients = clients
-
-    @staticmethod
-    def validate(config: Config, trigger: TriggerContext) -> Iterable[str]:
-        return validate_connection(config, trigger.type)
-
-    @property
-    def target(self) -> RedisTarget:
-        return self._conn.target
-
-    def metric_spec(self) -> MetricSpec:
-        return self._spec
+        super().__init__(spec, config, trigger, clients)
 
     async def sample(self, now: float) -> Sample:
         length = as_count(await self._conn.run(LENGTH_SCRIPT, [self._key]), "list length")
@@ -79,6 +61,3 @@ class RedisListScaler:
     def wakeups(self) -> AsyncIterator[None]:
         """Keyspace notifications for the key (see scalers.redis_push): a hint, never a value."""
         return key_wakeups(self._conn.target, self._key, self._clients, "l")
-
-    async def aclose(self) -> None:
-        await self._conn.aclose()

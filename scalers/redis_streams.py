@@ -11,20 +11,13 @@ greater than ``activationLagCount``. Every read is one EVALSHA.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from typing import ClassVar, Literal
 
 from scaler.clients import ClientPool
 from scaler.contract import MetricSpec, Sample, TriggerContext, metric_name
 from scaler.params import Config, Param
-from scalers.redis_common import (
-    CONNECTION_PARAMS,
-    LuaScript,
-    RedisConnection,
-    RedisTarget,
-    as_count,
-    validate_connection,
-)
+from scalers.redis_common import CONNECTION_PARAMS
+from scalers.redis_reads import LuaScript, RedisScaler, as_count
 
 Mode = Literal["xlen", "pending", "lag"]
 
@@ -64,7 +57,7 @@ return redis.call('XLEN', key)
 )
 
 
-class RedisStreamsScaler:
+class RedisStreamsScaler(RedisScaler):
     PARAMS: ClassVar[tuple[Param, ...]] = (
         Param("stream", required=True),
         Param("consumerGroup"),
@@ -75,10 +68,6 @@ class RedisStreamsScaler:
         *CONNECTION_PARAMS,
     )
     SAMPLED = True
-
-    @staticmethod
-    def validate(config: Config, trigger: TriggerContext) -> Iterable[str]:
-        return validate_connection(config, trigger.type)
 
     def __init__(self, config: Config, trigger: TriggerContext, clients: ClientPool) -> None:
         self._stream = config.get_str("stream")
@@ -92,24 +81,14 @@ class RedisStreamsScaler:
         else:
             self.mode, target = "lag", lag
         self._activation = config.get_int("activationLagCount")
-        self._spec = MetricSpec(
+        spec = MetricSpec(
             metric_name(trigger.index, f"redis-streams-{self._stream}"),
             float(target),
             trigger.metric_type,
         )
-        self._conn = RedisConnection(RedisTarget.from_config(config, trigger), clients)
-
-    @property
-    def target(self) -> RedisTarget:
-        return self._conn.target
-
-    def metric_spec(self) -> MetricSpec:
-        return self._spec
+        super().__init__(spec, config, trigger, clients)
 
     async def sample(self, now: float) -> Sample:
         answer = await self._conn.run(STREAM_SCRIPT, [self._stream], [self.mode, self._group])
         value = as_count(answer, f"stream {self.mode}")
         return Sample(float(value), value > self._activation, now)
-
-    async def aclose(self) -> None:
-        await self._conn.aclose()

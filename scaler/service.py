@@ -19,6 +19,7 @@ from metrics_api.pemfiles import PemDir
 from metrics_api.server import serve_metrics_api
 from metrics_api.source import MetricNotFound, MetricReading, MetricUnavailable
 from metrics_api.tls import ClientTrust, TlsManager
+from scaler import __version__
 from scaler.certmanager import CertTarget, ManagedCertificate
 from scaler.daemon import Daemon
 from scaler.errors import KubeError
@@ -31,7 +32,7 @@ from scaler.settings import ServeSettings, Settings
 from scaler.store import MetricUnavailableError, UnknownMetricError
 from scaler.telemetry import Telemetry
 
-VERSION = "0.1.0"
+VERSION = __version__
 SHUTDOWN_GRACE = 5.0
 UNKNOWN_METRICS_REMEMBERED = 10_000  # (object, metric) pairs already logged as unknown
 DEV_CERT_HOSTS = (

@@ -189,7 +189,8 @@ def test_run_help_whatever_the_environment(
     ("argv", "code", "text"),
     [
         pytest.param(["version"], 0, "tidal 0.1.0", id="version"),
-        pytest.param([], 2, "usage: tidal run", id="no-command"),
+        pytest.param([], 2, "usage: tidal COMMAND", id="no-command"),
+        pytest.param(["--help"], 0, "run        run the daemon", id="help-lists-commands"),
         pytest.param(["frobnicate"], 2, "unknown command 'frobnicate'", id="unknown-command"),
         pytest.param(["run", "--help"], 0, "--watch-namespace", id="run-help-lists-flags"),
     ],

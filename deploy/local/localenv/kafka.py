@@ -23,7 +23,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from localenv.paths import kafka_libs
-from localenv.process import ComponentError, ManagedProcess, free_port, tcp_open
+from localenv.process import ComponentError, ManagedProcess, ProcessComponent, free_port
 
 HOST = "127.0.0.1"
 NODE_ID = 1
@@ -101,8 +101,10 @@ def _java() -> str:
     return shutil.which("java") or "java"
 
 
-class KafkaBroker:
+class KafkaBroker(ProcessComponent):
     """Broker + controller in one JVM (KRaft), loopback listeners on two free ports."""
+
+    stop_grace = 20.0
 
     def __init__(
         self,
@@ -150,14 +152,6 @@ class KafkaBroker:
         if self.sasl_port is None:
             raise ValueError(f"{self.name} has no SASL listener (start it with scram=...)")
         return f"{self.host}:{self.sasl_port}"
-
-    @property
-    def log(self) -> Path:
-        return self._proc.log
-
-    @property
-    def running(self) -> bool:
-        return self._proc.running
 
     @property
     def major(self) -> int:
@@ -245,47 +239,18 @@ class KafkaBroker:
                 self.name, self.log, f"storage format exited with {result.returncode}"
             )
 
-    def start(self) -> KafkaBroker:
-        for port in (self.port, self.controller_port, self.sasl_port):
-            if port is None:
-                continue
-            if tcp_open(port):
-                raise ComponentError(self.name, self.log, f"port {port} is already in use")
-        t0 = time.monotonic()
-        self._format_storage()
-        self._proc.start()
-        took = time.monotonic() - t0
-        print(f"[localenv] kafka {self.version} ready in {took:.1f} s (log: {self.log})")
+    @property
+    def ports(self) -> tuple[int, ...]:
+        return tuple(p for p in (self.port, self.controller_port, self.sasl_port) if p is not None)
+
+    def _check_start(self) -> None:
         if not any(self.libs.glob("slf4j-reload4j-*.jar")) and not any(
             self.libs.glob("log4j-slf4j*-impl-*.jar")
         ):
             print(f"[localenv] warning: no SLF4J binding in {self.libs}: the broker log is empty")
-        return self
 
-    def stop(self) -> None:
-        self._proc.stop(grace=20.0)
-
-    def freeze(self) -> None:
-        """SIGSTOP: the ports stay open and nothing answers; thaw() resumes it."""
-        self._proc.freeze()
-
-    def thaw(self) -> None:
-        """SIGCONT, then wait until the readiness probe passes again."""
-        self._proc.thaw()
-
-    def kill(self) -> None:
-        """SIGKILL; restart() brings it back on the same ports with its data."""
-        self._proc.kill()
-
-    def restart(self) -> KafkaBroker:
-        self._proc.stop(grace=20.0)
-        return self.start()
-
-    def __enter__(self) -> KafkaBroker:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
+    def _prepare(self) -> None:
+        self._format_storage()
 
     def __repr__(self) -> str:
         return f"KafkaBroker({self.version}, bootstrap={self.bootstrap})"

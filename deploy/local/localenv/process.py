@@ -150,11 +150,13 @@ class ManagedProcess:
 class ProcessComponent:
     """A component run as one ManagedProcess: the start/stop/freeze/thaw/kill/restart and context
     manager every localenv server shares. Subclasses set `name`, `port` and `_proc`, list extra
-    ports in `ports`, and check their own prerequisites in `_check_start`."""
+    ports in `ports`, check their own prerequisites in `_check_start` and prepare what the
+    process needs once its ports are known free in `_prepare`."""
 
     name: str
     port: int
     _proc: ManagedProcess
+    stop_grace = 10.0  # seconds between SIGTERM and SIGKILL
 
     @property
     def ports(self) -> tuple[int, ...]:
@@ -171,17 +173,22 @@ class ProcessComponent:
     def _check_start(self) -> None:
         """Raise ComponentError when the component cannot start (hook)."""
 
+    def _prepare(self) -> None:
+        """Run once the ports are known free, before the process starts (hook)."""
+
     def start(self) -> Self:
         self._check_start()
         for port in self.ports:
             if tcp_open(port):
                 raise ComponentError(self.name, self.log, f"port {port} is already in use")
+        t0 = time.monotonic()
+        self._prepare()
         self._proc.start()
-        print(f"[localenv] {self.name} ready in {self._proc.started_in:.1f} s (log: {self.log})")
+        print(f"[localenv] {self.name} ready in {time.monotonic() - t0:.1f} s (log: {self.log})")
         return self
 
     def stop(self) -> None:
-        self._proc.stop()
+        self._proc.stop(grace=self.stop_grace)
 
     def freeze(self) -> None:
         """SIGSTOP: the ports stay open and nothing answers; thaw() resumes it."""
@@ -196,7 +203,7 @@ class ProcessComponent:
         self._proc.kill()
 
     def restart(self) -> Self:
-        self._proc.stop()
+        self._proc.stop(grace=self.stop_grace)
         return self.start()
 
     def __enter__(self) -> Self:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import AsyncIterator, Callable, Mapping
-from typing import Any
+from typing import Any, TypedDict, Unpack
 
 import aiohttp
 from kubernetes_asyncio import client as k8s_client
@@ -29,6 +29,16 @@ JSON_PATCH = "application/json-patch+json"
 PARTIAL_LIST = "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1"
 PARTIAL_ITEM = "application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1"
 LEASES = "/apis/coordination.k8s.io/"  # leader election's own writes are never guarded
+
+
+class RequestOptions(TypedDict, total=False):
+    """What one API call may set besides method and path (JSON in and out by default)."""
+
+    query: Mapping[str, str | int] | None
+    body: object
+    content_type: str
+    accept: str
+    timeout: float | None  # seconds for the whole call; default: the client's
 
 
 class KubeClient:
@@ -81,26 +91,24 @@ class KubeClient:
         await self._api.close()
 
     async def _send(
-        self,
-        method: str,
-        path: str,
-        *,
-        query: Mapping[str, str | int] | None = None,
-        body: object = None,
-        content_type: str = "application/json",
-        timeout: float | None = None,
-        accept: str = "application/json",
+        self, method: str, path: str, **options: Unpack[RequestOptions]
     ) -> aiohttp.ClientResponse:
         guard = self.write_guard
         if method != "GET" and guard is not None and not path.startswith(LEASES) and not guard():
             raise NotLeaderError(f"{method} {path}: not written: this replica is not leader")
-        headers = {"Accept": accept, "Content-Type": content_type}
+        headers = {
+            "Accept": options.get("accept", "application/json"),
+            "Content-Type": options.get("content_type", "application/json"),
+        }
+        timeout = options.get("timeout")
+        query = options.get("query") or {}
+        body = options.get("body")
         req_timeout = aiohttp.ClientTimeout(total=timeout) if timeout else self._timeout
         try:
             resp: aiohttp.ClientResponse = await self._api.call_api(
                 path,
                 method,
-                query_params=list((query or {}).items()),
+                query_params=list(query.items()),
                 header_params=headers,
                 body=body,
                 auth_settings=["BearerToken"],
@@ -111,20 +119,9 @@ class KubeClient:
             raise KubeError(f"{method} {path}: {type(exc).__name__}: {exc}") from exc
         return resp
 
-    async def request(
-        self,
-        method: str,
-        path: str,
-        *,
-        query: Mapping[str, str | int] | None = None,
-        body: object = None,
-        content_type: str = "application/json",
-        accept: str = "application/json",
-    ) -> JSON:
+    async def request(self, method: str, path: str, **options: Unpack[RequestOptions]) -> JSON:
         """One call; returns the decoded JSON body or raises KubeError with the HTTP status."""
-        resp = await self._send(
-            method, path, query=query, body=body, content_type=content_type, accept=accept
-        )
+        resp = await self._send(method, path, **options)
         async with resp:
             try:
                 raw = await resp.read()

@@ -209,10 +209,26 @@ def test_rbac_drops_what_nothing_uses() -> None:
         assert not grants(objs, "autoscaling", "horizontalpodautoscalers", "patch")
         assert not grants(objs, "", "secrets", "delete")
         for kind, ns, rule in rules(objs):
-            assert "nonResourceURLs" not in rule, "discovery is granted by system:discovery"
             assert "*" not in rule["verbs"]
-            if "leases" in rule["resources"]:
+            if "leases" in rule.get("resources", []):
                 assert (kind, ns) == ("Role", NAMESPACE)
+            if "nonResourceURLs" in rule:  # Tidal's own discovery: system:discovery has it
+                assert rule == {
+                    "nonResourceURLs": [
+                        "/apis/external.metrics.k8s.io",
+                        "/apis/external.metrics.k8s.io/v1beta1",
+                    ],
+                    "verbs": ["get"],
+                }
+        # ... granted to the aggregator's discovery identity, not to Tidal.
+        binding = one(objs, "ClusterRoleBinding", "tidal-aggregator-discovery")
+        assert binding["subjects"] == [
+            {
+                "apiGroup": "rbac.authorization.k8s.io",
+                "kind": "User",
+                "name": "system:kube-aggregator",
+            }
+        ]
         # Lease and Secret writes: the release namespace only, by name except create.
         for _, _, rule in grants(objs, "coordination.k8s.io", "leases", "update"):
             assert rule["resourceNames"] == ["tidal-leader"]

@@ -165,9 +165,19 @@ async def test_calls_outside_the_role_are_forbidden(
 def test_the_namespaced_release_grants_nothing_cluster_wide_but_its_cluster_objects(
     scoped: Scoped,
 ) -> None:
-    """Only ClusterTriggerAuthentications (a cluster-scoped kind) are read cluster-wide."""
+    """Only ClusterTriggerAuthentications (a cluster-scoped kind) are read cluster-wide, and
+    SubjectAccessReviews made (delegated authorization)."""
+    sa = {"kind": "ServiceAccount", "name": scoped.release.name}
+    bound = {
+        o["roleRef"]["name"]
+        for o in scoped.objects
+        if o["kind"] == "ClusterRoleBinding" and any(sa.items() <= s.items() for s in o["subjects"])
+    }
     cluster_rules = [
-        rule for o in scoped.objects if o["kind"] == "ClusterRole" for rule in o.get("rules") or []
+        rule
+        for o in scoped.objects
+        if o["kind"] == "ClusterRole" and o["metadata"]["name"] in bound
+        for rule in o.get("rules") or []
     ]
     resources = sorted(r for rule in cluster_rules for r in rule["resources"])
     assert resources == ["clustertriggerauthentications", "subjectaccessreviews"]

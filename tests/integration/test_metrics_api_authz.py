@@ -137,6 +137,22 @@ async def test_a_user_without_rbac_gets_403_as_a_kubernetes_status(api: Api) -> 
     assert body["details"] == {"group": "external.metrics.k8s.io", "kind": "s0-redis-jobs"}
 
 
+@pytest.mark.parametrize(
+    "path",
+    [
+        pytest.param("/apis/external.metrics.k8s.io", id="group"),
+        pytest.param(PREFIX, id="group-version"),
+    ],
+)
+async def test_discovery_is_served_to_the_aggregator_without_a_review(api: Api, path: str) -> None:
+    """kube-aggregator discovers the group as `system:kube-aggregator` with no groups: a denial
+    makes discovery stale and every namespace deletion hangs."""
+    status, body = await _get(api, path, {"X-Remote-User": "system:kube-aggregator"})
+    assert status == 200
+    assert body["kind"] in ("APIGroup", "APIResourceList")
+    assert api.authorizer.asked == []
+
+
 async def test_no_asserted_user_is_unauthorized(api: Api) -> None:
     status, body = await _get(api, METRIC, {})
     assert status == 401

@@ -200,10 +200,12 @@ def _load_material(
     if cert or key:
         if not (cert and key):
             raise ValueError("a client certificate needs both cert and key")
-        _load_cert_chain(ctx, cert, key, password)
+        load_client_cert(ctx, cert, key, password)
 
 
-def _load_cert_chain(ctx: ssl.SSLContext, cert: str, key: str, password: str | None) -> None:
+def load_client_cert(ctx: ssl.SSLContext, cert: str, key: str, password: str | None = None) -> None:
+    """Load a client certificate and key given as PEM text into `ctx`; ValueError (without the
+    PEM content) when they do not load."""
     # The ssl module loads a chain only from files. On Linux they are anonymous memory (memfd,
     # opened through /proc/self/fd): nothing touches a filesystem, so a read-only root works.
     # Elsewhere: private 0600 files in the temp dir ($TMPDIR), removed at once.

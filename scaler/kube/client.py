@@ -1,9 +1,11 @@
 """Raw-JSON access to the Kubernetes API.
 
-kubernetes_asyncio provides configuration, authentication (kubeconfig, in-cluster token refresh)
-and the HTTP session; Tidal reads and writes plain JSON on its hot paths (watches of
-ScaledObjects, /scale, HPAs, status) and keeps only the fields it uses. Decoding through the
-generated models cost 5x the time and more memory (measured: see docs/design.md).
+Tidal reads and writes plain JSON on its hot paths (watches of ScaledObjects, /scale, HPAs,
+status) and keeps only the fields it uses: decoding through kubernetes_asyncio's generated models
+cost 5x the time and more memory (measured: see docs/design.md). Requests go over one aiohttp
+session to the server scaler/kube/connection.py finds (in-cluster or a kubeconfig); only a
+kubeconfig whose user runs a credential plugin is served through kubernetes_asyncio's ApiClient
+(`LibraryTransport`, imported only then: the library's client package costs ~37 MiB).
 """
 
 from __future__ import annotations
@@ -11,13 +13,18 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import AsyncIterator, Callable, Mapping
-from typing import Any, TypedDict, Unpack
+from typing import Any, Protocol, TypedDict, Unpack
 
 import aiohttp
-from kubernetes_asyncio import client as k8s_client
-from kubernetes_asyncio import config as k8s_config
 
 from scaler.errors import KubeError, NotLeaderError
+from scaler.kube.connection import (
+    Connection,
+    NeedsLibrary,
+    from_kubeconfig,
+    in_cluster,
+    kubeconfig_path,
+)
 
 log = logging.getLogger(__name__)
 
@@ -41,12 +48,128 @@ class RequestOptions(TypedDict, total=False):
     timeout: float | None  # seconds for the whole call; default: the client's
 
 
-class KubeClient:
-    """Async JSON client over kubernetes_asyncio's ApiClient (config, auth, session)."""
+class Transport(Protocol):
+    """Sends one request; the response is read (and closed) by the caller."""
 
-    def __init__(self, api: k8s_client.ApiClient, *, timeout: float = 10.0) -> None:
+    host: str
+
+    async def send(
+        self,
+        method: str,
+        path: str,
+        query: Mapping[str, str | int],
+        headers: dict[str, str],
+        body: object,
+        timeout: aiohttp.ClientTimeout,
+    ) -> aiohttp.ClientResponse: ...
+
+    async def close(self) -> None: ...
+
+
+class DirectTransport:
+    """One aiohttp session to the API server, authenticated per `Connection`."""
+
+    def __init__(self, conn: Connection) -> None:
+        self.host = conn.host
+        self._conn = conn
+        self._session: aiohttp.ClientSession | None = None
+
+    def _open(self) -> aiohttp.ClientSession:
+        if self._session is None:  # created on the loop that uses it
+            connector = aiohttp.TCPConnector(ssl=self._conn.ssl_context, limit=100)
+            self._session = aiohttp.ClientSession(connector=connector)
+        return self._session
+
+    async def send(
+        self,
+        method: str,
+        path: str,
+        query: Mapping[str, str | int],
+        headers: dict[str, str],
+        body: object,
+        timeout: aiohttp.ClientTimeout,
+    ) -> aiohttp.ClientResponse:
+        auth = self._conn.authorization()
+        if auth is not None:
+            headers = {**headers, "Authorization": auth}
+        data = None if body is None else _encode(body)
+        return await self._open().request(
+            method,
+            self.host + path,
+            params=[(k, str(v)) for k, v in query.items()],
+            headers=headers,
+            data=data,
+            timeout=timeout,
+        )
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+
+
+class LibraryTransport:
+    """kubernetes_asyncio's ApiClient: for kubeconfigs whose user runs a credential plugin
+    (exec, auth-provider), which only the library implements."""
+
+    def __init__(self, api: Any) -> None:
         self._api = api
-        self._timeout = timeout
+        self.host = str(api.configuration.host)
+
+    @classmethod
+    async def from_kubeconfig(cls, path: str | None, context: str | None) -> LibraryTransport:
+        # Imported here only: the generated client package costs ~37 MiB of RSS.
+        from kubernetes_asyncio import client as k8s_client
+        from kubernetes_asyncio import config as k8s_config
+
+        cfg = k8s_client.Configuration()
+        try:
+            await k8s_config.load_kube_config(
+                config_file=path, context=context, client_configuration=cfg
+            )
+        except k8s_config.ConfigException as exc:
+            raise KubeError(f"kubeconfig: {exc}") from exc
+        return cls(k8s_client.ApiClient(configuration=cfg))
+
+    async def send(
+        self,
+        method: str,
+        path: str,
+        query: Mapping[str, str | int],
+        headers: dict[str, str],
+        body: object,
+        timeout: aiohttp.ClientTimeout,
+    ) -> aiohttp.ClientResponse:
+        resp: aiohttp.ClientResponse = await self._api.call_api(
+            path,
+            method,
+            query_params=list(query.items()),
+            header_params=headers,
+            body=body,
+            auth_settings=["BearerToken"],
+            _preload_content=False,
+            _request_timeout=timeout,
+        )
+        return resp
+
+    async def close(self) -> None:
+        await self._api.close()
+
+
+def _encode(body: object) -> bytes:
+    if isinstance(body, bytes):
+        return body
+    if isinstance(body, str):
+        return body.encode()
+    return json.dumps(body, separators=(",", ":")).encode()
+
+
+class KubeClient:
+    """Async JSON client over a `Transport` (config, auth, session)."""
+
+    def __init__(self, transport: Transport, *, timeout: float = 10.0) -> None:
+        self._transport = transport
+        self._timeout = aiohttp.ClientTimeout(total=timeout)
+        self._timeout_s = timeout
         # Checked right before every write (not GET, not a Lease): the daemon sets it to "this
         # replica holds a fresh lease", so no write site can forget the check.
         self.write_guard: Callable[[], bool] | None = None
@@ -55,17 +178,15 @@ class KubeClient:
     async def from_kubeconfig(
         cls, path: str | None = None, context: str | None = None
     ) -> KubeClient:
-        cfg = k8s_client.Configuration()
-        await k8s_config.load_kube_config(
-            config_file=path, context=context, client_configuration=cfg
-        )
-        return cls(k8s_client.ApiClient(configuration=cfg))
+        try:
+            conn = from_kubeconfig(kubeconfig_path(path), context)
+        except NeedsLibrary:
+            return cls(await LibraryTransport.from_kubeconfig(path, context))
+        return cls(DirectTransport(conn))
 
     @classmethod
     def in_cluster(cls) -> KubeClient:
-        cfg = k8s_client.Configuration()
-        k8s_config.load_incluster_config(client_configuration=cfg)  # type: ignore[no-untyped-call]
-        return cls(k8s_client.ApiClient(configuration=cfg))
+        return cls(DirectTransport(in_cluster()))
 
     @classmethod
     async def auto(cls, kubeconfig: str | None = None) -> KubeClient:
@@ -74,21 +195,21 @@ class KubeClient:
             return await cls.from_kubeconfig(kubeconfig)
         try:
             return cls.in_cluster()
-        except k8s_config.ConfigException:
+        except KubeError:
             return await cls.from_kubeconfig(None)
 
     def unguarded(self) -> KubeClient:
         """A client on the same connection and credentials with no write guard, for writes every
         replica makes whether or not it leads (its serving certificate's Secret, access
         reviews). Closing the original closes both."""
-        return KubeClient(self._api, timeout=self._timeout)
+        return KubeClient(self._transport, timeout=self._timeout_s)
 
     @property
     def host(self) -> str:
-        return str(self._api.configuration.host)
+        return self._transport.host
 
     async def aclose(self) -> None:
-        await self._api.close()
+        await self._transport.close()
 
     async def _send(
         self, method: str, path: str, **options: Unpack[RequestOptions]
@@ -105,16 +226,7 @@ class KubeClient:
         body = options.get("body")
         req_timeout = aiohttp.ClientTimeout(total=timeout) if timeout else self._timeout
         try:
-            resp: aiohttp.ClientResponse = await self._api.call_api(
-                path,
-                method,
-                query_params=list(query.items()),
-                header_params=headers,
-                body=body,
-                auth_settings=["BearerToken"],
-                _preload_content=False,
-                _request_timeout=req_timeout,
-            )
+            resp = await self._transport.send(method, path, query, headers, body, req_timeout)
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
             raise KubeError(f"{method} {path}: {type(exc).__name__}: {exc}") from exc
         return resp

@@ -10,6 +10,7 @@ from typing import Any
 from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
+from metrics_api.admission import Validator, add_admission_routes
 from metrics_api.authz import (
     AuthorizationUnavailable,
     Authorizer,
@@ -251,9 +252,11 @@ def make_app(
     registry: CollectorRegistry,
     tls: TlsManager | None = None,
     authorizer: Authorizer | None = None,
+    validator: Validator | None = None,
 ) -> web.Application:
     """`tls=None` disables client authentication (only for plain-HTTP unit tests);
-    `authorizer=None` serves every authenticated request (--metrics-authorization=none)."""
+    `authorizer=None` serves every authenticated request (--metrics-authorization=none);
+    `validator` serves the admission webhook's paths (metrics_api.admission)."""
     app = web.Application(middlewares=[observe, authenticate, authorize])
     app[SOURCE_KEY] = source
     app[STATS_KEY] = ApiStats(registry)
@@ -269,4 +272,6 @@ def make_app(
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/livez", healthz)
     app.router.add_get("/readyz", readyz)
+    if validator is not None:
+        add_admission_routes(app, validator)
     return app

@@ -11,6 +11,7 @@ from pathlib import Path
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
+from metrics_api.admission import Validator
 from metrics_api.app import make_app
 from metrics_api.authz import Authorizer
 from metrics_api.pemfiles import PemDir
@@ -37,6 +38,7 @@ async def serve_metrics_api(
     dev_hosts: tuple[str, ...] = ("localhost", "127.0.0.1"),
     pem_dir: PemDir | None = None,
     authorizer: Authorizer | None = None,
+    validator: Validator | None = None,
     reload_every: float = 10.0,
 ) -> AsyncIterator[tuple[TlsManager, int]]:
     """Serve until the context exits; yields the TLS manager (for CA and certificate updates)
@@ -51,7 +53,7 @@ async def serve_metrics_api(
         cert, key = self_signed(list(dev_hosts), pem_dir)
         log.warning("serving the metrics API with a self-signed development certificate")
     tls = TlsManager(cert, key, trust)
-    app = make_app(source, registry, tls, authorizer)
+    app = make_app(source, registry, tls, authorizer, validator)
     runner = web.AppRunner(app, access_log=None, handle_signals=False)
     await runner.setup()
     host, port = split_address(address)

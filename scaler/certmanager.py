@@ -4,8 +4,9 @@ Each replica runs the same loop: read the Secret, ask `servingcert.plan` whether
 change (create, renew, rotate the CA, retire an old CA), write the change conditionally (a
 create, or an update with the resourceVersion read; on a conflict re-read and decide again),
 then load what the Secret holds: the serving certificate into the TLS listener (new handshakes
-use it at once) and the CA bundle into the APIService's caBundle. It wakes up when the Secret
-changes (a watch), when the plan's next deadline comes, and every `resync` seconds.
+use it at once) and the CA bundle into the APIService's caBundle and the validating webhook
+configuration's (--cert-webhook). It wakes up when the Secret changes (a watch), when the plan's
+next deadline comes, and every `resync` seconds.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from scaler.kube.certstore import (
     create_secret,
     read_secret,
     sync_ca_bundle,
+    sync_webhook_ca_bundle,
     update_secret,
     watch_changes,
 )
@@ -57,11 +59,14 @@ class CertTarget:
     name: str
     hosts: tuple[str, ...]
     apiservice: str = ""  # "" = no caBundle to keep in sync
+    webhook: str = ""  # ValidatingWebhookConfiguration; "" = none to keep in sync
 
     @classmethod
-    def parse(cls, secret: str, hosts: tuple[str, ...], apiservice: str) -> CertTarget:
+    def parse(
+        cls, secret: str, hosts: tuple[str, ...], apiservice: str, webhook: str = ""
+    ) -> CertTarget:
         namespace, _, name = secret.partition("/")
-        return cls(namespace, name, hosts, apiservice)
+        return cls(namespace, name, hosts, apiservice, webhook)
 
     @property
     def secret(self) -> str:
@@ -215,6 +220,7 @@ class ManagedCertificate:
         )
 
     async def _sync_bundle(self, material: CertMaterial) -> None:
+        await self._sync_webhook_bundle(material)
         if not self.target.apiservice:
             return
         try:
@@ -229,6 +235,23 @@ class ManagedCertificate:
             log.warning(
                 "APIService caBundle not updated",
                 extra={"apiservice": self.target.apiservice, "error": str(exc)},
+            )
+
+    async def _sync_webhook_bundle(self, material: CertMaterial) -> None:
+        name = self.target.webhook
+        if not name:
+            return
+        try:
+            if await sync_webhook_ca_bundle(self.kube, name, material.bundle):
+                log.info(
+                    "webhook configuration caBundle updated",
+                    extra={"webhook": name, "secret": self.target.secret},
+                )
+        except KubeError as exc:
+            # As for the APIService: not there yet, changed under us, or RBAC. Next pass.
+            log.warning(
+                "webhook configuration caBundle not updated",
+                extra={"webhook": name, "error": str(exc)},
             )
 
     async def _watch(self) -> None:

@@ -9,6 +9,7 @@ scalingModifiers``) raise `UnsupportedError` when they are the only problems.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any, cast
 
@@ -47,19 +48,35 @@ from scaler.values import (
 )
 
 
+@dataclass(frozen=True, slots=True)
+class FieldProblem:
+    """One problem of a manifest: the field it is about (``spec.triggers[1].metadata``) and
+    KEDA's message; `unsupported` marks a KEDA feature Tidal deliberately lacks."""
+
+    path: str
+    message: str
+    unsupported: bool = False
+
+
 class _Reader:
     """Typed reads from untrusted JSON that record problems instead of raising."""
 
     def __init__(self) -> None:
-        self.problems: list[str] = []
-        self.unsupported: list[str] = []
+        self.problems: list[FieldProblem] = []
+        self.unsupported: list[FieldProblem] = []
+
+    def fail(self, path: str, message: str) -> None:
+        self.problems.append(FieldProblem(path, message))
+
+    def refuse(self, path: str, message: str) -> None:
+        self.unsupported.append(FieldProblem(path, message, unsupported=True))
 
     def obj(self, parent: Mapping[str, Any], key: str, path: str) -> Mapping[str, Any] | None:
         value = parent.get(key)
         if value is None:
             return None
         if not isinstance(value, Mapping):
-            self.problems.append(f"{path} must be an object")
+            self.fail(path, f"{path} must be an object")
             return None
         return value
 
@@ -68,10 +85,10 @@ class _Reader:
         if value is None:
             return None
         if isinstance(value, bool) or not isinstance(value, int):
-            self.problems.append(f"{path} must be an integer")
+            self.fail(path, f"{path} must be an integer")
             return None
         if value < minimum:
-            self.problems.append(f"{path} must be greater than or equal to {minimum}")
+            self.fail(path, f"{path} must be greater than or equal to {minimum}")
         return value
 
     def int_(
@@ -85,7 +102,7 @@ class _Reader:
         if value is None:
             return default
         if not isinstance(value, str):
-            self.problems.append(f"{path} must be a string")
+            self.fail(path, f"{path} must be a string")
             return default
         return value
 
@@ -94,7 +111,7 @@ class _Reader:
         if value is None:
             return False
         if not isinstance(value, bool):
-            self.problems.append(f"{path} must be a boolean")
+            self.fail(path, f"{path} must be a boolean")
             return False
         return value
 
@@ -103,12 +120,12 @@ class _Reader:
         if value is None:
             return EMPTY
         if not isinstance(value, Mapping):
-            self.problems.append(f"{path} must be a map of strings")
+            self.fail(path, f"{path} must be a map of strings")
             return EMPTY
         out: dict[str, str] = {}
         for k, v in value.items():
             if not isinstance(v, str):
-                self.problems.append(f"{path}.{k} must be a string")
+                self.fail(f"{path}.{k}", f"{path}.{k} must be a string")
                 continue
             out[str(k)] = v
         return MappingProxyType(out)
@@ -118,13 +135,13 @@ def _parse_target(r: _Reader, spec: Mapping[str, Any]) -> ScaleTargetRef:
     ref = r.obj(spec, "scaleTargetRef", "spec.scaleTargetRef") or EMPTY
     name = r.str_(ref, "name", "spec.scaleTargetRef.name")
     if not name:
-        r.problems.append("ScaledObject.spec.scaleTargetRef.name is missing")
+        r.fail("spec.scaleTargetRef.name", "ScaledObject.spec.scaleTargetRef.name is missing")
     api_version = r.str_(ref, "apiVersion", "spec.scaleTargetRef.apiVersion") or DEFAULT_API_VERSION
     kind = r.str_(ref, "kind", "spec.scaleTargetRef.kind") or DEFAULT_KIND
     try:
         parse_gvk(api_version, kind)
     except ValueError as exc:
-        r.problems.append(str(exc))
+        r.fail("spec.scaleTargetRef.apiVersion", str(exc))
     container = r.str_(ref, "envSourceContainerName", "spec.scaleTargetRef.envSourceContainerName")
     return ScaleTargetRef(
         name=name, api_version=api_version, kind=kind, env_source_container_name=container or None
@@ -134,11 +151,11 @@ def _parse_target(r: _Reader, spec: Mapping[str, Any]) -> ScaleTargetRef:
 def _parse_trigger(r: _Reader, raw: object, index: int) -> Trigger | None:
     path = f"spec.triggers[{index}]"
     if not isinstance(raw, Mapping):
-        r.problems.append(f"{path} must be an object")
+        r.fail(path, f"{path} must be an object")
         return None
     type_ = r.str_(raw, "type", f"{path}.type")
     if not type_:
-        r.problems.append(f"{path}.type is required")
+        r.fail(f"{path}.type", f"{path}.type is required")
     name = r.str_(raw, "name", f"{path}.name")
     metadata = r.str_map(raw, "metadata", f"{path}.metadata")
     auth: AuthenticationRef | None = None
@@ -146,13 +163,14 @@ def _parse_trigger(r: _Reader, raw: object, index: int) -> Trigger | None:
     if auth_raw is not None:
         auth_name = r.str_(auth_raw, "name", f"{path}.authenticationRef.name")
         if not auth_name:
-            r.problems.append(f"{path}.authenticationRef.name is required")
+            r.fail(f"{path}.authenticationRef.name", f"{path}.authenticationRef.name is required")
         auth_kind = r.str_(auth_raw, "kind", f"{path}.authenticationRef.kind")
         auth_kind = auth_kind or "TriggerAuthentication"
         if auth_kind not in AUTH_KINDS:
-            r.problems.append(
+            r.fail(
+                f"{path}.authenticationRef.kind",
                 f"{path}.authenticationRef.kind {auth_kind!r} is not supported, allowed values "
-                "are 'TriggerAuthentication' or 'ClusterTriggerAuthentication'"
+                "are 'TriggerAuthentication' or 'ClusterTriggerAuthentication'",
             )
             auth_kind = "TriggerAuthentication"
         auth = AuthenticationRef(auth_name, cast(AuthKind, auth_kind))
@@ -163,24 +181,30 @@ def _parse_trigger(r: _Reader, raw: object, index: int) -> Trigger | None:
         # what every cpu/memory example uses. Everything else defaults to AverageValue.
         metric_type = (metadata.get("type") or "Utilization") if resource else "AverageValue"
     if metric_type not in METRIC_TARGET_TYPES:
-        r.problems.append(
+        r.fail(
+            f"{path}.metricType",
             f"{path}.metricType {metric_type!r} is not supported, allowed values are "
-            "'Value', 'AverageValue' or 'Utilization'"
+            "'Value', 'AverageValue' or 'Utilization'",
         )
         metric_type = "AverageValue"
     elif metric_type == "Utilization" and not resource:
-        r.problems.append(
+        r.fail(
+            f"{path}.metricType",
             "'Utilization' metric type is unsupported for external metrics, "
-            "allowed values are 'Value' or 'AverageValue'"
+            "allowed values are 'Value' or 'AverageValue'",
         )
     elif metric_type == "Value" and resource:
-        r.problems.append(
+        r.fail(
+            f"{path}.metricType",
             f"'Value' metric type is unsupported for the {type_} trigger, "
-            "allowed values are 'Utilization' or 'AverageValue'"
+            "allowed values are 'Utilization' or 'AverageValue'",
         )
     use_cached = r.bool_(raw, "useCachedMetrics", f"{path}.useCachedMetrics")
     if use_cached and type_ in NO_CACHED_METRICS_TYPES:
-        r.problems.append(f'property "useCachedMetrics" is not supported for {type_!r} scaler')
+        r.fail(
+            f"{path}.useCachedMetrics",
+            f'property "useCachedMetrics" is not supported for {type_!r} scaler',
+        )
     return Trigger(
         index=index,
         type=type_,
@@ -195,10 +219,10 @@ def _parse_trigger(r: _Reader, raw: object, index: int) -> Trigger | None:
 def _parse_triggers(r: _Reader, spec: Mapping[str, Any]) -> tuple[Trigger, ...]:
     raw = spec.get("triggers")
     if raw is not None and not isinstance(raw, list | tuple):
-        r.problems.append("spec.triggers must be a list")
+        r.fail("spec.triggers", "spec.triggers must be a list")
         raw = None
     if not raw:
-        r.problems.append("no triggers defined in the ScaledObject/ScaledJob")
+        r.fail("spec.triggers", "no triggers defined in the ScaledObject/ScaledJob")
         return ()
     triggers = tuple(t for i, item in enumerate(raw) if (t := _parse_trigger(r, item, i)))
     seen: set[str] = set()
@@ -206,9 +230,10 @@ def _parse_triggers(r: _Reader, spec: Mapping[str, Any]) -> tuple[Trigger, ...]:
         if not trigger.name:
             continue
         if trigger.name in seen:
-            r.problems.append(
+            r.fail(
+                f"spec.triggers[{trigger.index}].name",
                 f"triggerName {trigger.name!r} is defined multiple times in the ScaledObject, "
-                "but it must be unique"
+                "but it must be unique",
             )
         seen.add(trigger.name)
     return triggers
@@ -225,35 +250,39 @@ def _parse_fallback(
     ints_ok = True
     for key, value in (("failureThreshold", threshold), ("replicas", replicas)):
         if value is None:
-            r.problems.append(f"spec.fallback.{key} is required")
+            r.fail(f"spec.fallback.{key}", f"spec.fallback.{key} is required")
             ints_ok = False
         elif isinstance(value, bool) or not isinstance(value, int):
-            r.problems.append(f"spec.fallback.{key} must be an integer")
+            r.fail(f"spec.fallback.{key}", f"spec.fallback.{key} must be an integer")
             ints_ok = False
     if not ints_ok or not isinstance(threshold, int) or not isinstance(replicas, int):
         return None
     if threshold < 0 or replicas < 0:
-        r.problems.append(
+        r.fail(
+            "spec.fallback.failureThreshold" if threshold < 0 else "spec.fallback.replicas",
             f"FailureThreshold={threshold} & Replicas={replicas} must both be greater than "
-            "or equal to 0"
+            "or equal to 0",
         )
     behavior = r.str_(raw, "behavior", "spec.fallback.behavior") or "static"
     if behavior == "scalingModifiers":
-        r.unsupported.append(
+        r.refuse(
+            "spec.fallback.behavior",
             "spec.fallback.behavior 'scalingModifiers' is not supported by Tidal "
             "(scalingModifiers are not supported); use static, currentReplicas, "
-            "currentReplicasIfHigher or currentReplicasIfLower"
+            "currentReplicasIfHigher or currentReplicasIfLower",
         )
         behavior = "static"
     elif behavior not in FALLBACK_BEHAVIORS:
-        r.problems.append(
+        r.fail(
+            "spec.fallback.behavior",
             f"spec.fallback.behavior {behavior!r} is not supported, allowed values are "
-            + ", ".join(FALLBACK_BEHAVIORS)
+            + ", ".join(FALLBACK_BEHAVIORS),
         )
         behavior = "static"
     if triggers and all(t.is_resource for t in triggers):
-        r.problems.append(
-            "at least one trigger (that is not cpu or memory) has to be defined to use fallback"
+        r.fail(
+            "spec.fallback",
+            "at least one trigger (that is not cpu or memory) has to be defined to use fallback",
         )
     return Fallback(threshold, replicas, cast(FallbackBehavior, behavior))
 
@@ -277,28 +306,44 @@ def _parse_advanced(r: _Reader, spec: Mapping[str, Any]) -> Advanced:
         hpa = HpaConfig(name or None, None if behavior is None else freeze(behavior))
     modifiers = raw.get("scalingModifiers")
     if isinstance(modifiers, Mapping) and any(modifiers.values()):
-        r.unsupported.append(
+        r.refuse(
+            "spec.advanced.scalingModifiers",
             "spec.advanced.scalingModifiers is not supported by Tidal; "
-            "use one trigger per metric instead"
+            "use one trigger per metric instead",
         )
     return Advanced(restore_to_original_replica_count=restore, hpa=hpa)
 
 
 def parse_scaled_object(raw: Mapping[str, Any]) -> ScaledObject:
     """Parse one ScaledObject from the API's JSON; raise ConfigError listing every problem."""
+    so, problems = read_scaled_object(raw)
+    if any(not p.unsupported for p in problems):
+        raise ConfigError([p.message for p in problems])
+    if problems:
+        raise UnsupportedError([p.message for p in problems])
+    return so
+
+
+def read_scaled_object(raw: Mapping[str, Any]) -> tuple[ScaledObject, tuple[FieldProblem, ...]]:
+    """The object as far as it reads (defaults where a field is bad) and every problem found,
+    each with the field it is about; the problems of Tidal's unsupported features come last.
+    `parse_scaled_object` is this, raising when there is any problem."""
     r = _Reader()
     meta = r.obj(raw, "metadata", "metadata") or EMPTY
     spec = r.obj(raw, "spec", "spec")
     if spec is None:
-        r.problems.append("spec is required")
+        r.fail("spec", "spec is required")
         spec = EMPTY
     name = r.str_(meta, "name", "metadata.name")
     namespace = r.str_(meta, "namespace", "metadata.namespace")
     if not name:
-        r.problems.append("metadata.name is required")
+        r.fail("metadata.name", "metadata.name is required")
     labels = r.str_map(meta, "labels", "metadata.labels")
     annotations = r.str_map(meta, "annotations", "metadata.annotations")
-    flags = collect_annotations(annotations, r.problems)
+    annotation_problems: list[str] = []
+    flags = collect_annotations(annotations, annotation_problems)
+    for message in annotation_problems:
+        r.fail("metadata.annotations", message)
 
     target = _parse_target(r, spec)
     polling = r.int_(spec, "pollingInterval", "spec.pollingInterval", DEFAULT_POLLING_INTERVAL, 1)
@@ -319,36 +364,41 @@ def parse_scaled_object(raw: Mapping[str, Any]) -> ScaledObject:
     # 1), so {min: 0, idle: 0} is accepted and {idle: 0} alone is not. Same here.
     bound_min = (min_ if min_ > 0 else 1) if min_set else 0
     if bound_min > max_:
-        r.problems.append(f"MinReplicaCount={bound_min} must be less than MaxReplicaCount={max_}")
+        r.fail(
+            "spec.minReplicaCount",
+            f"MinReplicaCount={bound_min} must be less than MaxReplicaCount={max_}",
+        )
     if idle is not None and idle >= bound_min:
-        r.problems.append(f"IdleReplicaCount={idle} must be less than MinReplicaCount={bound_min}")
+        r.fail(
+            "spec.idleReplicaCount",
+            f"IdleReplicaCount={idle} must be less than MinReplicaCount={bound_min}",
+        )
 
     triggers = _parse_triggers(r, spec)
     fallback = _parse_fallback(r, spec, triggers)
     advanced = _parse_advanced(r, spec)
 
     if len(name) > MAX_NAME_LENGTH:
-        r.problems.append(
+        r.fail(
+            "metadata.name",
             f"ScaledObject name {name!r} is {len(name)} characters long, "
-            f"but it must be at most {MAX_NAME_LENGTH}"
+            f"but it must be at most {MAX_NAME_LENGTH}",
         )
     hpa = advanced.hpa.name or f"{HPA_NAME_PREFIX}{name}"
     if name and len(hpa) > MAX_NAME_LENGTH:
-        r.problems.append(
+        r.fail(
+            "spec.advanced.horizontalPodAutoscalerConfig.name"
+            if advanced.hpa.name
+            else "metadata.name",
             f"the HPA name {hpa!r} is {len(hpa)} characters long, but it must be at most "
             f"{MAX_NAME_LENGTH} (a ScaledObject name of at most "
             f"{MAX_NAME_LENGTH - len(HPA_NAME_PREFIX)} characters, or set "
-            "advanced.horizontalPodAutoscalerConfig.name)"
+            "advanced.horizontalPodAutoscalerConfig.name)",
         )
-
-    if r.problems:
-        raise ConfigError([*r.problems, *r.unsupported])
-    if r.unsupported:
-        raise UnsupportedError(r.unsupported)
 
     generation = meta.get("generation")
     status = raw.get("status")
-    return ScaledObject(
+    so = ScaledObject(
         namespace=namespace,
         name=name,
         uid=str(meta.get("uid") or ""),
@@ -370,3 +420,4 @@ def parse_scaled_object(raw: Mapping[str, Any]) -> ScaledObject:
         triggers=triggers,
         status=freeze(status) if isinstance(status, Mapping) else EMPTY,
     )
+    return so, (*r.problems, *r.unsupported)

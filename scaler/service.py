@@ -31,6 +31,7 @@ from scaler.servingcert import CertPolicy, service_hosts
 from scaler.settings import ServeSettings, Settings
 from scaler.store import MetricUnavailableError, UnknownMetricError
 from scaler.telemetry import Telemetry
+from scaler.webhook import DaemonValidator
 
 VERSION = __version__
 SHUTDOWN_GRACE = 5.0
@@ -100,6 +101,7 @@ class Service:
         self.tls: TlsManager | None = None
         self.certificate: ManagedCertificate | None = None
         self.authorizer: CachingAuthorizer | None = None
+        self.validator: DaemonValidator | None = None  # the admission webhook (--webhook)
         self.pem_dir: PemDir | None = None
         self._stack = contextlib.AsyncExitStack()
         self._tasks: list[asyncio.Task[None]] = []
@@ -132,7 +134,10 @@ class Service:
             self.certificate = ManagedCertificate(
                 self.kube.unguarded(),
                 CertTarget.parse(
-                    serve.cert_secret, service_hosts(serve.cert_service), serve.cert_apiservice
+                    serve.cert_secret,
+                    service_hosts(serve.cert_service),
+                    serve.cert_apiservice,
+                    serve.cert_webhook,
                 ),
                 CertPolicy(serve.cert_validity, serve.cert_ca_validity, serve.cert_overlap),
                 pem_dir,
@@ -141,6 +146,8 @@ class Service:
             )
             cert, key = await self.certificate.start()
             cert_file, key_file = str(cert), str(key)
+        if serve.webhook:
+            self.validator = DaemonValidator(daemon, self.telemetry.registry)
         authorizer: Authorizer | None = None
         if serve.metrics_authorization == "delegated":
             authorizer = self.authorizer = CachingAuthorizer(
@@ -156,6 +163,7 @@ class Service:
                 dev_hosts=DEV_CERT_HOSTS,
                 pem_dir=pem_dir,
                 authorizer=authorizer,
+                validator=self.validator,
             )
         )
         self.tls = tls

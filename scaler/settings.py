@@ -59,6 +59,8 @@ class ServeSettings:
     cert_ca_validity: float = 5 * 365 * 86400.0  # managed CA lifetime, seconds
     cert_overlap: float = 600.0  # a new CA is trusted this long before it signs the cert
     metrics_authorization: str = "delegated"  # "delegated" (SubjectAccessReview) | "none"
+    webhook: bool = True  # serve the admission webhook's paths on the metrics API's port
+    cert_webhook: str = ""  # ValidatingWebhookConfiguration whose caBundle follows the CA
 
 
 @dataclass(frozen=True, slots=True)
@@ -250,6 +252,19 @@ def build_parser(env: Mapping[str, str] | None = None) -> argparse.ArgumentParse
         "alone [env TIDAL_CERT_APISERVICE]",
     )
     a(
+        "--cert-webhook",
+        default=_env(e, "TIDAL_CERT_WEBHOOK"),
+        help="ValidatingWebhookConfiguration whose webhooks' caBundle follows the managed CA; "
+        "empty = leave webhook configurations alone [env TIDAL_CERT_WEBHOOK]",
+    )
+    a(
+        "--webhook",
+        type=_bool,
+        default=_env(e, "TIDAL_WEBHOOK", default="true"),
+        help="serve the validating admission webhook (/validate-keda-sh-v1alpha1-*) on the "
+        "metrics API's HTTPS port, when that is on [env TIDAL_WEBHOOK]",
+    )
+    a(
         "--cert-service",
         type=_namespaced_name,
         default=_env(e, "TIDAL_CERT_SERVICE", default=f"{pod_ns}/tidal-metrics-api"),
@@ -325,5 +340,7 @@ def settings_from_args(argv: Sequence[str], env: Mapping[str, str] | None = None
             cert_ca_validity=ns.cert_ca_validity,
             cert_overlap=ns.cert_overlap,
             metrics_authorization=ns.metrics_authorization,
+            webhook=ns.webhook,
+            cert_webhook=ns.cert_webhook,
         ),
     )

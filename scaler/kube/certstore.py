@@ -19,6 +19,7 @@ from scaler.kube.client import JSON, KubeClient
 from scaler.kube.paths import namespaced
 
 APISERVICES = "/apis/apiregistration.k8s.io/v1/apiservices"
+WEBHOOK_CONFIGURATIONS = "/apis/admissionregistration.k8s.io/v1/validatingwebhookconfigurations"
 MANAGED_BY = {"app.kubernetes.io/managed-by": "tidal"}
 
 
@@ -137,4 +138,21 @@ async def sync_ca_bundle(kube: KubeClient, apiservice: str, bundle_pem: str) -> 
     patch: JSON = {"spec": {"caBundle": want, "insecureSkipTLSVerify": None}}
     patch["metadata"] = {"resourceVersion": body["metadata"]["resourceVersion"]}
     await kube.merge_patch(path, patch)
+    return True
+
+
+async def sync_webhook_ca_bundle(kube: KubeClient, configuration: str, bundle_pem: str) -> bool:
+    """Sets every webhook's clientConfig.caBundle of the ValidatingWebhookConfiguration to
+    `bundle_pem`; True when it had to change. A PUT with the resourceVersion read (a list can't
+    be merge-patched per element): a 409 means someone changed it meanwhile, and the next pass
+    tries again. Raises KubeError (404 when it does not exist yet)."""
+    path = f"{WEBHOOK_CONFIGURATIONS}/{configuration}"
+    body = await kube.get(path)
+    want = base64.b64encode(bundle_pem.encode()).decode()
+    webhooks = body.get("webhooks") or []
+    if all((w.get("clientConfig") or {}).get("caBundle") == want for w in webhooks):
+        return False
+    for w in webhooks:
+        w.setdefault("clientConfig", {})["caBundle"] = want
+    await kube.replace(path, body)
     return True

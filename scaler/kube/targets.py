@@ -1,10 +1,10 @@
 """Replica counts of scale targets, kept current by watches (no GET per poll).
 
 Deployments and StatefulSets are watched (raw JSON reduced to replicas, ready replicas, the
-resourceVersion and the containers' env references); any other kind with a /scale subresource is
-read through /scale when polled. The resourceVersion is what a downward /scale write is made
-conditional on: a count the watch has not caught up with yet makes that write fail (409), never
-lower replicas someone else just raised.
+resourceVersion, the containers' env references and cpu/memory requests); any other kind with a
+/scale subresource is read through /scale when polled. The resourceVersion is what a downward
+/scale write is made conditional on: a count the watch has not caught up with yet makes that
+write fail (409), never lower replicas someone else just raised.
 """
 
 from __future__ import annotations
@@ -34,7 +34,12 @@ def _keep(obj: JSON) -> JSON:
     meta = obj.get("metadata", {})
     pod = obj.get("spec", {}).get("template", {}).get("spec", {})
     containers = [
-        {"name": c.get("name"), "env": c.get("env", []), "envFrom": c.get("envFrom", [])}
+        {
+            "name": c.get("name"),
+            "env": c.get("env", []),
+            "envFrom": c.get("envFrom", []),
+            "resources": _cpu_memory(c.get("resources")),
+        }
         for c in pod.get("containers", [])
     ]
     replicas = obj.get("spec", {}).get("replicas")
@@ -48,6 +53,17 @@ def _keep(obj: JSON) -> JSON:
         "replicas": 1 if replicas is None else int(replicas),
         "ready": int(ready or 0),
         "containers": containers,
+    }
+
+
+def _cpu_memory(resources: object) -> JSON:
+    """The cpu and memory requests and limits (the admission check of cpu/memory triggers)."""
+    if not isinstance(resources, dict):
+        return {}
+    return {
+        part: {k: v for k, v in values.items() if k in ("cpu", "memory")}
+        for part in ("requests", "limits")
+        if isinstance(values := resources.get(part), dict)
     }
 
 
@@ -98,7 +114,8 @@ class TargetCache:
                 }
 
     def containers(self, target: GVKR, namespace: str, name: str) -> list[JSON] | None:
-        """The target's containers (name, env, envFrom) for *FromEnv resolution, when watched."""
+        """The target's containers (name, env, envFrom, cpu/memory resources) for *FromEnv
+        resolution and the admission check, when watched."""
         watcher = self.watchers.get((target.group, target.resource))
         obj = None if watcher is None else watcher.objects.get((namespace, name))
         return None if obj is None else list(obj["containers"])

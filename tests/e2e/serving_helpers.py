@@ -42,22 +42,28 @@ def pem_to_der(pem: str) -> bytes:
     return ssl.PEM_cert_to_DER_cert(pem)
 
 
-def create_apiservice_without_ca(plane: ControlPlane, port: int) -> None:
-    """The chart's APIService as installed: pointing at the Service, no caBundle (Tidal fills
-    it in), no insecureSkipTLSVerify."""
+def loopback_service(plane: ControlPlane, namespace: str, name: str) -> None:
+    """A Service `type: ExternalName, externalName: localhost` (and its namespace): how
+    kube-apiserver reaches Tidal on loopback, for an APIService or a webhook."""
     plane.apply(
-        f"/api/v1/namespaces/{SERVICE_NS}",
-        {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": SERVICE_NS}},
+        f"/api/v1/namespaces/{namespace}",
+        {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}},
     )
     plane.apply(
-        f"/api/v1/namespaces/{SERVICE_NS}/services/{SERVICE}",
+        f"/api/v1/namespaces/{namespace}/services/{name}",
         {
             "apiVersion": "v1",
             "kind": "Service",
-            "metadata": {"name": SERVICE, "namespace": SERVICE_NS},
+            "metadata": {"name": name, "namespace": namespace},
             "spec": {"type": "ExternalName", "externalName": "localhost"},
         },
     )
+
+
+def create_apiservice_without_ca(plane: ControlPlane, port: int) -> None:
+    """The chart's APIService as installed: pointing at the Service, no caBundle (Tidal fills
+    it in), no insecureSkipTLSVerify."""
+    loopback_service(plane, SERVICE_NS, SERVICE)
     plane.delete(f"/apis/apiregistration.k8s.io/v1/apiservices/{APISERVICE}")
     plane.request(
         "POST",

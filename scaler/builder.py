@@ -51,8 +51,8 @@ class Builder:
         store: MetricStore,
         telemetry: Telemetry,
         auth_lookup: AuthLookup,
-        others: Callable[[], Iterable[ScaledObject]],
-        hpas: Callable[[], Mapping[tuple[str, str], JSON]],
+        others: Callable[[str, str], Iterable[ScaledObject]],
+        hpas: Callable[[str, str], Mapping[tuple[str, str], JSON]],
         index_refs: Callable[[Key, frozenset[Ref]], None],
         wake: Callable[[Key], None],
     ) -> None:
@@ -138,7 +138,9 @@ class Builder:
             target = await self._mapper.resolve(ref.api_version, ref.kind)
             if rt.is_retired():
                 return None
-            owner = ownership_problem(so, target, self._others(), self._hpas())
+            # Only the objects and HPAs on a workload of this name (indexed): O(matches).
+            on = (so.namespace, ref.name)
+            owner = ownership_problem(so, target, self._others(*on), self._hpas(*on))
             if owner is not None:
                 # Re-checked every poll: the other owner may go away.
                 return BuildFailure(ConfigError(owner), target, frozenset(read), retry=True)

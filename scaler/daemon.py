@@ -86,6 +86,7 @@ class Daemon:
             finalizers,
             may_write=self._may_write,
             failing_log_every=settings.poll.failing_log_every,
+            clock=clock,
         )
         self.objects = ObjectTable(
             self.store,
@@ -107,8 +108,8 @@ class Daemon:
             store=self.store,
             telemetry=self.telemetry,
             auth_lookup=self.inputs.auth_spec,
-            others=lambda: (rt.so for rt in self.objects.runtimes()),
-            hpas=self.inputs.foreign_hpas,
+            others=self.objects.on_workload,
+            hpas=self.inputs.hpas_on,
             index_refs=self.inputs.index_refs,
             wake=self.objects.wake,
         )

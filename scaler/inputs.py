@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from scaler.actuator import Actuator
-from scaler.admission import keep_hpa
+from scaler.admission import hpa_workload, keep_hpa
 from scaler.errors import ConfigError
 from scaler.finalizers import FINALIZER, Finalizers
 from scaler.kube.client import JSON, KubeClient
@@ -73,6 +73,7 @@ class Inputs:
             self._on_hpa,
             name="hpas",
             keep=keep_hpa,
+            index=hpa_workload,
         )
         # Metadata-only watches of Secrets and ConfigMaps: a change to one an object read while
         # building its scalers (auth params, *FromEnv) rebuilds that object. No values are read.
@@ -103,7 +104,12 @@ class Inputs:
         return None if obj is None else dict(obj.get("spec") or {})
 
     def foreign_hpas(self) -> Mapping[tuple[str, str], JSON]:
+        """Every HPA the watch keeps (reduced by keep_hpa)."""
         return self.hpas.objects
+
+    def hpas_on(self, namespace: str, workload: str) -> Mapping[tuple[str, str], JSON]:
+        """The HPAs (reduced by keep_hpa) that scale a workload of this name in `namespace`."""
+        return self.hpas.indexed((namespace, workload))
 
     def index_refs(self, key: Key, refs: frozenset[Ref]) -> None:
         """Remember which Secrets and ConfigMaps the object's build read (empty: forget)."""

@@ -48,6 +48,7 @@ class ObjectTable:
         self._forget_events = forget_events
         self._clock = clock
         self._objects: dict[Key, ObjectRuntime] = {}
+        self._on_workload: dict[Key, set[Key]] = {}  # (namespace, target name) -> objects
         self._generations = itertools.count(1)
         self._closing: set[asyncio.Future[None]] = set()  # retired runtimes being closed
         self._per_namespace: dict[str, int] = {}
@@ -70,6 +71,11 @@ class ObjectTable:
 
     def items(self) -> Iterator[tuple[Key, ObjectRuntime]]:
         return iter(list(self._objects.items()))
+
+    def on_workload(self, namespace: str, name: str) -> list[ScaledObject]:
+        """The ScaledObjects whose scale target has this name in `namespace` (any kind)."""
+        keys = self._on_workload.get((namespace, name), ())
+        return [self._objects[k].so for k in keys if k in self._objects]
 
     def wake(self, key: Key) -> None:
         """Poll the object now (coalesced with any wake-up already pending)."""
@@ -94,6 +100,9 @@ class ObjectTable:
         # The new runtime is in place before the old one retires: work still running for the
         # old one (a build awaiting a Secret, a poll) sees it is retired and drops out.
         self._objects[key] = new
+        if old is not None:
+            self._unindex(old.so)
+        self._on_workload.setdefault(_workload(so), set()).add(key)
         self._count(so, +1)
         if old is not None:
             if so.triggers != old.so.triggers:  # the new triggers' series come with samples
@@ -113,10 +122,18 @@ class ObjectTable:
         self._store.remove_object(*key)
         self._telemetry.forget_object(*key)
         if rt is not None:
+            self._unindex(rt.so)
             self._retire(rt)
             self._forget_events(rt.so.uid)
             self._count(rt.so, -1)
         return rt
+
+    def _unindex(self, so: ScaledObject) -> None:
+        keys = self._on_workload.get(_workload(so))
+        if keys is not None:
+            keys.discard(so.key)
+            if not keys:
+                del self._on_workload[_workload(so)]
 
     def _retire(self, rt: ObjectRuntime) -> None:
         """Retire `rt` and close it off the caller's path. A runtime being polled is closed by
@@ -152,6 +169,10 @@ class ObjectTable:
             else:
                 del self._per_type[t.type]
                 self._telemetry.triggers.remove(t.type)
+
+
+def _workload(so: ScaledObject) -> Key:
+    return (so.namespace, so.scale_target_ref.name)
 
 
 def _loop_time() -> float:

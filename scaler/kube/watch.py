@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Hashable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -62,6 +62,7 @@ class Watcher:
         name: str = "",
         keep: Callable[[JSON], JSON] | None = None,
         metadata_only: bool = False,
+        index: Callable[[JSON], Hashable] | None = None,
     ) -> None:
         self._kube = kube
         self._path = path
@@ -76,6 +77,10 @@ class Watcher:
         self._keep = keep or (lambda obj: obj)
         self._metadata_only = metadata_only
         self.objects: dict[tuple[str, str], JSON] = {}
+        # `index` maps a kept object to a value; `indexed(value)` answers in O(matches) instead
+        # of a scan of `objects` (client-go's Indexer): e.g. HPAs by the workload they scale.
+        self._index = index
+        self._by_index: dict[Hashable, set[tuple[str, str]]] = {}
         self.synced = asyncio.Event()
         self.relists = 0
         self._backoff = Backoff()
@@ -112,12 +117,13 @@ class Watcher:
             seen[object_key(item)] = item
         gone = [k for k in self.objects if k not in seen]
         for k in gone:
-            await self._dispatch("DELETED", self.objects.pop(k))
+            kept = self.objects[k]
+            self._drop(k)
+            await self._dispatch("DELETED", kept)
         for n, (k, item) in enumerate(seen.items(), 1):
             if n % YIELD_EVERY == 0:
                 await asyncio.sleep(0)  # a relist of thousands must not hold the loop
-            previous = self.objects.get(k)
-            self.objects[k] = self._keep(item)
+            previous = self._store(k, self._keep(item))
             if previous is None:
                 await self._dispatch("ADDED", item)
             elif _rv(previous) != _rv(item):
@@ -156,16 +162,45 @@ class Watcher:
                 if kind == "BOOKMARK":
                     continue
                 if kind == "DELETED":
-                    self.objects.pop(object_key(obj), None)
+                    self._drop(object_key(obj))
                     await self._dispatch("DELETED", obj)
                 elif kind in ("ADDED", "MODIFIED"):
-                    self.objects[object_key(obj)] = self._keep(obj)
+                    self._store(object_key(obj), self._keep(obj))
                     await self._dispatch(kind, obj)
                 self._backoff.reset()
                 handled += 1
                 if handled % YIELD_EVERY == 0:
                     await asyncio.sleep(0)  # a burst of events must not hold the loop
             # The server closed the stream normally (timeoutSeconds): resume from rv.
+
+    def indexed(self, value: Hashable) -> dict[tuple[str, str], JSON]:
+        """The cached objects whose index value is `value`."""
+        return {k: self.objects[k] for k in self._by_index.get(value, ())}
+
+    def _store(self, key: tuple[str, str], kept: JSON) -> JSON | None:
+        previous = self.objects.get(key)
+        if previous is not None:
+            self._unindex(key, previous)
+        self.objects[key] = kept
+        if self._index is not None:
+            self._by_index.setdefault(self._index(kept), set()).add(key)
+        return previous
+
+    def _drop(self, key: tuple[str, str]) -> JSON | None:
+        previous = self.objects.pop(key, None)
+        if previous is not None:
+            self._unindex(key, previous)
+        return previous
+
+    def _unindex(self, key: tuple[str, str], kept: JSON) -> None:
+        if self._index is None:
+            return
+        value = self._index(kept)
+        keys = self._by_index.get(value)
+        if keys is not None:
+            keys.discard(key)
+            if not keys:
+                del self._by_index[value]
 
     async def _dispatch(self, kind: EventType, obj: JSON) -> None:
         try:

@@ -7,6 +7,7 @@ import json
 import sys
 import time
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -15,43 +16,44 @@ from scaler.simulate import render
 from scaler.simulate.hpa_model import BehaviorError
 from scaler.simulate.objects import Overrides, load_object
 from scaler.simulate.series import Series, SeriesError, parse_series
-from scaler.simulate.timeline import Clock, Timeline, run
+from scaler.simulate.timeline import Clock, Timeline, run, settle_time
 from scaler.simulate.variants import VariantError, parse_comparison, variants
 from scaler.values import parse_duration
 
 SUMMARY = "replay a metric series through decide() and a model of the HPA: the replica timeline"
 
-EPILOG = """\
-example:
-  $ cat jobs.csv
-  t,value
-  0,0
-  30,45
-  90,120
-  150,30
-  200,0
-  $ tidal simulate worker.yaml --series jobs.csv --compare cooldownPeriod=60,300 --plot sim.png
-  == cooldownPeriod=60
-       time  replicas  who    why
-        30s  0 -> 1    tidal  activate: s0-redis-jobs=45 > activation 0
-        30s  1 -> 4    hpa    s0-redis-jobs=45 -> 5; desired 5; ScaleUpLimit: max(2 x 1, 4) = 4
-  ...
+DESCRIPTION = """\
+Feed a metric time series through Tidal's own decide() (0 <-> 1: activation, cooldownPeriod,
+fallback, pause annotations) and a model of the HPA controller (1 <-> N: tolerance,
+stabilization windows, behavior policies, sync period, min/max) and print every replica change:
+when, to what, who made it (tidal or hpa) and why."""
 
-The series is CSV (t,value[,trigger]) or JSON; t in seconds from 0 or RFC 3339; a value of
-"error" (or empty) is a failed poll. Tidal polls at the object's pollingInterval and decides with
-the daemon's own decide(); the HPA model syncs every --hpa-sync-period (docs/simulate.md).
+EPILOG = """\
+series: CSV rows t,value[,trigger] (a header is optional) or JSON; t in seconds from 0 or
+RFC 3339; a value "error" (or empty) is a failed poll; a trigger column names a trigger by name,
+index, type or metric name (rows without one feed every trigger).
+
+example (the files are in docs/examples):
+  $ tidal simulate simulate-worker.yaml --series simulate-jobs.csv \\
+        --compare cooldownPeriod=30,300 --plot sim.png
+  == cooldownPeriod=30
+       time  replicas  who    why
+      2m00s  0 -> 1    tidal  activate: s0-redis-jobs=40 > activation 5
+      2m00s  1 -> 4    hpa    s0-redis-jobs=40 / 10 per pod -> 4
+      2m30s  4 -> 8    hpa    s0-redis-jobs=85 / 10 per pod -> 9; ScaleUpLimit: 4 pods per 15s
+  ...
+  variant            changes peak  replica-s last change
+  cooldownPeriod=30       16   11       3495      15m00s
+  cooldownPeriod=300      14   11       3945      19m00s
+
+More in docs/simulate.md.
 """
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="tidal simulate",
-        description=(
-            "Feed a metric time series through Tidal's decide() (0 <-> 1, cooldownPeriod,"
-            " fallback, pause) and a model of the HPA controller (1 <-> N: tolerance,"
-            " stabilization windows, behavior policies, sync period) and print every replica"
-            " change: when, to what, who (tidal or hpa) and why."
-        ),
+        description=DESCRIPTION,
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -64,47 +66,72 @@ def build_parser() -> argparse.ArgumentParser:
         metavar=("URL", "QUERY"),
         help="read the series with a Prometheus range query (one series: aggregate it)",
     )
-    p.add_argument("--since", default="6h", help="with --from-prometheus: how far back (6h)")
-    p.add_argument("--step", default="15s", help="with --from-prometheus: the step (15s)")
+    p.add_argument(
+        "--since",
+        default="6h",
+        metavar="DURATION",
+        help="with --from-prometheus: how far back (6h)",
+    )
+    p.add_argument(
+        "--step", default="15s", metavar="DURATION", help="with --from-prometheus: the step (15s)"
+    )
     p.add_argument(
         "--hpa-sync-period",
         default="15s",
+        metavar="DURATION",
         help="kube-controller-manager's --horizontal-pod-autoscaler-sync-period (15s)",
     )
     p.add_argument(
-        "--hpa-offset", default="0s", help="when the HPA's first sync happens after the start"
+        "--hpa-offset",
+        default="0s",
+        metavar="DURATION",
+        help="when the HPA's first sync happens after the start",
     )
     p.add_argument(
         "--downscale-stabilization",
         default="5m",
+        metavar="DURATION",
         help="kube-controller-manager's --horizontal-pod-autoscaler-downscale-stabilization (5m):"
         " the scale-down window of an HPA whose behavior does not set one",
     )
-    p.add_argument("--tolerance", type=float, default=0.1, help="the HPA's tolerance (0.1)")
+    p.add_argument(
+        "--tolerance", type=float, default=0.1, metavar="X", help="the HPA's tolerance (0.1)"
+    )
     p.add_argument(
         "--no-ready-pods",
         action="store_true",
         help="the cluster has no Ready pods (no kubelet): a Value target then sees 0 pods",
     )
-    p.add_argument("--replicas", type=int, default=0, help="the replica count at the start (0)")
     p.add_argument(
-        "--until", help="simulate this long (default: the series' end plus time to settle)"
+        "--replicas", type=int, default=0, metavar="N", help="the replica count at the start (0)"
     )
-    p.add_argument("--target", type=float, help="every trigger's HPA target (default: metadata)")
     p.add_argument(
-        "--activation", type=float, help="every trigger's activation threshold (default: metadata)"
+        "--until",
+        metavar="DURATION",
+        help="simulate this long (default: the series' end plus time to settle)",
+    )
+    p.add_argument(
+        "--target", type=float, metavar="X", help="every trigger's HPA target (default: metadata)"
+    )
+    p.add_argument(
+        "--activation",
+        type=float,
+        metavar="X",
+        help="every trigger's activation threshold (default: metadata)",
     )
     p.add_argument(
         "--compare",
         action="append",
         default=[],
         metavar="FIELD=V1,V2",
-        help="simulate a variant per value of a spec field (cooldownPeriod=60,300;"
-        " advanced.horizontalPodAutoscalerConfig.behavior.scaleDown.stabilizationWindowSeconds"
-        "=30,300); repeat for every combination",
+        help="one variant per value of a field: cooldownPeriod=60,300, pollingInterval=5,30,"
+        " advanced.horizontalPodAutoscalerConfig.behavior={...}; a path into spec, values are"
+        " JSON; repeat the flag for every combination",
     )
     p.add_argument("--plot", metavar="OUT.png", help="draw the metric and replicas (matplotlib)")
-    p.add_argument("-o", "--output", choices=("table", "json"), default="table")
+    p.add_argument(
+        "-o", "--output", choices=("table", "json"), default="table", help="table or json (table)"
+    )
     return p
 
 
@@ -171,11 +198,12 @@ def simulate(args: argparse.Namespace) -> tuple[list[Timeline], Series]:
     if clock.hpa_sync_period <= 0:
         raise ConfigError("--hpa-sync-period must be above 0")
     comparisons = [parse_comparison(c) for c in args.compare]
-    timelines = []
-    for variant in variants(manifest, comparisons):
-        obj = load_object(variant.manifest, overrides)
-        timelines.append(run(obj, series, clock, variant.label))
-    return timelines, series
+    objects = [
+        (v.label, load_object(v.manifest, overrides)) for v in variants(manifest, comparisons)
+    ]
+    if clock.until is None:  # every variant runs as long as the slowest needs to settle
+        clock = replace(clock, until=series.end + max(settle_time(obj) for _, obj in objects))
+    return [run(obj, series, clock, label) for label, obj in objects], series
 
 
 def main(argv: Sequence[str]) -> int:

@@ -97,9 +97,16 @@ class HpaConfig:
 
 @dataclass(frozen=True, slots=True)
 class Proposal:
-    metric: str
+    metric: MetricTarget
     usage: float | None  # None: the metric could not be read
     replicas: int | None
+
+    def describe(self) -> str:
+        m = self.metric
+        if self.usage is None:
+            return f"{m.name} unreadable"
+        per = " per pod" if m.target_type == "AverageValue" else " (Value)"
+        return f"{m.name}={self.usage:g} / {m.target:g}{per} -> {self.replicas}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -235,6 +242,10 @@ def _policy_limit(
     return best
 
 
+def _and(rule: str, limit: str) -> str:
+    return f"{rule}; {limit}" if rule else limit
+
+
 class HpaController:
     """The controller's memory for one HPA (recommendations, scale events) and its `sync`."""
 
@@ -262,7 +273,7 @@ class HpaController:
         ready = current if cfg.ready_pods else 0
         proposals = tuple(
             Proposal(
-                m.name,
+                m,
                 usages.get(m.name),
                 None
                 if usages.get(m.name) is None
@@ -316,16 +327,16 @@ class HpaController:
         recent = [r for r, at in self._state.recommendations if not at < cutoff]
         stabilized = max([desired, *recent])
         self._record(now, desired, cutoff)
-        rule = f"desired {desired}"
+        rule = ""
         if stabilized != desired:
-            rule = f"desired {desired}, held at {stabilized}: highest of the last {window:g}s"
+            rule = f"held at {stabilized}: highest of the last {window:g}s"
         limit = max(2 * current, 4)
         if stabilized < cfg.min_replicas:
-            return cfg.min_replicas, f"{rule}; TooFewReplicas: minReplicas {cfg.min_replicas}"
+            return cfg.min_replicas, _and(rule, f"TooFewReplicas: minReplicas {cfg.min_replicas}")
         if cfg.max_replicas > limit and stabilized > limit:
-            return limit, f"{rule}; ScaleUpLimit: max(2 x {current}, 4) = {limit}"
+            return limit, _and(rule, f"ScaleUpLimit: max(2 x {current}, 4) = {limit}")
         if stabilized > cfg.max_replicas:
-            return cfg.max_replicas, f"{rule}; TooManyReplicas: maxReplicas {cfg.max_replicas}"
+            return cfg.max_replicas, _and(rule, f"TooManyReplicas: maxReplicas {cfg.max_replicas}")
         return stabilized, rule
 
     def _with_behavior(
@@ -341,12 +352,12 @@ class HpaController:
         down_rec = max([desired, *(r for r, at in self._state.recommendations if at > down_cut)])
         stabilized = min(max(current, up_rec), down_rec)
         self._record(now, desired, min(up_cut, down_cut))
-        rule = f"desired {desired}"
+        rule = ""
         if stabilized != desired:
             if desired >= current:
-                rule += f", held at {stabilized}: lowest of the last {up_window:g}s (scaleUp)"
+                rule = f"held at {stabilized}: lowest of the last {up_window:g}s (scaleUp)"
             else:
-                rule += f", held at {stabilized}: highest of the last {down_window:g}s (scaleDown)"
+                rule = f"held at {stabilized}: highest of the last {down_window:g}s (scaleDown)"
         if stabilized > current:
             rules = behavior.scale_up
             if rules.select_policy == "Disabled":
@@ -357,9 +368,11 @@ class HpaController:
                 why = f"ScaleUpLimit: {why}"
             if cfg.max_replicas > limit:
                 if stabilized > limit:
-                    return limit, f"{rule}; {why}"
+                    return limit, _and(rule, why)
             elif stabilized > cfg.max_replicas:
-                return cfg.max_replicas, f"{rule}; TooManyReplicas: maxReplicas {cfg.max_replicas}"
+                return cfg.max_replicas, _and(
+                    rule, f"TooManyReplicas: maxReplicas {cfg.max_replicas}"
+                )
         elif stabilized < current:
             rules = behavior.scale_down
             if rules.select_policy == "Disabled":
@@ -370,7 +383,9 @@ class HpaController:
                 why = f"ScaleDownLimit: {why}"
             if cfg.min_replicas < limit:
                 if stabilized < limit:
-                    return limit, f"{rule}; {why}"
+                    return limit, _and(rule, why)
             elif stabilized < cfg.min_replicas:
-                return cfg.min_replicas, f"{rule}; TooFewReplicas: minReplicas {cfg.min_replicas}"
+                return cfg.min_replicas, _and(
+                    rule, f"TooFewReplicas: minReplicas {cfg.min_replicas}"
+                )
         return stabilized, rule

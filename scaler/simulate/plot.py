@@ -60,13 +60,16 @@ def plot(timelines: Sequence[Timeline], series: Series, out: Path, title: str = 
     top.set_ylabel("metric")
     top.legend(loc="upper right", fontsize=8)
     top.grid(alpha=0.3)
-    for tl in timelines:
+    styles = ("-", "--", "-.", ":")
+    for i, tl in enumerate(timelines):
         steps = tl.steps()
         bottom.step(
             [_minutes(t, span) for t, _ in steps],
             [n for _, n in steps],
             where="post",
-            linewidth=1.8,
+            linewidth=max(2.6 - 0.5 * i, 1.0),  # the first drawn widest: overlaps stay visible
+            linestyle=styles[i % len(styles)],
+            alpha=0.9,
             label=tl.label or "replicas",
         )
     if len(timelines) == 1:

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from scaler.simulate.timeline import Timeline
+from scaler.simulate.timeline import Timeline, clock
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,20 +30,6 @@ def summarize(tl: Timeline) -> Summary:
         last_change=tl.changes[-1].t if tl.changes else None,
         final=steps[-1][1],
     )
-
-
-def clock(t: float) -> str:
-    """Seconds from the start as ``1h02m03s`` / ``2m05s`` / ``45s`` (tenths when fractional)."""
-    whole = int(t)
-    frac = t - whole
-    h, rest = divmod(whole, 3600)
-    m, s = divmod(rest, 60)
-    sec = f"{s + frac:04.1f}" if frac else f"{s:02d}"
-    if h:
-        return f"{h}h{m:02d}m{sec}s"
-    if m:
-        return f"{m}m{sec}s"
-    return f"{sec.lstrip('0') or '0'}s"
 
 
 def _at(epoch: float | None, t: float) -> str | None:
@@ -70,14 +56,16 @@ def table(timelines: Sequence[Timeline], epoch: float | None = None) -> str:
             lines.append(row)
         lines.append("")
     if len(timelines) > 1:
+        width = max(len("variant"), *(len(tl.label) for tl in timelines))
         lines.append(
-            f"{'variant':<40} {'changes':>7} {'peak':>4} {'replica-s':>10} {'last change':>11}"
+            f"{'variant':<{width}} {'changes':>7} {'peak':>4} {'replica-s':>10} {'last change':>11}"
         )
         for tl in timelines:
             s = summarize(tl)
             last = clock(s.last_change) if s.last_change is not None else "-"
             lines.append(
-                f"{tl.label:<40} {s.changes:>7} {s.peak:>4} {s.replica_seconds:>10.0f} {last:>11}"
+                f"{tl.label:<{width}} {s.changes:>7} {s.peak:>4} {s.replica_seconds:>10.0f}"
+                f" {last:>11}"
             )
     return "\n".join(lines).rstrip() + "\n"
 

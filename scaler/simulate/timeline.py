@@ -76,6 +76,20 @@ class Timeline:
         return out
 
 
+def clock(t: float) -> str:
+    """Seconds from the start as ``1h02m03s`` / ``2m05s`` / ``45s`` (tenths when fractional)."""
+    whole = int(t)
+    frac = t - whole
+    h, rest = divmod(whole, 3600)
+    m, s = divmod(rest, 60)
+    sec = f"{s + frac:04.1f}" if frac else f"{s:02d}"
+    if h:
+        return f"{h}h{m:02d}m{sec}s"
+    if m:
+        return f"{m}m{sec}s"
+    return f"{sec.lstrip('0') or '0'}s"
+
+
 def settle_time(obj: SimObject) -> float:
     """How long after the last point the simulation goes on by default: long enough for the
     HPA's scale-down window and Tidal's cooldown to play out after the values' last change."""
@@ -146,7 +160,9 @@ def _why(
         ]
         return "activate: " + ("; ".join(causes) or "forced or fallback")
     if branch == "deactivate":
-        since = "creation" if last_active is None else f"the last active poll at {last_active:g}s"
+        since = (
+            "creation" if last_active is None else f"the last active poll at {clock(last_active)}"
+        )
         return (
             f"deactivate: every trigger inactive, cooldownPeriod {obj.so.cooldown_period}s"
             f" since {since}"
@@ -220,12 +236,8 @@ def run(obj: SimObject, series: Series, clock: Clock = Clock(), label: str = "")
 
 
 def _hpa_why(result: SyncResult) -> str:
-    parts = [
-        f"{p.metric}={p.usage:g} -> {p.replicas}"
-        for p in result.proposals
-        if p.usage is not None and p.replicas is not None
-    ]
-    return "; ".join([*parts, result.rule]) if parts else result.rule
+    parts = [p.describe() for p in result.proposals]
+    return "; ".join([*parts, result.rule] if result.rule else parts) or "the HPA's bounds"
 
 
 def matches(sim: Timeline, real: list[tuple[float, int]], slack: float) -> list[str]:

@@ -20,7 +20,7 @@ from scaler.contract import TriggerContext
 from scaler.errors import ConfigError, TidalError
 from scaler.object_parser import parse_scaled_object
 from scaler.objects import ScaledObject, hpa_max_replicas, hpa_min_replicas
-from scaler.registry import Registry
+from scaler.registry import Prepared, Registry
 from scaler.simulate.hpa_model import (
     DEFAULT_DOWNSCALE_STABILIZATION,
     DEFAULT_TOLERANCE,
@@ -68,7 +68,7 @@ class Overrides:
     ready_pods: bool = True
 
 
-def _activation(prepared: Any) -> float:
+def _activation(prepared: Prepared) -> float:
     for param in prepared.factory.PARAMS:
         if param.name.startswith("activation") and param.type in ("int", "float"):
             config = prepared.config

@@ -16,6 +16,21 @@ def _minutes(t: float, span: float) -> float:
     return t / 60 if span > 600 else t
 
 
+def active_spans(tl: Timeline) -> list[tuple[float, float]]:
+    """The stretches of time from an active poll to the next inactive one."""
+    spans: list[tuple[float, float]] = []
+    start: float | None = None
+    for poll in tl.polls:
+        if poll.active and start is None:
+            start = poll.t
+        elif not poll.active and start is not None:
+            spans.append((start, poll.t))
+            start = None
+    if start is not None:
+        spans.append((start, tl.end))
+    return spans
+
+
 def plot(timelines: Sequence[Timeline], series: Series, out: Path, title: str = "") -> None:
     try:
         import matplotlib
@@ -56,6 +71,14 @@ def plot(timelines: Sequence[Timeline], series: Series, out: Path, title: str = 
             linestyle=":",
             linewidth=1.2,
             label=f"activation > {trig.activation:g}",
+        )
+    for i, (start, stop) in enumerate(active_spans(first)):
+        top.axvspan(
+            _minutes(start, span),
+            _minutes(stop, span),
+            color="tab:red",
+            alpha=0.07,
+            label=None if i else "active (Tidal's polls)",
         )
     top.set_ylabel("metric")
     top.legend(loc="upper right", fontsize=8)

@@ -50,9 +50,6 @@ class Series:
     def end(self) -> float:
         return max((p[-1].t for p in self.points.values() if p), default=0.0)
 
-    def keys(self) -> tuple[str, ...]:
-        return tuple(self.points)
-
     def value_at(self, key: str, t: float) -> float | None:
         """The value in force at `t` (the last point at or before it; the first before that)."""
         points = self.points[key]

@@ -11,7 +11,6 @@ Tidal's poll runs first. Nothing here reads the wall clock.
 
 from __future__ import annotations
 
-import math
 from bisect import bisect_right
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -238,17 +237,3 @@ def run(obj: SimObject, series: Series, clock: Clock = Clock(), label: str = "")
 def _hpa_why(result: SyncResult) -> str:
     parts = [p.describe() for p in result.proposals]
     return "; ".join([*parts, result.rule] if result.rule else parts) or "the HPA's bounds"
-
-
-def matches(sim: Timeline, real: list[tuple[float, int]], slack: float) -> list[str]:
-    """How a real replica timeline (time, count; changes only, from 0) differs from `sim`:
-    the same counts in the same order, each within `slack` seconds. Empty: they match."""
-    want = [(c.t, c.after) for c in sim.changes]
-    problems: list[str] = []
-    if [n for _, n in want] != [n for _, n in real]:
-        problems.append(f"counts differ: simulated {want}, real {real}")
-        return problems
-    for (ts, n), (tr, _) in zip(want, real, strict=True):
-        if not math.isclose(ts, tr, abs_tol=slack):
-            problems.append(f"-> {n}: simulated at {ts:.1f}s, real at {tr:.1f}s (> {slack:g}s)")
-    return problems

@@ -234,6 +234,14 @@ def test_each_trigger_reads_its_own_series() -> None:
         _run(manifest, "0,0\n0,1,nope\n")
 
 
+def test_active_spans_run_from_an_active_poll_to_the_next_inactive_one() -> None:
+    from scaler.simulate.plot import active_spans
+
+    manifest = _so(_redis(listLength="10"), **FAST)
+    tl = _run(manifest, "0,0\n10,5\n22,0\n40,3\n", until=50)
+    assert active_spans(tl) == [(10, 25), (40, 50)]
+
+
 # --------------------------------------------------------------------------- the command
 
 
@@ -285,6 +293,28 @@ def test_command_reports_problems_with_exit_1(
     bad.write_text("0,many\n")
     assert command.main([str(manifest), "--series", str(bad)]) == 1
     assert "tidal simulate: line 1: value 'many' is not a number" in capsys.readouterr().err
+
+
+def test_the_docs_example_is_what_the_command_prints(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pytest.importorskip("yaml")
+    root = Path(__file__).resolve().parents[2]
+    monkeypatch.chdir(root / "docs" / "examples")
+    argv = ["simulate-worker.yaml", "--series", "simulate-jobs.csv"]
+    assert command.main([*argv, "--compare", "cooldownPeriod=30,300"]) == 0
+    printed = capsys.readouterr().out
+
+    def section(text: str) -> list[str]:
+        lines = text.splitlines()
+        start = lines.index("== cooldownPeriod=30")
+        return lines[start : lines.index("", start)]
+
+    assert section(printed) == section((root / "docs" / "simulate.md").read_text())
+    assert printed.endswith(
+        "cooldownPeriod=30       16   11       3495      15m00s\n"
+        "cooldownPeriod=300      14   11       3945      19m00s\n"
+    )
 
 
 def test_help_has_an_example(capsys: pytest.CaptureFixture[str]) -> None:

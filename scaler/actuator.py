@@ -14,7 +14,7 @@ from collections.abc import Callable
 from typing import Any
 
 from scaler.decide import Decision
-from scaler.errors import ConfigError, KubeError, TidalError
+from scaler.errors import ConfigError, KubeError, NotLeaderError, TidalError
 from scaler.finalizers import Finalizers, involved
 from scaler.kube.client import JSON, KubeClient
 from scaler.kube.events import EventRecorder, InvolvedObject
@@ -24,7 +24,7 @@ from scaler.kube.scale import get_scale, set_replicas
 from scaler.kube.targets import TargetCache, TargetState
 from scaler.kube.watch import object_key
 from scaler.objects import hpa_max_replicas, hpa_min_replicas, hpa_name
-from scaler.runtime import ObjectRuntime
+from scaler.runtime import ObjectRuntime, ScaleAction
 from scaler.status import (
     base_status,
     check_failed_conditions,
@@ -60,6 +60,7 @@ class Actuator:
         *,
         may_write: Callable[[], bool],
         failing_log_every: int,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self._kube = kube
         self._targets = targets
@@ -68,6 +69,7 @@ class Actuator:
         self._finalizers = finalizers
         self._may_write = may_write
         self._failing_log_every = failing_log_every
+        self._clock = clock  # wall time of a scale action (`ScaleAction.at`)
 
     def hpa_request(self, rt: ObjectRuntime, target: GVKR) -> HpaRequest:
         so = rt.so
@@ -162,8 +164,22 @@ class Actuator:
         # 1. The scale write first: a 0 -> 1 must not wait behind any other write.
         want = decision.target_replicas
         if want is not None and want != current:
-            if not await self.write_replicas(rt, target, state, want):
+            try:
+                written_ok = await self.write_replicas(rt, target, state, want)
+            except NotLeaderError:
+                raise
+            except KubeError as exc:
+                rt.last_scale = ScaleAction(
+                    self._clock(), current, want, decision.branch, "failed", str(exc)
+                )
+                raise
+            if not written_ok:
+                if self._may_write():  # the count moved since the decision (not leadership)
+                    rt.last_scale = ScaleAction(
+                        self._clock(), current, want, decision.branch, "conflict"
+                    )
                 return
+            rt.last_scale = ScaleAction(self._clock(), current, want, decision.branch, "scaled")
             self._telemetry.api_writes.labels("scale").inc()
             self._telemetry.decision_to_write.observe(time.perf_counter() - started)
             direction = "up" if want > current else "down"

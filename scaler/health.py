@@ -4,13 +4,15 @@
   within the last 10 s (a stuck loop can't answer at all, so a probe timeout means the same).
 * /readyz — the ScaledObject watch has synced and leadership is known (leader or hot standby);
   503 with the reason otherwise.
+
+The caller may add read-only routes (`routes`): the service adds /debug/objects (scaler.debug).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterable
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
@@ -35,7 +37,10 @@ class Heartbeat:
 
 @contextlib.asynccontextmanager
 async def serve_health(
-    address: str, registry: CollectorRegistry, ready: Callable[[], bool]
+    address: str,
+    registry: CollectorRegistry,
+    ready: Callable[[], bool],
+    routes: Iterable[web.RouteDef] = (),
 ) -> AsyncIterator[int]:
     loop = asyncio.get_running_loop()
     beat = Heartbeat(loop.time)
@@ -60,6 +65,7 @@ async def serve_health(
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
+    app.router.add_routes(list(routes))
     runner = web.AppRunner(app, access_log=None, handle_signals=False)
     await runner.setup()
     host, port = split_address(address)

@@ -185,15 +185,17 @@ class Poller:
                     consecutive_failures=record.consecutive_failures if record else 0,
                 )
             )
-        return decide(
-            DecisionInput(
-                so=so,
-                current_replicas=current,
-                triggers=tuple(views),
-                last_active_time=rt.last_active_time,
-                now=now,
-            )
+        inp = DecisionInput(
+            so=so,
+            current_replicas=current,
+            triggers=tuple(views),
+            last_active_time=rt.last_active_time,
+            now=now,
         )
+        decision = decide(inp)
+        # Kept for `tidal explain` (the debug endpoint): references to what exists anyway.
+        rt.last_input, rt.last_decision = inp, decision
+        return decision
 
     async def _sample_one(
         self, rt: ObjectRuntime, metric: str, typ: str, index: int, scaler: Scaler, now: float

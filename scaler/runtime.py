@@ -15,6 +15,22 @@ owner:
                                            a failing scaler, re-reading its secrets)
     any      --retire-->        RETIRED    scaler.table (an edit replaced it, a delete removed it)
 
+The rest of the runtime has owners too (each field is set by its owner only; everyone may read):
+
+    build, failure                 scaler.builder (through the transitions above)
+    written                        scaler.actuator: what the leader last wrote (scaler.table
+                                   and scaler.inputs load it from the object's status)
+    last_scale                     scaler.actuator: the last /scale write it tried (a `ScaleAction`)
+    last_input, last_decision      scaler.poller: the newest decide() call, its input and result
+    polls, polling, last_active_time, original_replicas, gauges, lateness
+                                   scaler.poller (scaler.table and scaler.inputs load
+                                   last_active_time and original_replicas from the status)
+    so, generation                 scaler.table (a runtime is born with them and never changes them)
+
+`last_input`, `last_decision` and `last_scale` only record what already exists (the poll's own
+`DecisionInput` and `Decision`): `tidal status` / `tidal explain` read them through the debug
+endpoint (scaler.debug), nothing else does.
+
 RETIRED is final. Every runtime has a `generation`, unique in the process; work begun for a
 runtime that was retired meanwhile (a build awaiting a Secret, a sample, a write) sees
 `is_retired()` and drops its result. A BLOCKED runtime whose failure is transient (`retry`: the
@@ -29,9 +45,10 @@ import enum
 import logging
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, Literal
 
 from scaler.contract import MetricSpec, Scaler
+from scaler.decide import Decision, DecisionInput
 from scaler.errors import ConfigError, TidalError
 from scaler.kube.paths import GVKR
 from scaler.objects import ScaledObject, Trigger
@@ -79,6 +96,23 @@ class BuildFailure:
     retry: bool  # transient: build again at the next poll
 
 
+ScaleOutcome = Literal["scaled", "conflict", "failed"]
+
+
+@dataclass(frozen=True, slots=True)
+class ScaleAction:
+    """The last /scale write the actuator tried for the object, and how it ended: written
+    (`scaled`), refused because the count moved since the decision (`conflict`), or an API
+    error (`failed`, with its text). Made only when a write is tried: never per poll."""
+
+    at: float  # wall-clock epoch seconds
+    from_replicas: int
+    to_replicas: int
+    branch: str  # the decision-table row that asked for it
+    outcome: ScaleOutcome
+    error: str | None = None
+
+
 @dataclass(slots=True)
 class Written:
     """What the leader last wrote (or read back) for the object; owned by scaler.actuator.
@@ -109,6 +143,9 @@ class ObjectRuntime:
         "gauges",
         "generation",
         "last_active_time",
+        "last_decision",
+        "last_input",
+        "last_scale",
         "lateness",
         "original_replicas",
         "polling",
@@ -127,6 +164,7 @@ class ObjectRuntime:
         self.build: Build | None = None
         self.failure: BuildFailure | None = None
         self.written = Written()
+        self.last_scale: ScaleAction | None = None  # owned by scaler.actuator
         # Owned by scaler.poller:
         self.polls = 0
         self.polling = False  # a poll is in flight (it closes a runtime retired meanwhile)
@@ -135,6 +173,8 @@ class ObjectRuntime:
         self.gauges: dict[str, tuple[Any, ...]] = {}  # per-trigger telemetry children
         self.lateness: Any = None  # the object's scale-loop-latency child
         self.unknown_keys_warned = False
+        self.last_input: DecisionInput | None = None  # the newest decide() call's input
+        self.last_decision: Decision | None = None  # ... and its result
 
     def __repr__(self) -> str:
         return f"<ObjectRuntime {self.so.namespace}/{self.so.name} #{self.generation} {self.phase}>"

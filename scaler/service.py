@@ -22,6 +22,7 @@ from metrics_api.tls import ClientTrust, TlsManager
 from scaler import __version__
 from scaler.certmanager import CertTarget, ManagedCertificate
 from scaler.daemon import Daemon
+from scaler.debug import DebugView, debug_routes
 from scaler.errors import KubeError
 from scaler.health import serve_health
 from scaler.kube.access import SubjectAccessReviewer
@@ -111,8 +112,20 @@ class Service:
         self.kube = await KubeClient.auto(s.kubeconfig or None)
         self._stack.push_async_callback(self.kube.aclose)
         daemon = self.daemon = Daemon(s, self.kube, telemetry=self.telemetry, clock=self.clock)
+        debug = DebugView(
+            daemon.objects,
+            daemon.store,
+            leader=daemon.leader,
+            identity=s.leader.identity,
+            clock=self.clock,
+        )
         self.health_port = await self._stack.enter_async_context(
-            serve_health(s.serve.metrics_address, self.telemetry.registry, daemon.ready)
+            serve_health(
+                s.serve.metrics_address,
+                self.telemetry.registry,
+                daemon.ready,
+                debug_routes(debug),
+            )
         )
         self._tasks.append(asyncio.create_task(daemon.run(), name="daemon"))
         if s.serve.api_address:

@@ -128,6 +128,15 @@ class LeaderElector:
         """`may_write()`: leadership includes the freshness of the last renew."""
         return self.may_write()
 
+    @property
+    def holder(self) -> str:
+        """Who holds the lease as far as this process knows: us while we lead, else the
+        holderIdentity of the last record seen ("" before the first read, or when free).
+        Read-only, for `tidal status` (the debug endpoint)."""
+        if self._leading:
+            return self.settings.identity
+        return "" if self._observed is None else str(self._observed[0] or "")
+
     def _fresh(self, now: float) -> bool:
         return (
             self._renewed_at is not None and now - self._renewed_at < self.settings.renew_deadline

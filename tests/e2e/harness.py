@@ -130,15 +130,24 @@ class Cluster:
     async def create_address_auth(self, name: str, address: str) -> None:
         """A Secret holding `address` and a TriggerAuthentication `name` that reads the
         trigger's `address` parameter from it."""
-        await self.kube.create(
-            namespaced("", "v1", "secrets", self.ns),
-            {
-                "apiVersion": "v1",
-                "kind": "Secret",
-                "metadata": {"name": f"{name}-secret"},
-                "stringData": {"address": address},
-            },
-        )
+        await self.create_secret_auth(name, "address", f"{name}-secret", address)
+
+    async def create_secret_auth(
+        self, name: str, parameter: str, secret: str, value: str | None
+    ) -> None:
+        """A TriggerAuthentication `name` that reads the trigger parameter `parameter` from the
+        key of that name in Secret `secret`, which holds `value` (None: the Secret is not
+        created, so a build that reads it fails)."""
+        if value is not None:
+            await self.kube.create(
+                namespaced("", "v1", "secrets", self.ns),
+                {
+                    "apiVersion": "v1",
+                    "kind": "Secret",
+                    "metadata": {"name": secret},
+                    "stringData": {parameter: value},
+                },
+            )
         await self.kube.create(
             namespaced("keda.sh", "v1alpha1", "triggerauthentications", self.ns),
             {
@@ -146,9 +155,7 @@ class Cluster:
                 "kind": "TriggerAuthentication",
                 "metadata": {"name": name},
                 "spec": {
-                    "secretTargetRef": [
-                        {"parameter": "address", "name": f"{name}-secret", "key": "address"}
-                    ]
+                    "secretTargetRef": [{"parameter": parameter, "name": secret, "key": parameter}]
                 },
             },
         )

@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import json
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -46,9 +46,11 @@ async def _set_length(r: aioredis.Redis, n: int) -> None:
         await pipe.execute()
 
 
-async def _simulate(manifest: Path, series: Path, end: float) -> list[tuple[float, int]]:
+async def _simulate(
+    manifest: Path, series: Path, end: float, flags: Sequence[str]
+) -> list[tuple[float, int]]:
     argv = [str(manifest), "--series", str(series), "--hpa-sync-period", f"{SYNC:g}s"]
-    argv += ["--downscale-stabilization", DOWNSCALE, "--until", f"{end:g}", "-o", "json"]
+    argv += ["--downscale-stabilization", DOWNSCALE, "--until", f"{end:g}", "-o", "json", *flags]
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
@@ -113,17 +115,19 @@ async def _compare(
     tmp_path: Path,
     schedule: Schedule,
     end: float,
+    flags: Sequence[str] = (),
+    metric_type: str = "AverageValue",
     **spec: Any,
 ) -> tuple[list[tuple[float, int]], list[tuple[float, int]]]:
     """(simulated, real) timelines of one ScaledObject (listLength 2) and one schedule."""
     server = redis_factory()
-    trigger = redis_trigger(server.address, "jobs", listLength="2")
+    trigger = {**redis_trigger(server.address, "jobs", listLength="2"), "metricType": metric_type}
     body = scaled_object("worker", "worker", [trigger], pollingInterval=POLL, **spec)
     manifest = tmp_path / "worker.json"
     manifest.write_text(json.dumps(body))
     series = tmp_path / "jobs.csv"
     series.write_text("t,value\n" + "".join(f"{t:g},{n}\n" for t, n in schedule))
-    simulated = await _simulate(manifest, series, end)
+    simulated = await _simulate(manifest, series, end, flags)
     r = aioredis.from_url(server.url)
     try:
         real = await _real(cluster, kubeconfig, apiservice, tmp_path, body, r, schedule)
@@ -193,4 +197,27 @@ async def test_unset_scale_down_window_is_the_controller_flag(
     assert live is not None
     assert "stabilizationWindowSeconds" not in live["spec"]["behavior"]["scaleDown"], live
     assert [n for _, n in simulated] == [1, 4, 1, 0]
+    _assert_match(simulated, real)
+
+
+async def test_value_target_without_ready_pods(
+    cluster: Cluster,
+    kubeconfig: Path,
+    redis_factory: Callable[..., RedisServer],
+    apiservice: ApiServiceRegistrar,
+    tmp_path: Path,
+) -> None:
+    """metricType Value: the HPA multiplies the ratio by the Ready pods, and a control plane
+    without kubelets has none: ceil(8 / 2 x 0) = 0, held at minReplicas 1. The HPA never moves;
+    `--no-ready-pods` says so (with Ready pods it would have been 1 -> 4)."""
+    simulated, real = await _compare(
+        cluster, kubeconfig, redis_factory, apiservice, tmp_path,
+        ((0.0, 0), (3.0, 8), (10.0, 0)),
+        20.0,
+        ["--no-ready-pods"],
+        "Value",
+        cooldownPeriod=3,
+        maxReplicaCount=8,
+    )  # fmt: skip
+    assert [n for _, n in simulated] == [1, 0]
     _assert_match(simulated, real)

@@ -273,6 +273,32 @@ def _hpa_lines(obj: JSON, hpa: JSON | None, hpa_error: str | None) -> list[str]:
     return lines
 
 
+def hpa_sentence(obj: JSON, hpa: JSON | None) -> str | None:
+    """What the HPA (which owns 1..N) wants now, from its status; None when there is none."""
+    if hpa is None or not obj.get("decision"):
+        return None
+    name = (obj.get("hpa") or {}).get("name")
+    spec, status = hpa.get("spec") or {}, hpa.get("status") or {}
+    conditions = {str(c.get("type")): c for c in status.get("conditions") or []}
+    scaling = conditions.get("ScalingActive")
+    if scaling is not None and scaling.get("status") == "False":
+        return (
+            f"The HPA {name} is not scaling ({scaling.get('reason')}): it keeps "
+            f"{status.get('currentReplicas', '-')} replicas."
+        )
+    if status.get("desiredReplicas") is None:
+        return f"The HPA {name} has not computed a replica count yet."
+    sentence = (
+        f"The HPA {name} wants {status.get('desiredReplicas')} (current "
+        f"{status.get('currentReplicas', '-')}, bounds {spec.get('minReplicas', 1)}.."
+        f"{spec.get('maxReplicas', '-')})"
+    )
+    limited = conditions.get("ScalingLimited")
+    if limited is not None and limited.get("status") == "True":
+        sentence += f", limited: {limited.get('reason')}"
+    return sentence + "."
+
+
 def render(obj: JSON, *, hpa: JSON | None = None, hpa_error: str | None = None) -> str:
     """The whole `tidal explain` text."""
     now = float(obj.get("now") or 0.0)
@@ -288,6 +314,9 @@ def render(obj: JSON, *, hpa: JSON | None = None, hpa_error: str | None = None) 
         headline(obj, now),
         "",
     ]
+    about_hpa = hpa_sentence(obj, hpa)
+    if about_hpa is not None:
+        lines[-1:-1] = [about_hpa]
     decision = obj.get("decision") or {}
     inputs = decision.get("inputs") or {}
     if decision:

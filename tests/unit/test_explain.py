@@ -277,9 +277,18 @@ def test_render_shows_inputs_hpa_and_last_scale_but_no_metadata() -> None:
     assert "target AverageValue 2, activation activationListLength 0" in text
     assert "HPA             keda-hpa-jobs: current 1, desired 1, min 1, max 100" in text
     assert "ScalingActive=True ValidMetricFound" in text
+    assert "The HPA keda-hpa-jobs wants 1 (current 1, bounds 1..100)." in text
     assert "last scale      0 → 1 (activate, scaled)" in text
     assert "hunter2-secret" not in text
     assert "hunter2-secret" not in repr(explained(rt))
+
+
+def test_an_hpa_that_cannot_compute_is_named() -> None:
+    rt = runtime(so_with(), 3, (ok(9),), None)
+    failing = {"type": "ScalingActive", "status": "False", "reason": "FailedGetExternalMetric"}
+    hpa = {"spec": {}, "status": {"currentReplicas": 3, "conditions": [failing]}}
+    text = render(explained(rt), hpa=hpa)
+    assert "The HPA keda-hpa-jobs is not scaling (FailedGetExternalMetric): it keeps 3" in text
 
 
 def test_render_without_api_access_says_why_the_hpa_is_missing() -> None:

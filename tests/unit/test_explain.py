@@ -73,10 +73,11 @@ def runtime(
 ) -> ObjectRuntime:
     rt = ObjectRuntime(so, 1)
     triggers = tuple(
-        TriggerRuntime(t, MetricSpec(v.metric_name, 2.0), ListScaler())
+        TriggerRuntime(t, MetricSpec(v.metric_name, 2.0), None if t.is_resource else ListScaler())
         for t, v in zip(so.triggers, views, strict=False)
     )
-    rt.build = Build(GVKR("apps", "v1", "Deployment", "deployments"), triggers, frozenset(), 0.0)
+    build = Build(GVKR("apps", "v1", "Deployment", "deployments"), triggers, frozenset(), 0.0)
+    rt.finish_build(build, rt.begin_build())
     inp = DecisionInput(so, current, views, last_active, NOW)
     rt.last_input, rt.last_decision = inp, decide(inp)
     rt.last_active_time = rt.last_decision.last_active_time

@@ -74,6 +74,8 @@ class Builder:
         """(Re)build `rt`'s scalers and apply the result, unless it went stale meanwhile."""
         so = rt.so
         await rt.close()
+        if not rt.needs_build:
+            return  # retired while its previous build's resources were closing
         epoch = rt.begin_build()
         read: set[Ref] = set()
         notes: list[str] = []

@@ -65,6 +65,15 @@ def test_webhook_configuration(values: dict[str, object], selector: str | None) 
     )
     assert [rule.get("resourceNames") for _, _, rule in writes] == [[CONFIG]]
     assert grants(objs, "", "limitranges", "list")
+    # Tidal keeps this configuration's caBundle on its managed CA: it must be told its name.
+    args = one(objs, "Deployment", "tidal")["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert f"--cert-webhook={CONFIG}" in args
+
+
+def test_the_daemon_is_not_told_of_a_webhook_that_is_off() -> None:
+    objs = parse(template({}))
+    args = one(objs, "Deployment", "tidal")["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert not [a for a in args if a.startswith("--cert-webhook")]
 
 
 def test_apiserver_accepts_it(control_plane: ControlPlane, namespace: str) -> None:

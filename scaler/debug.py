@@ -63,8 +63,8 @@ def _age(now: float, at: float | None) -> float | None:
 
 def activation_threshold(t: TriggerRuntime) -> JSON | None:
     """The trigger's activation threshold when its scaler declares a non-secret numeric
-    ``activation*`` parameter: its name and value (the metadata literal, else the default).
-    Nothing else of the metadata is read."""
+    ``activation*`` parameter: its name and value (the metadata literal, else the default; no
+    value when it comes from the container's env). Nothing else of the metadata is read."""
     if t.scaler is None:
         return None
     cls = type(t.scaler)
@@ -77,6 +77,8 @@ def activation_threshold(t: TriggerRuntime) -> JSON | None:
         )
     metadata = t.trigger.metadata
     for names, default in declared:
+        if any(f"{n}FromEnv" in metadata for n in names):
+            return {"param": names[0], "value": None, "from_env": True}  # not read here
         raw = next((metadata[n] for n in names if n in metadata), default)
         try:
             value = float(str(raw))

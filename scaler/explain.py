@@ -343,7 +343,12 @@ def render(obj: JSON, *, hpa: JSON | None = None, hpa_error: str | None = None) 
             + ("" if t.get("age") is None else f" ({duration(t.get('age'))} old)")
             + f", target {t.get('target_type', '-')} "
             f"{number(t.get('target'))}, activation "
-            + (f"{act['param']} {number(act['value'])}" if act else "-")
+            + (
+                f"{act['param']} "
+                + ("(from the container's env)" if act.get("from_env") else number(act["value"]))
+                if act
+                else "-"
+            )
             + (f", failing x{t.get('failures')}: {t.get('error')}" if t.get("error") else "")
         )
     last_active = (obj.get("cooldown") or {}).get("last_active_time")

@@ -14,7 +14,7 @@ import pytest
 
 from scaler import decide as decide_module
 from scaler.contract import MetricSpec, Sample
-from scaler.debug import detail_json, object_json
+from scaler.debug import activation_threshold, detail_json, object_json
 from scaler.debug_client import clock
 from scaler.decide import DecisionInput, TriggerView, decide
 from scaler.explain import ERROR_IS_NEVER_A_ZERO, EXPLANATIONS, STATES, headline, render
@@ -296,3 +296,29 @@ def test_render_without_api_access_says_why_the_hpa_is_missing() -> None:
     rt = runtime(so_with(), 0, (ok(0),), NOW - 4000)
     text = render(explained(rt), hpa_error="no kubeconfig")
     assert "HPA             keda-hpa-jobs: not read (no kubeconfig)" in text
+
+
+@pytest.mark.parametrize(
+    ("metadata", "shown"),
+    [
+        pytest.param(
+            {"listName": "jobs"}, {"param": "activationListLength", "value": 0}, id="default"
+        ),
+        pytest.param(
+            {"activationListLength": "7", **PASSWORD},
+            {"param": "activationListLength", "value": 7},
+            id="literal",
+        ),
+        pytest.param(
+            {"activationListLengthFromEnv": "ACTIVATE_AT"},
+            {"param": "activationListLength", "value": None, "from_env": True},
+            id="from-env",
+        ),
+    ],
+)
+def test_the_activation_threshold_and_nothing_else_of_the_metadata(
+    metadata: dict[str, str], shown: dict[str, Any]
+) -> None:
+    so = so_with(triggers=[{"type": "redis", "metadata": metadata}])
+    t = TriggerRuntime(so.triggers[0], MetricSpec(METRIC, 2.0), ListScaler())
+    assert activation_threshold(t) == shown

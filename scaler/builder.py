@@ -17,13 +17,13 @@ from typing import Any, Literal
 from scaler.admission import ownership_problem
 from scaler.auth import Fetch, resolve_auth_params, resolve_container_env
 from scaler.clients import ClientPool
-from scaler.contract import Scaler, TriggerContext, fold_metric_name
+from scaler.contract import Scaler, fold_metric_name
 from scaler.errors import ConfigError, KubeError, TidalError
 from scaler.kube.client import JSON, KubeClient
 from scaler.kube.objects_io import fetch_data
 from scaler.kube.paths import GVKR, ResourceMapper
 from scaler.kube.targets import TargetCache
-from scaler.objects import ScaledObject, Trigger
+from scaler.objects import ScaledObject, Trigger, trigger_context
 from scaler.push import PUSH_ANNOTATION, push_loop
 from scaler.registry import Prepared, Registry
 from scaler.runtime import Build, BuildFailure, ObjectRuntime, Ref, TriggerRuntime, close_scalers
@@ -229,18 +229,7 @@ async def build_triggers(
             except ConfigError as exc:
                 problems.extend(f"trigger {trig.index}: {p}" for p in exc.problems)
                 continue
-        ctx = TriggerContext(
-            namespace=so.namespace,
-            object_name=so.name,
-            index=trig.index,
-            type=trig.type,
-            name=trig.name,
-            metadata=trig.metadata,
-            metric_type=trig.metric_type,
-            auth_params=auth,
-            resolved_env=env,
-            timeout=timeout,
-        )
+        ctx = trigger_context(so, trig, auth_params=auth, resolved_env=env, timeout=timeout)
         try:
             prep = registry.prepare(ctx)
             prepared.append((trig, prep))

@@ -14,7 +14,7 @@ from types import MappingProxyType
 from typing import Any, Final, Literal, cast, get_args
 
 from scaler.annotations import NO_ANNOTATIONS, Annotations
-from scaler.contract import MetricTargetType
+from scaler.contract import MetricTargetType, TriggerContext
 from scaler.resource_trigger import RESOURCE_TRIGGER_TYPES, is_resource_trigger
 from scaler.values import (
     DEFAULT_GROUP,
@@ -200,3 +200,27 @@ def hpa_min_replicas(so: ScaledObject) -> int:
 
 def hpa_max_replicas(so: ScaledObject) -> int:
     return so.max_replica_count
+
+
+def trigger_context(
+    so: ScaledObject,
+    trig: Trigger,
+    *,
+    auth_params: Mapping[str, str] | None = None,
+    resolved_env: Mapping[str, str] | None = None,
+    timeout: float = 3.0,
+) -> TriggerContext:
+    """What a scaler is built from: the trigger within its object, with its resolved auth
+    parameters and container env (the daemon's build, `tidal check` and `tidal simulate`)."""
+    return TriggerContext(
+        namespace=so.namespace,
+        object_name=so.name,
+        index=trig.index,
+        type=trig.type,
+        name=trig.name,
+        metadata=trig.metadata,
+        metric_type=trig.metric_type,
+        auth_params=auth_params or {},
+        resolved_env=resolved_env or {},
+        timeout=timeout,
+    )

@@ -21,9 +21,8 @@ from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 from scaler.auth import ObjectKind, pick_container, resolve_auth_params, resolve_container_env
-from scaler.contract import TriggerContext
 from scaler.errors import ConfigError
-from scaler.objects import ScaledObject, Trigger
+from scaler.objects import ScaledObject, Trigger, trigger_context
 from scaler.params import Param, parse
 from scaler.registry import Registry
 
@@ -194,18 +193,7 @@ async def check_trigger(
                 unseen = True
             elif found is not None:
                 resolved_env[var] = found
-    ctx = TriggerContext(
-        namespace=so.namespace,
-        object_name=so.name,
-        index=trig.index,
-        type=trig.type,
-        name=trig.name,
-        metadata=trig.metadata,
-        metric_type=trig.metric_type,
-        auth_params=auth,
-        resolved_env=resolved_env,
-        timeout=timeout,
-    )
+    ctx = trigger_context(so, trig, auth_params=auth, resolved_env=resolved_env, timeout=timeout)
     try:
         if unseen:
             parse(params, ctx)  # field by field only: validate() may need the unseen values

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import AsyncIterator, Callable, Mapping
+from dataclasses import dataclass
 from typing import Any, Protocol, TypedDict, Unpack
 
 import aiohttp
@@ -48,20 +49,24 @@ class RequestOptions(TypedDict, total=False):
     timeout: float | None  # seconds for the whole call; default: the client's
 
 
+@dataclass(frozen=True, slots=True)
+class Call:
+    """One request as a transport sends it."""
+
+    method: str
+    path: str
+    query: Mapping[str, str | int]
+    headers: Mapping[str, str]
+    body: object
+    timeout: aiohttp.ClientTimeout
+
+
 class Transport(Protocol):
     """Sends one request; the response is read (and closed) by the caller."""
 
     host: str
 
-    async def send(
-        self,
-        method: str,
-        path: str,
-        query: Mapping[str, str | int],
-        headers: dict[str, str],
-        body: object,
-        timeout: aiohttp.ClientTimeout,
-    ) -> aiohttp.ClientResponse: ...
+    async def send(self, call: Call) -> aiohttp.ClientResponse: ...
 
     async def close(self) -> None: ...
 
@@ -80,26 +85,18 @@ class DirectTransport:
             self._session = aiohttp.ClientSession(connector=connector)
         return self._session
 
-    async def send(
-        self,
-        method: str,
-        path: str,
-        query: Mapping[str, str | int],
-        headers: dict[str, str],
-        body: object,
-        timeout: aiohttp.ClientTimeout,
-    ) -> aiohttp.ClientResponse:
+    async def send(self, call: Call) -> aiohttp.ClientResponse:
+        headers = dict(call.headers)
         auth = self._conn.authorization()
         if auth is not None:
-            headers = {**headers, "Authorization": auth}
-        data = None if body is None else _encode(body)
+            headers["Authorization"] = auth
         return await self._open().request(
-            method,
-            self.host + path,
-            params=[(k, str(v)) for k, v in query.items()],
+            call.method,
+            self.host + call.path,
+            params=[(k, str(v)) for k, v in call.query.items()],
             headers=headers,
-            data=data,
-            timeout=timeout,
+            data=None if call.body is None else _encode(call.body),
+            timeout=call.timeout,
         )
 
     async def close(self) -> None:
@@ -130,24 +127,16 @@ class LibraryTransport:
             raise KubeError(f"kubeconfig: {exc}") from exc
         return cls(k8s_client.ApiClient(configuration=cfg))
 
-    async def send(
-        self,
-        method: str,
-        path: str,
-        query: Mapping[str, str | int],
-        headers: dict[str, str],
-        body: object,
-        timeout: aiohttp.ClientTimeout,
-    ) -> aiohttp.ClientResponse:
+    async def send(self, call: Call) -> aiohttp.ClientResponse:
         resp: aiohttp.ClientResponse = await self._api.call_api(
-            path,
-            method,
-            query_params=list(query.items()),
-            header_params=headers,
-            body=body,
+            call.path,
+            call.method,
+            query_params=list(call.query.items()),
+            header_params=dict(call.headers),
+            body=call.body,
             auth_settings=["BearerToken"],
             _preload_content=False,
-            _request_timeout=timeout,
+            _request_timeout=call.timeout,
         )
         return resp
 
@@ -226,7 +215,7 @@ class KubeClient:
         body = options.get("body")
         req_timeout = aiohttp.ClientTimeout(total=timeout) if timeout else self._timeout
         try:
-            resp = await self._transport.send(method, path, query, headers, body, req_timeout)
+            resp = await self._transport.send(Call(method, path, query, headers, body, req_timeout))
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
             raise KubeError(f"{method} {path}: {type(exc).__name__}: {exc}") from exc
         return resp

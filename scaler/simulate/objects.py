@@ -16,10 +16,9 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from scaler.clients import ClientPool
-from scaler.contract import TriggerContext
 from scaler.errors import ConfigError, TidalError
 from scaler.object_parser import parse_scaled_object
-from scaler.objects import ScaledObject, hpa_max_replicas, hpa_min_replicas
+from scaler.objects import ScaledObject, hpa_max_replicas, hpa_min_replicas, trigger_context
 from scaler.registry import Prepared, Registry
 from scaler.simulate.hpa_model import (
     DEFAULT_DOWNSCALE_STABILIZATION,
@@ -86,15 +85,7 @@ def _trigger(so: ScaledObject, index: int, registry: Registry, over: Overrides) 
             f"trigger {index} ({trig.type}): cpu/memory triggers read pod usage, which a metric"
             " series cannot give; simulate the object's other triggers"
         )
-    ctx = TriggerContext(
-        namespace=so.namespace,
-        object_name=so.name,
-        index=trig.index,
-        type=trig.type,
-        name=trig.name,
-        metadata=trig.metadata,
-        metric_type=trig.metric_type,
-    )
+    ctx = trigger_context(so, trig)
     metric_name = f"s{index}-{trig.type}"
     target = over.target
     activation = over.activation

@@ -15,7 +15,7 @@
 #   2. base root filesystem: debootstrap --variant=minbase bookworm + python3, ca-certificates,
 #      tzdata, trimmed and tarred; cached in ${TIDAL_TOOLS_DIR:-$HOME/.cache/tidal/tools}/
 #      image-base-<suite>/ with a `.complete` marker holding a fingerprint of its recipe
-#   3. wheels of the runtime dependencies (`.[all]`, no dev extras) for the image's Python 3.11,
+#   3. wheels of the runtime dependencies (`.[daemon]`: every built-in scaler, no dev or sim extras) for the image's Python 3.11,
 #      cached the same way and keyed on pyproject.toml's dependency lists; Tidal's own wheel is
 #      built fresh into the build context
 #   4. `buildah bud --storage-driver vfs --isolation chroot`; skipped when the image tidal:<version>
@@ -141,7 +141,7 @@ PY
 
 build_wheels() {
   local out=$1
-  "$PY" -m pip wheel --wheel-dir "$out" "$ROOT[all]" pip
+  "$PY" -m pip wheel --wheel-dir "$out" "$ROOT[daemon]" pip
   rm -f "$out"/tidal-*.whl  # Tidal's own wheel is built fresh for every image
   ls "$out"
 }

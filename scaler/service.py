@@ -164,7 +164,10 @@ class Service:
         authorizer: Authorizer | None = None
         if serve.metrics_authorization == "delegated":
             authorizer = self.authorizer = CachingAuthorizer(
-                SubjectAccessReviewer(self.kube.unguarded()), self.telemetry.registry
+                SubjectAccessReviewer(self.kube.unguarded()),
+                self.telemetry.registry,
+                allow_ttl=serve.authorization_allow_ttl,
+                deny_ttl=serve.authorization_deny_ttl,
             )
         tls, self.api_port = await self._stack.enter_async_context(
             serve_metrics_api(

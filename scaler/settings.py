@@ -59,6 +59,8 @@ class ServeSettings:
     cert_ca_validity: float = 5 * 365 * 86400.0  # managed CA lifetime, seconds
     cert_overlap: float = 600.0  # a new CA is trusted this long before it signs the cert
     metrics_authorization: str = "delegated"  # "delegated" (SubjectAccessReview) | "none"
+    authorization_allow_ttl: float = 300.0  # seconds an allowed decision is cached
+    authorization_deny_ttl: float = 30.0  # seconds a denied decision is cached
     webhook: bool = True  # serve the admission webhook's paths on the metrics API's port
     cert_webhook: str = ""  # ValidatingWebhookConfiguration whose caBundle follows the CA
 
@@ -239,6 +241,20 @@ def build_parser(env: Mapping[str, str] | None = None) -> argparse.ArgumentParse
         "[env TIDAL_METRICS_AUTHORIZATION]",
     )
     a(
+        "--authorization-cache-ttl",
+        type=_seconds,
+        default=_env(e, "TIDAL_AUTHORIZATION_CACHE_TTL", default="5m"),
+        help="how long an allowed SubjectAccessReview is reused (Go duration) "
+        "[env TIDAL_AUTHORIZATION_CACHE_TTL]",
+    )
+    a(
+        "--authorization-deny-cache-ttl",
+        type=_seconds,
+        default=_env(e, "TIDAL_AUTHORIZATION_DENY_CACHE_TTL", default="30s"),
+        help="how long a denied SubjectAccessReview is reused (Go duration) "
+        "[env TIDAL_AUTHORIZATION_DENY_CACHE_TTL]",
+    )
+    a(
         "--cert-secret",
         type=_namespaced_name,
         default=_env(e, "TIDAL_CERT_SECRET"),
@@ -340,6 +356,8 @@ def settings_from_args(argv: Sequence[str], env: Mapping[str, str] | None = None
             cert_ca_validity=ns.cert_ca_validity,
             cert_overlap=ns.cert_overlap,
             metrics_authorization=ns.metrics_authorization,
+            authorization_allow_ttl=ns.authorization_cache_ttl,
+            authorization_deny_ttl=ns.authorization_deny_cache_ttl,
             webhook=ns.webhook,
             cert_webhook=ns.cert_webhook,
         ),

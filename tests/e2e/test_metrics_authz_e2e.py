@@ -168,6 +168,7 @@ async def test_only_identities_rbac_allows_get_values(
         api_address=f"127.0.0.1:{port}",
         cert_secret=f"{ns}/tidal-serving",
         cert_service=f"{SERVICE_NS}/{SERVICE}",
+        authorization_allow_ttl=10.0,  # short, so the test sees a decision asked again
     )
     kubeconfig = control_plane.user_kubeconfig("tidal-authz")
     try:
@@ -219,7 +220,7 @@ async def test_only_identities_rbac_allows_get_values(
             assert 1 <= reviews <= 2
             assert _cached(svc, "cache") - cached_before >= 29
 
-            # After the TTL (10 s) the decision is asked again.
+            # After the TTL (10 s here, --authorization-cache-ttl) the decision is asked again.
             await asyncio.sleep(10.5)
             since = control_plane.audit_offset()
             status, _ = await direct.get(other, reader)

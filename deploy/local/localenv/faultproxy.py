@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import ipaddress
 import socket
 import ssl
@@ -37,6 +38,9 @@ HOST = "127.0.0.1"
 CHUNK = 65536
 Mode = Literal["pass", "delay", "blackhole", "refuse", "tls"]
 T = TypeVar("T")
+
+
+REBIND_ATTEMPTS = 25  # x 0.2 s
 
 
 @dataclass(frozen=True, slots=True)
@@ -179,15 +183,24 @@ class FaultProxy:
                 return
             await self._unlisten()
         self._listen_tls = tls
-        self._server = await asyncio.start_server(
-            self._accept,
-            HOST,
-            self.port,
-            reuse_address=True,
-            limit=CHUNK,
-            ssl=tls,
-            ssl_handshake_timeout=10.0 if tls is not None else None,
-        )
+        # Re-binding the same port can fail for a moment (a connection of the old listener still
+        # closing holds it): retry for a few seconds before giving up (seen once in a CI run).
+        for attempt in range(REBIND_ATTEMPTS):
+            try:
+                self._server = await asyncio.start_server(
+                    self._accept,
+                    HOST,
+                    self.port,
+                    reuse_address=True,
+                    limit=CHUNK,
+                    ssl=tls,
+                    ssl_handshake_timeout=10.0 if tls is not None else None,
+                )
+                break
+            except OSError as exc:
+                if exc.errno != errno.EADDRINUSE or attempt == REBIND_ATTEMPTS - 1:
+                    raise
+                await asyncio.sleep(0.2)
         sock = self._server.sockets[0]
         self.port = int(sock.getsockname()[1])
 

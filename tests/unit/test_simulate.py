@@ -278,7 +278,6 @@ def test_command_json_with_variants(
 
 
 def test_command_plots(files: tuple[Path, Path], tmp_path: Path) -> None:
-    pytest.importorskip("matplotlib")
     manifest, series = files
     out = tmp_path / "sim.png"
     assert command.main([str(manifest), "--series", str(series), "--plot", str(out)]) == 0
@@ -298,7 +297,6 @@ def test_command_reports_problems_with_exit_1(
 def test_the_docs_example_is_what_the_command_prints(
     capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    pytest.importorskip("yaml")
     root = Path(__file__).resolve().parents[2]
     monkeypatch.chdir(root / "docs" / "examples")
     argv = ["simulate-worker.yaml", "--series", "simulate-jobs.csv"]

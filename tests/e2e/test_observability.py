@@ -17,7 +17,6 @@ config/grafana/keda-dashboard.json, whose releases filter on `namespace` or on
 from __future__ import annotations
 
 import asyncio
-import base64
 import json
 import logging
 import re
@@ -35,7 +34,7 @@ from localenv.prometheus import PrometheusServer, ScrapedPod
 from localenv.redis import RedisServer
 from scaler import logs
 from scaler.kube.client import JSON
-from scaler.kube.paths import KEDA_GROUP, KEDA_VERSION, namespaced
+from scaler.kube.paths import namespaced
 from scaler.service import Service
 from scaler.settings import PollSettings, WatchSettings
 from tests.e2e.harness import (
@@ -463,29 +462,6 @@ WRONG = "Wr0ng-tidal-passw0rd-77aa"
 URL_SECRET = "Url-tidal-t0ken-41d2"
 
 
-async def _create_secret_and_auth(cluster: Cluster, name: str, password: str) -> None:
-    await cluster.kube.create(
-        namespaced("", "v1", "secrets", cluster.ns),
-        {
-            "apiVersion": "v1",
-            "kind": "Secret",
-            "metadata": {"name": name},
-            "data": {"password": base64.b64encode(password.encode()).decode()},
-        },
-    )
-    await cluster.kube.create(
-        namespaced(KEDA_GROUP, KEDA_VERSION, "triggerauthentications", cluster.ns),
-        {
-            "apiVersion": "keda.sh/v1alpha1",
-            "kind": "TriggerAuthentication",
-            "metadata": {"name": name},
-            "spec": {
-                "secretTargetRef": [{"parameter": "password", "name": name, "key": "password"}]
-            },
-        },
-    )
-
-
 def _with_auth(trigger: JSON, auth: str) -> JSON:
     return {**trigger, "authenticationRef": {"name": auth}}
 
@@ -504,8 +480,8 @@ async def test_secrets_never_leave_their_place(
     r = aioredis.from_url(server.url)
     await r.rpush("jobs", "a", "b", "c")
     await r.aclose()
-    await _create_secret_and_auth(cluster, "redis-auth", SECRET)
-    await _create_secret_and_auth(cluster, "wrong-auth", WRONG)
+    await cluster.create_secret_auth("redis-auth", "password", "redis-auth", SECRET)
+    await cluster.create_secret_auth("wrong-auth", "password", "wrong-auth", WRONG)
     for name in ("good", "wrong", "urlcreds"):
         await cluster.create_deployment(deployment(name, replicas=0))
     trigger = redis_trigger(server.address, "jobs")

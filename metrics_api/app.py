@@ -20,7 +20,14 @@ from metrics_api.authz import (
 )
 from metrics_api.quantity import milli_quantity
 from metrics_api.selector import SelectorError, parse_selector
-from metrics_api.source import MetricNotFound, MetricSource, MetricUnavailable
+from metrics_api.source import (
+    MetricElsewhere,
+    MetricNotFound,
+    MetricReading,
+    MetricSource,
+    MetricUnavailable,
+    PeerReader,
+)
 from metrics_api.tls import TlsManager, peer_common_name
 
 log = logging.getLogger(__name__)
@@ -35,6 +42,7 @@ SO_LABEL = "scaledobject.keda.sh/name"
 SOURCE_KEY = web.AppKey("source", MetricSource)
 TLS_KEY = web.AppKey("tls", TlsManager)
 AUTHZ_KEY = web.AppKey("authorizer", Authorizer)
+PEERS_KEY = web.AppKey("peers", PeerReader)
 
 
 class ApiStats:
@@ -206,7 +214,7 @@ async def metric_value(request: web.Request) -> web.Response:
     if not so_name:
         return _error(400, "BadRequest", f"labelSelector must select {SO_LABEL}=<name>")
     try:
-        reading = request.app[SOURCE_KEY].read(namespace, metric, so_name)
+        reading = await _read(request.app, namespace, metric, so_name)
     except MetricNotFound:
         return _error(404, "NotFound", f"no metric {metric} for ScaledObject {namespace}/{so_name}")
     except MetricUnavailable as exc:
@@ -237,6 +245,17 @@ async def metric_value(request: web.Request) -> web.Response:
     )
 
 
+async def _read(app: web.Application, namespace: str, metric: str, so_name: str) -> MetricReading:
+    """From this replica's store, or (sharded) from the replica that owns the object."""
+    try:
+        return app[SOURCE_KEY].read(namespace, metric, so_name)
+    except MetricElsewhere as owner:
+        peers = app.get(PEERS_KEY)
+        if peers is None:
+            raise MetricUnavailable(str(owner)) from None
+        return await peers.read_from(owner, namespace, metric, so_name)
+
+
 async def healthz(_: web.Request) -> web.Response:
     return web.Response(text="ok")
 
@@ -253,10 +272,12 @@ def make_app(
     tls: TlsManager | None = None,
     authorizer: Authorizer | None = None,
     validator: Validator | None = None,
+    peers: PeerReader | None = None,
 ) -> web.Application:
     """`tls=None` disables client authentication (only for plain-HTTP unit tests);
     `authorizer=None` serves every authenticated request (--metrics-authorization=none);
-    `validator` serves the admission webhook's paths (metrics_api.admission)."""
+    `validator` serves the admission webhook's paths (metrics_api.admission); `peers` reads
+    the objects another replica owns (metrics_api.peer, `--shards auto`)."""
     app = web.Application(middlewares=[observe, authenticate, authorize])
     app[SOURCE_KEY] = source
     app[STATS_KEY] = ApiStats(registry)
@@ -264,6 +285,8 @@ def make_app(
         app[TLS_KEY] = tls
     if authorizer is not None:
         app[AUTHZ_KEY] = authorizer
+    if peers is not None:
+        app[PEERS_KEY] = peers
     app.router.add_get(f"/apis/{GROUP}", group)
     app.router.add_get(PREFIX, discovery)
     # [^/]+, not aiohttp's default [^{}/]+: metric names keep braces, as KEDA's do (a hash-tagged

@@ -89,6 +89,28 @@ def issue_serving(
 ) -> tuple[str, str]:
     """A serving certificate for `hosts` (DNS names or IP addresses) signed by the CA:
     (certificate PEM, key PEM). It never outlives its CA."""
+    return _issue(
+        ca_cert_pem, ca_key_pem, hosts[0], hosts, ExtendedKeyUsageOID.SERVER_AUTH, now, validity
+    )
+
+
+def issue_client(
+    ca_cert_pem: str, ca_key_pem: str, name: str, now: float, validity: float
+) -> tuple[str, str]:
+    """A client certificate with common name `name` signed by the CA (replicas calling each
+    other, docs/sharding.md): (certificate PEM, key PEM). It never outlives its CA."""
+    return _issue(ca_cert_pem, ca_key_pem, name, (), ExtendedKeyUsageOID.CLIENT_AUTH, now, validity)
+
+
+def _issue(
+    ca_cert_pem: str,
+    ca_key_pem: str,
+    name: str,
+    hosts: Sequence[str],
+    usage: x509.ObjectIdentifier,
+    now: float,
+    validity: float,
+) -> tuple[str, str]:
     ca = x509.load_pem_x509_certificate(ca_cert_pem.encode())
     ca_key = serialization.load_pem_private_key(ca_key_pem.encode(), password=None)
     ca_public = ca.public_key()
@@ -98,18 +120,21 @@ def issue_serving(
         raise ValueError("the CA key is not an ECDSA key")
     key = ec.generate_private_key(ec.SECP256R1())
     not_after = min(now + validity, ca.not_valid_after_utc.timestamp())
-    cert = (
+    builder = (
         x509.CertificateBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, hosts[0])]))
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)]))
         .issuer_name(ca.subject)
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
         .not_valid_before(_time(now - backdate(validity)))
         .not_valid_after(_time(not_after))
-        .add_extension(_san(hosts), critical=False)
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+    )
+    if hosts:
+        builder = builder.add_extension(_san(hosts), critical=False)
+    cert = (
+        builder.add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .add_extension(_usage(ca=False), critical=True)
-        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+        .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
         .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_public), False)
         .sign(ca_key, hashes.SHA256())
     )

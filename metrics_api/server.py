@@ -15,7 +15,7 @@ from metrics_api.admission import Validator
 from metrics_api.app import make_app
 from metrics_api.authz import Authorizer
 from metrics_api.pemfiles import PemDir
-from metrics_api.source import MetricSource
+from metrics_api.source import MetricSource, PeerReader
 from metrics_api.tls import ClientTrust, TlsManager, self_signed
 
 log = logging.getLogger(__name__)
@@ -39,6 +39,7 @@ async def serve_metrics_api(
     pem_dir: PemDir | None = None,
     authorizer: Authorizer | None = None,
     validator: Validator | None = None,
+    peers: PeerReader | None = None,
     reload_every: float = 10.0,
 ) -> AsyncIterator[tuple[TlsManager, int]]:
     """Serve until the context exits; yields the TLS manager (for CA and certificate updates)
@@ -53,7 +54,7 @@ async def serve_metrics_api(
         cert, key = self_signed(list(dev_hosts), pem_dir)
         log.warning("serving the metrics API with a self-signed development certificate")
     tls = TlsManager(cert, key, trust)
-    app = make_app(source, registry, tls, authorizer, validator)
+    app = make_app(source, registry, tls, authorizer, validator, peers)
     runner = web.AppRunner(app, access_log=None, handle_signals=False)
     await runner.setup()
     host, port = split_address(address)

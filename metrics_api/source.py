@@ -17,6 +17,15 @@ class MetricUnavailable(RuntimeError):
     """
 
 
+class MetricElsewhere(LookupError):
+    """Another replica owns the object (`--shards auto`): ask it (metrics_api.peer)."""
+
+    def __init__(self, identity: str, address: str) -> None:
+        super().__init__(f"owned by replica {identity} at {address}")
+        self.identity = identity
+        self.address = address
+
+
 @dataclass(frozen=True, slots=True)
 class MetricReading:
     value: float
@@ -25,9 +34,18 @@ class MetricReading:
 
 class MetricSource(Protocol):
     def read(self, namespace: str, metric: str, scaled_object: str) -> MetricReading:
-        """Raises MetricNotFound or MetricUnavailable."""
+        """Raises MetricNotFound or MetricUnavailable, or MetricElsewhere when sharded."""
         ...
 
     def ready(self) -> bool:
         """True once the daemon has synced its watches (for /readyz)."""
+        ...
+
+
+class PeerReader(Protocol):
+    async def read_from(
+        self, owner: MetricElsewhere, namespace: str, metric: str, scaled_object: str
+    ) -> MetricReading:
+        """The owner's reading. Raises MetricNotFound or MetricUnavailable (also when the
+        owner cannot be reached, or no longer owns the object)."""
         ...

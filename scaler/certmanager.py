@@ -94,6 +94,9 @@ class ManagedCertificate:
         self.clock = clock
         self.resync = resync
         self.tls: TlsManager | None = None
+        # Called with the material whenever it changes (certificate or CA bundle), after the
+        # listener got it: the peer listener and client follow it (scaler.peering).
+        self.on_change: list[Callable[[CertMaterial], None]] = []
         self.material: CertMaterial | None = None
         self.files: tuple[Path, Path] = (Path(), Path())
         self.changes = 0  # writes this replica made to the Secret
@@ -205,6 +208,8 @@ class ManagedCertificate:
         if old is not None and (old.cert, old.key) == (material.cert, material.key):
             self.material = material
             self.expiry.labels("ca").set(expiries(material)[1])
+            if old != material:
+                self._notify(material)
             return
         cert, key = self.pem_dir.write_pair(material.cert, material.key)
         if self.tls is not None:
@@ -218,6 +223,14 @@ class ManagedCertificate:
             "serving certificate in use",
             extra={"secret": self.target.secret, "sha256": serving_fingerprint(material.cert)},
         )
+        self._notify(material)
+
+    def _notify(self, material: CertMaterial) -> None:
+        for callback in self.on_change:
+            try:
+                callback(material)
+            except (OSError, ssl.SSLError, ValueError) as exc:
+                log.warning("certificate change not applied", extra={"error": str(exc)})
 
     async def _sync_bundle(self, material: CertMaterial) -> None:
         await self._sync_webhook_bundle(material)

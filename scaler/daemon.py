@@ -7,7 +7,9 @@ Everything runs on one event loop. `Daemon` only wires the parts, each a module 
   retired, and the poll scheduler's membership;
 * scaler.builder — an object's scalers built from its spec, auth and references;
 * scaler.poller — one poll: build if needed, sample, decide (scaler.decide);
-* scaler.actuator — the leader's writes: /scale, the HPA, status, Events, the finalizer.
+* scaler.actuator — the leader's writes: /scale, the HPA, status, Events, the finalizer;
+* scaler.kube.lease or scaler.kube.members — who writes: one elected leader, or (`--shards
+  auto`) every replica for the objects the member ring (scaler.shards) gives it.
 
 A failure in one object is logged, reported on that object and never stops the others (safety
 rule 6).
@@ -30,6 +32,7 @@ from scaler.inputs import Inputs
 from scaler.kube.client import KubeClient
 from scaler.kube.events import EventRecorder
 from scaler.kube.lease import LeaderElector, LeaseSettings
+from scaler.kube.members import MemberLeases, MemberSettings
 from scaler.kube.paths import ResourceMapper
 from scaler.kube.targets import TargetCache
 from scaler.kube.watch import Watcher
@@ -62,7 +65,25 @@ class Daemon:
         self.targets = TargetCache(kube, settings.watch.namespace)
         self.events = EventRecorder(kube, settings.leader.identity)
         self.leader: LeaderElector | None = None
-        if settings.leader.enabled:
+        self.members: MemberLeases | None = None
+        if settings.shards.enabled:
+            kube.write_guard = self._may_write
+            s = settings.leader
+            self.members = MemberLeases(
+                kube.unguarded(),
+                MemberSettings(
+                    s.namespace,
+                    s.name,
+                    s.identity,
+                    settings.shards.advertise,
+                    s.lease_duration,
+                    s.renew_deadline,
+                    s.retry_period,
+                ),
+                on_change=lambda ring: self._rebalance(),
+                clock=clock,
+            )
+        elif settings.leader.enabled:
             kube.write_guard = self._may_write
             s = settings.leader
             self.leader = LeaderElector(
@@ -96,7 +117,13 @@ class Daemon:
             on_lateness=lambda key, lateness: self.poller.record_lateness(key, lateness),
         )
         self.inputs = Inputs(
-            kube, settings.watch, self.objects, self.actuator, finalizers, may_write=self._may_write
+            kube,
+            settings.watch,
+            self.objects,
+            self.actuator,
+            finalizers,
+            may_write=self._may_write,
+            owns=self.owns,
         )
         builder = Builder(
             kube,
@@ -136,12 +163,26 @@ class Daemon:
 
     def _may_write(self) -> bool:
         """Checked before every write: leadership can be lost while a poll runs (a renewal
-        that missed its deadline), and from then on only the new leader writes."""
+        that missed its deadline), and from then on only the new leader writes. Sharded, the
+        member's own check (scaler.kube.members); which objects are its own is settled by the
+        table, whose runtimes retire the moment their object moves."""
+        if self.members is not None:
+            return self.members.may_write()
         return self.leader is None or self.leader.is_leader
 
+    def owns(self, key: tuple[str, str]) -> bool:
+        """Whether this replica polls and writes the object (always, unless sharded)."""
+        return self.members is None or self.members.owns(key)
+
+    def _rebalance(self) -> None:
+        if self.so_watcher.synced.is_set():
+            self.inputs.rebalance()
+
     def ready(self) -> bool:
-        """Watches synced and leadership known (leader or standby): /readyz."""
+        """Watches synced and leadership (or membership) known: /readyz."""
         synced = self.so_watcher.synced.is_set() and self.started.is_set()
+        if self.members is not None:
+            return synced and self.members.known.is_set()
         return synced and (self.leader is None or self.leader.known.is_set())
 
     async def run(self) -> None:
@@ -150,6 +191,11 @@ class Daemon:
         try:
             if self.leader is not None:
                 tasks.append(asyncio.create_task(self.leader.run(), name="leader-election"))
+            if self.members is not None:
+                tasks.append(asyncio.create_task(self.members.run(), name="shard-members"))
+                tasks.append(asyncio.create_task(self.inputs.run_claims(), name="shard-claims"))
+                # The first ring decides which objects the ScaledObject watch admits.
+                await self.members.known.wait()
             first = (*self.targets.watchers.values(), *self.inputs.dependencies)
             for w in first:
                 tasks.append(asyncio.create_task(w.run(), name=f"watch {w.name}"))
@@ -157,6 +203,7 @@ class Daemon:
                 await w.synced.wait()
             tasks.append(asyncio.create_task(self.so_watcher.run(), name="watch scaledobjects"))
             await self.so_watcher.synced.wait()
+            self._rebalance()  # the ring may have changed while the list was read
             # Everything loaded so far lives as long as the daemon: move it out of the
             # collector's reach, so full collections stop pausing the loop for 0.5 s at 1000
             # objects (measured by benchmarks/daemon_scale.py).
@@ -172,5 +219,8 @@ class Daemon:
             if self.leader is not None:
                 with contextlib.suppress(Exception):
                     await self.leader.release()
+            if self.members is not None:
+                with contextlib.suppress(Exception):
+                    await self.members.release()
             await self.objects.close_all()
             await self.clients.aclose()

@@ -9,6 +9,7 @@ built from it; an edit of one of our HPAs marks it for the actuator to put back.
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import logging
 from collections.abc import Callable, Iterable, Mapping
@@ -16,7 +17,7 @@ from typing import Any
 
 from scaler.actuator import Actuator
 from scaler.admission import hpa_workload, keep_hpa
-from scaler.errors import ConfigError
+from scaler.errors import ConfigError, KubeError
 from scaler.finalizers import FINALIZER, Finalizers
 from scaler.kube.client import JSON, KubeClient
 from scaler.kube.paths import KEDA_GROUP, KEDA_VERSION, api_prefix, scaled_objects
@@ -42,7 +43,12 @@ class Inputs:
         finalizers: Finalizers,
         *,
         may_write: Callable[[], bool],
+        owns: Callable[[Key], bool] = lambda key: True,
     ) -> None:
+        self._kube = kube
+        self._owns = owns
+        self._claims: set[Key] = set()  # owned now, not in the table yet (scaler.shards)
+        self._claimed = asyncio.Event()
         self._table = table
         self._actuator = actuator
         self._finalizers = finalizers
@@ -136,6 +142,52 @@ class Inputs:
                 rt.invalidate()
                 self._table.wake(key)
 
+    # ------------------------------------------------------------------ sharding
+
+    def rebalance(self) -> None:
+        """The members changed (`--shards auto`): drop the objects another replica owns now,
+        at once (their runtimes retire, so a poll in flight writes nothing), and claim the
+        ones this replica owns now (each read fresh by `run_claims`)."""
+        for key in self._table:
+            if not self._owns(key):
+                self._forget(key)
+        for key in self.scaled_objects.objects:
+            if self._owns(key) and self._table.get(key) is None:
+                self._claims.add(key)
+        if self._claims:
+            self._claimed.set()
+
+    async def run_claims(self) -> None:
+        """Reads each claimed object (the watch cache keeps only its metadata) and admits it as
+        a watch event would; a read that fails is retried, a deleted object is dropped."""
+        backoff = 0.5
+        while True:
+            await self._claimed.wait()
+            self._claimed.clear()
+            failed = False
+            while self._claims:
+                key = self._claims.pop()
+                if not self._owns(key) or self._table.get(key) is not None:
+                    continue
+                try:
+                    raw = await self._kube.get_or_none(scaled_objects(key[0], key[1]))
+                except KubeError as exc:
+                    log.warning(
+                        "claimed object not read",
+                        extra={"object": f"{key[0]}/{key[1]}", "error": str(exc)},
+                    )
+                    self._claims.add(key)
+                    failed = True
+                    break
+                if raw is not None and self._owns(key):
+                    await self._on_scaled_object("MODIFIED", raw)
+            if failed:
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 10.0)
+                self._claimed.set()
+            else:
+                backoff = 0.5
+
     # ------------------------------------------------------------------ handlers
 
     async def _on_scaled_object(self, kind: EventType, raw: JSON) -> None:
@@ -143,6 +195,10 @@ class Inputs:
         meta = raw.get("metadata", {})
         if kind == "DELETED":
             self._forget(key)
+            return
+        if not self._owns(key):  # another replica's (scaler.shards); it moved away, perhaps
+            if self._table.get(key) is not None:
+                self._forget(key)
             return
         if meta.get("deletionTimestamp"):
             gone = self._forget(key)

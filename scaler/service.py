@@ -15,9 +15,10 @@ from pathlib import Path
 from types import TracebackType
 
 from metrics_api.authz import Authorizer, CachingAuthorizer
+from metrics_api.peer import serve_peers
 from metrics_api.pemfiles import PemDir
 from metrics_api.server import serve_metrics_api
-from metrics_api.source import MetricNotFound, MetricReading, MetricUnavailable
+from metrics_api.source import MetricElsewhere, MetricNotFound, MetricReading, MetricUnavailable
 from metrics_api.tls import ClientTrust, TlsManager
 from scaler import __version__
 from scaler.certmanager import CertTarget, ManagedCertificate
@@ -28,6 +29,7 @@ from scaler.health import serve_health
 from scaler.kube.access import SubjectAccessReviewer
 from scaler.kube.client import KubeClient
 from scaler.kube.objects_io import fetch_requestheader_trust
+from scaler.peering import Peering
 from scaler.servingcert import CertPolicy, service_hosts
 from scaler.settings import ServeSettings, Settings
 from scaler.store import MetricUnavailableError, UnknownMetricError
@@ -54,6 +56,12 @@ class StoreSource:
         self._unknown_logged: set[tuple[str, str, str]] = set()
 
     def read(self, namespace: str, metric: str, scaled_object: str) -> MetricReading:
+        members = self._daemon.members
+        if members is not None and not members.owns((namespace, scaled_object)):
+            owner = members.ring.owner((namespace, scaled_object))
+            if owner is None:
+                raise MetricUnavailable("no live replica owns the object (shard members unknown)")
+            raise MetricElsewhere(owner.identity, owner.address)
         try:
             r = self._daemon.store.metric_value_for_hpa(
                 namespace, metric, scaled_object, self._daemon.clock()
@@ -104,6 +112,8 @@ class Service:
         self.authorizer: CachingAuthorizer | None = None
         self.validator: DaemonValidator | None = None  # the admission webhook (--webhook)
         self.pem_dir: PemDir | None = None
+        self.peering: Peering | None = None  # --shards auto
+        self.peer_port = 0
         self._stack = contextlib.AsyncExitStack()
         self._tasks: list[asyncio.Task[None]] = []
 
@@ -159,6 +169,21 @@ class Service:
             )
             cert, key = await self.certificate.start()
             cert_file, key_file = str(cert), str(key)
+        if self.settings.shards.enabled:
+            assert self.certificate is not None  # settings refuse --shards auto without it
+            self.peering = Peering(
+                self.certificate,
+                pem_dir,
+                self.telemetry.registry,
+                validity=serve.cert_validity,
+                clock=self.clock,
+            )
+            self._stack.push_async_callback(self.peering.client.aclose)
+            self.peer_port = await self._stack.enter_async_context(
+                serve_peers(
+                    StoreSource(daemon), self.settings.shards.peer_address, self.peering.tls
+                )
+            )
         if serve.webhook:
             self.validator = DaemonValidator(daemon, self.telemetry.registry)
         authorizer: Authorizer | None = None
@@ -180,6 +205,7 @@ class Service:
                 pem_dir=pem_dir,
                 authorizer=authorizer,
                 validator=self.validator,
+                peers=None if self.peering is None else self.peering.client,
             )
         )
         self.tls = tls

@@ -35,6 +35,22 @@ class LeaderSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class ShardSettings:
+    """`--shards auto`: every replica active, objects spread by member Leases (docs/sharding.md).
+
+    The member Leases reuse the leader settings: namespace, `name` as the group, identity and
+    the three durations."""
+
+    mode: str = "off"  # "off" (leader election decides the one writer) | "auto"
+    peer_address: str = "0.0.0.0:6444"  # HTTPS listener that answers peers' metric reads
+    advertise: str = ""  # HOST:PORT peers dial; "" = $POD_IP (else the hostname) + peer port
+
+    @property
+    def enabled(self) -> bool:
+        return self.mode == "auto"
+
+
+@dataclass(frozen=True, slots=True)
 class PollSettings:
     http_timeout: float = 3.0  # seconds (KEDA_HTTP_DEFAULT_TIMEOUT is in ms)
     max_concurrent: int = 200  # objects polled at once
@@ -72,6 +88,7 @@ class Settings:
     log_level: str = "info"
     watch: WatchSettings = field(default_factory=WatchSettings)
     leader: LeaderSettings = field(default_factory=LeaderSettings)
+    shards: ShardSettings = field(default_factory=ShardSettings)
     poll: PollSettings = field(default_factory=PollSettings)
     serve: ServeSettings = field(default_factory=ServeSettings)
 
@@ -199,6 +216,26 @@ def build_parser(env: Mapping[str, str] | None = None) -> argparse.ArgumentParse
         help="Go duration or seconds [env KEDA_OPERATOR_LEADER_ELECTION_RETRY_PERIOD]",
     )
     a(
+        "--shards",
+        choices=("off", "auto"),
+        default=_env(e, "TIDAL_SHARDS", default="off"),
+        help="auto: every replica is active and owns a share of the objects, assigned through "
+        "member Leases (replaces leader election; needs --cert-secret when the metrics API is "
+        "on); off: one leader writes [env TIDAL_SHARDS]",
+    )
+    a(
+        "--shard-peer-address",
+        default=_env(e, "TIDAL_SHARD_PEER_ADDRESS", default="0.0.0.0:6444"),
+        help="host:port of the HTTPS listener that answers other replicas' metric reads "
+        "(--shards auto) [env TIDAL_SHARD_PEER_ADDRESS]",
+    )
+    a(
+        "--shard-advertise-address",
+        default=_env(e, "TIDAL_SHARD_ADVERTISE_ADDRESS"),
+        help="host:port other replicas dial for this one's metrics; empty = $POD_IP (else the "
+        "hostname) and the peer port [env TIDAL_SHARD_ADVERTISE_ADDRESS]",
+    )
+    a(
         "--http-timeout-ms",
         type=int,
         default=_env(e, "KEDA_HTTP_DEFAULT_TIMEOUT", default="3000"),
@@ -318,7 +355,14 @@ def build_parser(env: Mapping[str, str] | None = None) -> argparse.ArgumentParse
 
 
 def settings_from_args(argv: Sequence[str], env: Mapping[str, str] | None = None) -> Settings:
-    ns = build_parser(env).parse_args(list(argv))
+    parser = build_parser(env)
+    ns = parser.parse_args(list(argv))
+    if ns.shards == "auto" and ns.api_address and not ns.cert_secret:
+        parser.error(
+            "--shards auto with the metrics API on needs --cert-secret: replicas forward metric "
+            "reads to each other over TLS with Tidal's own CA (docs/sharding.md)"
+        )
+    e = os.environ if env is None else env
     return Settings(
         kubeconfig=ns.kubeconfig,
         log_format=ns.log_format,
@@ -329,13 +373,18 @@ def settings_from_args(argv: Sequence[str], env: Mapping[str, str] | None = None
             cluster_object_namespace=ns.cluster_object_namespace,
         ),
         leader=LeaderSettings(
-            enabled=ns.leader_elect,
+            enabled=ns.leader_elect and ns.shards != "auto",
             namespace=ns.leader_election_namespace,
             name=ns.leader_election_id,
             identity=ns.identity,
             lease_duration=ns.lease_duration,
             renew_deadline=ns.renew_deadline,
             retry_period=ns.retry_period,
+        ),
+        shards=ShardSettings(
+            mode=ns.shards,
+            peer_address=ns.shard_peer_address,
+            advertise=ns.shard_advertise_address or _advertise(e, ns.shard_peer_address),
         ),
         poll=PollSettings(
             http_timeout=ns.http_timeout_ms / 1000.0,
@@ -362,3 +411,11 @@ def settings_from_args(argv: Sequence[str], env: Mapping[str, str] | None = None
             cert_webhook=ns.cert_webhook,
         ),
     )
+
+
+def _advertise(env: Mapping[str, str], peer_address: str) -> str:
+    """$POD_IP (the chart sets it from the downward API), else the hostname, with the peer
+    listener's port."""
+    port = peer_address.rpartition(":")[2]
+    host = env.get("POD_IP") or socket.gethostname()
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"

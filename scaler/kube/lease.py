@@ -58,7 +58,31 @@ class LeaseSettings:
 
 
 def _fmt(t: float) -> str:
+    """A wall-clock time as a Lease's MicroTime."""
     return dt.datetime.fromtimestamp(t, dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+lease_time = _fmt
+
+
+def check_timing(renew_deadline: float, lease_duration: float) -> None:
+    """The margin the fencing rests on: a writer stops before others may take over."""
+    if not 0 < renew_deadline < lease_duration:
+        raise ValueError(
+            f"renew deadline ({renew_deadline} s) must be positive and shorter "
+            f"than the lease duration ({lease_duration} s)"
+        )
+
+
+def loop_now(override: Callable[[], float] | None) -> float:
+    """Monotonic now: `override` (tests), else the running loop's clock, else time.monotonic
+    (a thread outside the loop: the loop's clock is that one)."""
+    if override is not None:
+        return override()
+    try:
+        return asyncio.get_running_loop().time()
+    except RuntimeError:
+        return time.monotonic()
 
 
 def _record(lease: JSON) -> tuple[Any, ...]:
@@ -83,11 +107,7 @@ class LeaderElector:
         clock: Callable[[], float] = time.time,
         monotonic: Callable[[], float] | None = None,
     ):
-        if not 0 < settings.renew_deadline < settings.lease_duration:
-            raise ValueError(
-                f"renew deadline ({settings.renew_deadline} s) must be positive and shorter "
-                f"than the lease duration ({settings.lease_duration} s)"
-            )
+        check_timing(settings.renew_deadline, settings.lease_duration)
         self._kube = kube
         self.settings = settings
         self._clock = clock
@@ -103,12 +123,7 @@ class LeaderElector:
     # ------------------------------------------------------------------ the writer's check
 
     def _now(self) -> float:
-        if self._monotonic is not None:
-            return self._monotonic()
-        try:
-            return asyncio.get_running_loop().time()
-        except RuntimeError:  # outside the loop (a thread): the loop's clock is this one
-            return time.monotonic()
+        return loop_now(self._monotonic)
 
     def may_write(self) -> bool:
         """True only while we hold the lease and renewed it (attempt start) within the deadline.

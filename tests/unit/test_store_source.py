@@ -17,12 +17,12 @@ T0 = 1_700_000_000.0
 
 
 def _source() -> StoreSource:
-    """A daemon stand-in with only what StoreSource reads (the store and the clock): the
+    """A daemon stand-in with only what StoreSource reads (the store, the clock, no shards): the
     behaviour under test is the lookup and its log, not the daemon."""
     store = MetricStore()
     store.register("shop", "orders", [MetricSpec("s0-nats-jetstream-ORDERS", 10.0)])
     store.record_sample("shop", "orders", "s0-nats-jetstream-ORDERS", Sample(30.0, True, T0))
-    daemon: Any = SimpleNamespace(store=store, clock=lambda: T0 + 1)
+    daemon: Any = SimpleNamespace(store=store, clock=lambda: T0 + 1, members=None)
     return StoreSource(daemon)
 
 

@@ -24,6 +24,8 @@ import logging
 import time
 from collections.abc import Callable
 
+from prometheus_client import Gauge
+
 from scaler.actuator import Actuator
 from scaler.builder import Builder
 from scaler.clients import ClientPool
@@ -81,8 +83,14 @@ class Daemon:
                     s.retry_period,
                 ),
                 on_change=lambda ring: self._rebalance(),
+                registry=self.telemetry.registry,
                 clock=clock,
             )
+            Gauge(
+                "tidal_shard_owned_objects",
+                "ScaledObjects this replica owns, polls and writes (--shards auto)",
+                registry=self.telemetry.registry,
+            ).set_function(lambda: len(self.objects))
         elif settings.leader.enabled:
             kube.write_guard = self._may_write
             s = settings.leader

@@ -16,7 +16,9 @@ member instead of for one holder:
 * **A joiner waits a lease duration before its first write.** Its objects move to it in every
   other replica's ring within one round of its Lease appearing (they stop writing them then);
   the joiner polls and serves them at once but writes only after `lease_duration`, by which time
-  every other replica has either seen it or stopped writing altogether.
+  every other replica has either seen it or stopped writing altogether. A replica whose view
+  lapsed (no complete round for `renew_deadline`: frozen, partitioned) may have been dropped by
+  the others meanwhile, so it joins again the same way.
 * **Leaving is explicit.** On shutdown a replica stops writing, then deletes its Lease, so the
   others take its objects over at their next round. A Lease left behind by a replica that died
   is deleted (conditionally on what was read) once it has been expired for
@@ -33,6 +35,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from scaler.errors import KubeError
 from scaler.kube.client import JSON, KubeClient
@@ -80,6 +84,7 @@ class MemberLeases:
         settings: MemberSettings,
         *,
         on_change: Callable[[Ring], None] = lambda ring: None,
+        registry: CollectorRegistry | None = None,
         clock: Callable[[], float] = time.time,
         monotonic: Callable[[], float] | None = None,
     ) -> None:
@@ -99,6 +104,16 @@ class MemberLeases:
         self.known = asyncio.Event()  # set after the first complete round (readiness)
         self.rounds = 0
         self._gc_tasks: set[asyncio.Future[None]] = set()
+        self._members_gauge = Gauge(
+            "tidal_shard_members",
+            "Live members of this replica's shard ring (--shards auto)",
+            registry=registry,
+        )
+        self._changes = Counter(
+            "tidal_shard_ring_changes_total",
+            "Times this replica's shard ring changed (a member joined or left)",
+            registry=registry,
+        )
 
     # ------------------------------------------------------------------ reading
 
@@ -163,6 +178,12 @@ class MemberLeases:
                 "shard membership round failed", extra={"identity": s.identity, "error": str(exc)}
             )
             return False
+        if self._fresh_at is not None and started - self._fresh_at >= s.renew_deadline:
+            self._joined_at = started  # our view lapsed: the others may have dropped us
+            log.warning(
+                "shard member joins again after its view lapsed",
+                extra={"identity": s.identity, "lapsed": round(started - self._fresh_at, 3)},
+            )
         self._fresh_at = started
         self._update_ring(list(leases.get("items") or []), self._now())
         self.rounds += 1
@@ -231,6 +252,8 @@ class MemberLeases:
         if ring != self.ring:
             old = self.ring
             self.ring = ring
+            self._members_gauge.set(len(ring))
+            self._changes.inc()
             log.info(
                 "shard members changed",
                 extra={

@@ -207,12 +207,13 @@ def json_buckets(deltas: list[tuple[float, float]]) -> list[tuple[float | str, f
     return [("+Inf" if math.isinf(le) else le, count) for le, count in deltas]
 
 
-def le_text(seconds: float) -> str:
-    """A bucket bound as the tables show it: "≤ 2.0 ms", "> 5 s" (beyond the last bound)."""
+def le_text(seconds: float, last: float = 10.0) -> str:
+    """A bucket bound as the tables show it: "≤ 2.0 ms", "> 10 s" (beyond the last bound,
+    `last`: scaler/telemetry.py's LATENESS_BUCKETS end at 10 s; older code's at 5 s)."""
     if math.isnan(seconds):
         return "n/a"
     if math.isinf(seconds):
-        return "> 5 s"
+        return f"> {ms(last)}"
     return f"≤ {ms(seconds)}"
 
 
@@ -233,8 +234,28 @@ def lateness_window(m0: dict[str, float], m1: dict[str, float]) -> dict[str, Any
         "lateness_mean_s": lateness_sum / polls if polls else None,
         "lateness_p50_le_s": bucket_percentile(deltas, 50),
         "lateness_p99_le_s": bucket_percentile(deltas, 99),
+        "lateness_p50_interp_s": interpolated_percentile(deltas, 50),
+        "lateness_p99_interp_s": interpolated_percentile(deltas, 99),
         "lateness_max_le_s": None if math.isnan(top) else top,
     }
+
+
+def interpolated_percentile(deltas: list[tuple[float, float]], p: float) -> float | None:
+    """The p-th percentile interpolated linearly inside its bucket (Prometheus'
+    histogram_quantile); None when empty or beyond the last finite bound."""
+    total = deltas[-1][1] if deltas else 0
+    if total <= 0:
+        return None
+    want = p / 100 * total
+    lower, below = 0.0, 0.0
+    for le, count in deltas:
+        if count >= want:
+            if math.isinf(le):
+                return None
+            inside = count - below
+            return lower + (le - lower) * ((want - below) / inside if inside else 1.0)
+        lower, below = le, count
+    return None
 
 
 def bucket_percentile(deltas: list[tuple[float, float]], p: float) -> float:
@@ -256,6 +277,7 @@ class ScaleEnv:
     name: str
     objects: int
     api: bool = False  # serve the external metrics API behind the aggregator
+    polling: int = 1  # the objects' pollingInterval (seconds)
     run_dir: Path = field(default_factory=lambda: new_run_dir("bench"))
     plane: ControlPlane | None = None
     redis_server: RedisServer | None = None
@@ -392,8 +414,17 @@ class ScaleEnv:
         assert self.redis_server is not None
         return redis.Redis(port=self.redis_server.port)
 
+    def metrics_url(self) -> str:
+        return f"http://127.0.0.1:{self.metrics_port}/metrics"
+
+    def restart_tidal(self) -> None:
+        """Stop Tidal and start it again (same flags, a new metrics port, the same log)."""
+        assert self.tidal is not None
+        self.tidal.stop()
+        self.start_tidal()
+
     def scrape(self, timeout: float = 10.0) -> dict[str, float]:
-        url = f"http://127.0.0.1:{self.metrics_port}/metrics"
+        url = self.metrics_url()
         with urllib.request.urlopen(url, timeout=timeout) as resp:
             return parse_metrics(resp.read().decode())
 
@@ -497,11 +528,14 @@ def ready_count(items: list[dict[str, Any]]) -> int:
     return n
 
 
-async def create_and_wait_ready(env: ScaleEnv, timeout: float) -> dict[str, Any]:
-    """Create the N ScaledObjects concurrently, LIST once a second until all are Ready=True.
+async def create_and_wait_ready(env: ScaleEnv, timeout: float, polling: int = 1) -> dict[str, Any]:
+    """Create the N ScaledObjects concurrently, LIST every second (every N/1000 s above 1000
+    objects: a LIST of 10,000 is ~20 MB the apiserver must serve while Tidal is measured) until
+    all are Ready=True.
 
     Returns timings (from the first POST): creation done, all Ready, and the Ready curve.
     """
+    period = max(1.0, env.objects / 1000)
     assert env.redis_server is not None
     address = env.redis_server.address
     first: list[float] = []
@@ -511,13 +545,13 @@ async def create_and_wait_ready(env: ScaleEnv, timeout: float) -> dict[str, Any]
             first.append(time.monotonic())
 
     create_task = asyncio.create_task(
-        env.write_scaled_objects(lambda name: scaled_object(name, address), on_first=mark)
+        env.write_scaled_objects(lambda name: scaled_object(name, address, polling), on_first=mark)
     )
     curve: list[tuple[float, int]] = []
     created_at: float | None = None
     async with env.session(limit=2) as http:
         while True:
-            await asyncio.sleep(1.0 if create_task.done() else 0.5)
+            await asyncio.sleep(period if create_task.done() else period / 2)
             if create_task.done() and created_at is None:
                 create_task.result()
                 created_at = time.monotonic() - first[0]
@@ -530,7 +564,12 @@ async def create_and_wait_ready(env: ScaleEnv, timeout: float) -> dict[str, Any]
             curve.append((round(elapsed, 2), ready))
             progress(env.name, f"t={elapsed:5.1f} s: {len(items)} listed, {ready} Ready=True")
             if ready >= env.objects and created_at is not None:
-                return {"created_s": created_at, "all_ready_s": elapsed, "curve": curve}
+                return {
+                    "created_s": created_at,
+                    "all_ready_s": elapsed,
+                    "list_period_s": period,
+                    "curve": curve,
+                }
             if elapsed > timeout:
                 await _finish(create_task)
                 return {

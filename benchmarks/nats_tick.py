@@ -97,8 +97,15 @@ async def _measure(server: NatsServer, ticks: int) -> dict[str, Any]:
         pool = ClientPool()
         scalers = _scalers(pool, server, mode, targets)
 
-        async def tick(scalers: list[NatsJetStreamScaler] = scalers) -> list[int]:
-            samples = await asyncio.gather(*(s.sample(time.time()) for s in scalers))
+        clock = [time.time()]
+
+        async def tick(
+            scalers: list[NatsJetStreamScaler] = scalers, clock: list[float] = clock
+        ) -> list[int]:
+            # One tick per second of sample time, as at pollingInterval 1 s: the /jsz answer
+            # is shared for 0.5 s of sample time, so back-to-back ticks must not share it.
+            clock[0] += 1.0
+            samples = await asyncio.gather(*(s.sample(clock[0]) for s in scalers))
             return [int(s.value) for s in samples]
 
         await tick()  # warm-up: connections, sessions

@@ -3,7 +3,8 @@
 Two ways to read it (KEDA's manifests use the first, unchanged):
 
 * monitoring mode, ``natsServerMonitoringEndpoint`` (+ ``account``, ``useHttps``): the HTTP
-  ``/jsz`` listing, fetched ONCE per (endpoint, account) per tick for every object on it and
+  ``/jsz`` listing, shared by every object on the (endpoint, account): one GET serves every
+  sample within half a second, so a node is asked about twice a second at any object count;
   read from each consumer's leader in a cluster (`scalers.nats_monitor`);
 * client mode, ``natsServer: nats://host:4222`` alone: ``$JS.API.CONSUMER.INFO`` over one shared
   nats-py connection per server and credentials (`scalers.nats_client`), answered by the leader.
@@ -18,6 +19,8 @@ subscription, then on every message.
 
 from __future__ import annotations
 
+import asyncio
+import math
 from collections.abc import AsyncIterator, Iterable
 from typing import ClassVar
 from urllib.parse import urlsplit
@@ -128,6 +131,7 @@ class NatsJetStreamScaler:
             )
             self._nats = NatsConnection(target, clients)
         self._poller: Lease[JszPoller] | None = None
+        self._woken_at = -math.inf  # loop time of the latest push wake-up
 
     @property
     def mode(self) -> str:
@@ -147,14 +151,18 @@ class NatsJetStreamScaler:
         return self._spec
 
     async def sample(self, now: float) -> Sample:
-        lag = await self._lag()
+        lag = await self._lag(now)
         return Sample(float(lag), lag > self._activation, now)
 
-    async def _lag(self) -> int:
+    async def _lag(self, now: float) -> int:
         if self._monitor is not None:
             if self._poller is None:
                 self._poller = await acquire_poller(self._monitor, self._clients)
-            found = await self._poller.client.lag(self._stream, self._consumer)
+            # A /jsz answer fetched for another object's sample up to half a second earlier
+            # will do -- unless a message woke this object since: then only a newer one.
+            found = await self._poller.client.lag(
+                self._stream, self._consumer, now, not_before=self._woken_at
+            )
             return found.lag
         assert self._nats is not None
         pending, ack_pending = await self._nats.consumer_lag(self._stream, self._consumer)
@@ -170,7 +178,9 @@ class NatsJetStreamScaler:
                 "nats-jetstream: push needs 'natsServer'; polling the monitoring endpoint only"
             )
         subjects = await self._nats.stream_subjects(self._stream)
+        loop = asyncio.get_running_loop()
         async for _ in self._nats.messages(subjects):
+            self._woken_at = loop.time()
             yield None
 
     async def aclose(self) -> None:

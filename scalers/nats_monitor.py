@@ -1,12 +1,22 @@
-"""The shared ``/jsz`` poller: one GET per (monitoring endpoint, account) per tick.
+"""The shared ``/jsz`` poller: at most ~2 GETs per second per (monitoring node, account).
 
 KEDA's ``nats-jetstream`` scaler fetches the whole account listing (every stream, every
 consumer) once per ScaledObject per poll. Here every scaler reading the same endpoint and
 account holds the same `JszPoller` (through the ClientPool). Calls to `JszPoller.lag` that
 arrive within `JszPoller.window` of the first one (the same event-loop iteration plus a few
 milliseconds) form one *batch*, answered from ONE ``GET <scheme>://<endpoint>/jsz?acc=<account>
-&consumers=true&config=true``. A call that arrives after its batch's request went out starts
-the next batch: an answer never predates the call that asked for it.
+&consumers=true&config=true``.
+
+Objects poll at their own phases, so batches alone coalesce little: 1000 objects x 1 s spread
+over the second made ~10 GETs a second, each listing every consumer of the account (megabytes of
+JSON a second at 1000 consumers). Each node's answer is therefore kept as a *snapshot* and
+reused by later batches whose samples are at most `JszPoller.max_age` (0.5 s) younger than the
+one that fetched it (measured on the samples' own ``now``: a poll's start), and a GET in flight
+is joined rather than repeated (single flight). A sample is thus at most half a second plus one
+request older than its poll -- less than the 1 s minimum pollingInterval -- and a node is asked
+about twice a second however many objects read it. A push wake-up must not be answered from a
+snapshot that predates the event: the scaler passes the wake-up's loop time as ``not_before``,
+and only a GET sent after it will do. Failures are never kept: the next batch asks again.
 
 Clustered JetStream (``meta_cluster.cluster_size > 1``): only a consumer's *leader* knows its
 real ``num_pending`` (followers report 0). Like KEDA, the poller lists the cluster's nodes from
@@ -24,7 +34,8 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import Collection, Iterable, Mapping
+import math
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
@@ -138,17 +149,48 @@ Answer = ConsumerLag | _Failure
 
 
 class _Batch:
-    __slots__ = ("done", "keys")
+    __slots__ = ("done", "keys", "not_before", "now")
 
     def __init__(self) -> None:
         self.keys: set[Key] = set()
         self.done: asyncio.Future[dict[Key, Answer]] = asyncio.get_running_loop().create_future()
+        self.now: tuple[float, float] | None = None  # (oldest, newest) sample time of the calls
+        self.not_before = -math.inf  # loop time a reused snapshot's GET must not predate
+
+    def join(self, key: Key, now: float | None, not_before: float) -> None:
+        self.keys.add(key)
+        self.not_before = max(self.not_before, not_before)
+        if now is None:  # a caller without a sample time takes no snapshot
+            self.now = (-math.inf, math.inf)
+        elif self.now is None:
+            self.now = (now, now)
+        else:
+            self.now = (min(self.now[0], now), max(self.now[1], now))
+
+
+@dataclass(frozen=True, slots=True)
+class _Snapshot:
+    """One node's /jsz GET (in flight or answered): when it was sent, by loop time and by the
+    sample time of the batch that asked."""
+
+    sent: float
+    now: float
+    view: asyncio.Future[JszView]
+
+    def serves(self, batch: _Batch, max_age: float) -> bool:
+        if self.sent < batch.not_before or batch.now is None:
+            return False
+        if self.view.done() and (self.view.cancelled() or self.view.exception() is not None):
+            return False  # failures are never reused
+        oldest, newest = batch.now
+        return self.now <= oldest and newest - self.now <= max_age
 
 
 class JszPoller:
     """Shared by every scaler on one (monitoring endpoint, account); see the module docstring."""
 
     window = 0.005  # seconds a batch stays open after its first call
+    max_age = 0.5  # seconds of sample time a node's answer serves later batches (the docstring)
 
     def __init__(self, target: MonitorTarget, clients: ClientPool) -> None:
         self.target = target
@@ -156,14 +198,25 @@ class JszPoller:
         self._seed = target.base
         self._sources: dict[str, HttpSource] = {}
         self._open: _Batch | None = None
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks: set[asyncio.Task[Any]] = set()
         self._names: dict[str, str] = {}  # node base URL -> server_name (clustered only)
         self._leaders: dict[Key, str] = {}  # consumer -> base URL of its leader's node
+        self._snapshots: dict[str, _Snapshot] = {}  # node base URL -> its latest /jsz GET
         self.jsz_requests = 0  # GET /jsz sent (for benchmarks)
         self.varz_requests = 0  # GET /varz sent (cluster discovery)
 
-    async def lag(self, stream: str, consumer: str) -> ConsumerLag:
-        """The consumer's counters from the current batch; ScalerError / QueryError otherwise."""
+    async def lag(
+        self,
+        stream: str,
+        consumer: str,
+        now: float | None = None,
+        not_before: float = -math.inf,
+    ) -> ConsumerLag:
+        """The consumer's counters from the current batch; ScalerError / QueryError otherwise.
+
+        `now` is the sample's time (the poll's start): answers fetched for a sample up to
+        `max_age` older are reused (None: always a GET of this batch's own). `not_before` is a
+        loop time (a push wake-up's) the GET behind the answer must not predate."""
         batch = self._open
         if batch is None:
             batch = self._open = _Batch()
@@ -171,7 +224,7 @@ class JszPoller:
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
         key = (stream, consumer)
-        batch.keys.add(key)
+        batch.join(key, now, not_before)
         try:
             answers = await asyncio.shield(batch.done)
         except ScalerError as exc:
@@ -188,7 +241,7 @@ class JszPoller:
             if self._open is batch:
                 self._open = None
         try:
-            answers = await self._resolve(batch.keys)
+            answers = await self._resolve(batch)
         except asyncio.CancelledError:  # the poller is closing: waiters must not hang
             batch.done.set_exception(ScalerError("nats-jetstream: the /jsz poller was closed"))
             batch.done.exception()
@@ -205,15 +258,16 @@ class JszPoller:
 
     # -- one batch -----------------------------------------------------------------------------
 
-    async def _resolve(self, keys: Collection[Key]) -> dict[Key, Answer]:
+    async def _resolve(self, batch: _Batch) -> dict[Key, Answer]:
+        keys = batch.keys
         views: dict[str, JszView] = {}
         first = {self._leaders.get(k, self._seed) for k in keys}
-        failed = await self._fetch(first, views)
+        failed = await self._fetch(first, views, batch)
         if failed:  # a remembered leader's node failed: forget it, ask the seed too
             for url in failed:
                 self._forget_node(url)
             if self._seed not in views and self._seed not in failed:
-                failed.update(await self._fetch({self._seed}, views))
+                failed.update(await self._fetch({self._seed}, views, batch))
         if not views:
             raise failed.get(self._seed) or next(iter(failed.values()))
         answers: dict[Key, Answer] = {}
@@ -223,7 +277,7 @@ class JszPoller:
             for key in keys:
                 answers[key] = self._standalone(key, views)
             return answers
-        return await self._clustered(keys, views, failed)
+        return await self._clustered(batch, views, failed)
 
     def _standalone(self, key: Key, views: Mapping[str, JszView]) -> Answer:
         view = views.get(self._seed) or next(iter(views.values()))
@@ -231,8 +285,9 @@ class JszPoller:
         return found if found is not None else self._missing(key, view.streams)
 
     async def _clustered(
-        self, keys: Collection[Key], views: dict[str, JszView], failed: dict[str, ScalerError]
+        self, batch: _Batch, views: dict[str, JszView], failed: dict[str, ScalerError]
     ) -> dict[Key, Answer]:
+        keys = batch.keys
         rediscovered = not self._names
         if rediscovered:
             await self._discover()
@@ -259,7 +314,7 @@ class JszPoller:
             wanted -= views.keys() | failed.keys()
             if not wanted:
                 break
-            failed.update(await self._fetch(wanted, views))
+            failed.update(await self._fetch(wanted, views, batch))
         for key in keys:
             if key not in answers:
                 answers[key] = self._unresolved(key, views, failed)
@@ -371,11 +426,14 @@ class JszPoller:
     # -- HTTP ----------------------------------------------------------------------------------
 
     async def _fetch(
-        self, urls: Iterable[str], views: dict[str, JszView]
+        self, urls: Iterable[str], views: dict[str, JszView], batch: _Batch
     ) -> dict[str, ScalerError]:
-        """GET /jsz from each node at once; the views land in `views`, failures are returned."""
+        """Each node's /jsz (a snapshot that serves `batch`, else a GET, all at once); the views
+        land in `views`, failures are returned."""
         todo = sorted(set(urls))
-        results = await asyncio.gather(*(self._jsz(url) for url in todo), return_exceptions=True)
+        results = await asyncio.gather(
+            *(self._view(url, batch) for url in todo), return_exceptions=True
+        )
         failed: dict[str, ScalerError] = {}
         for url, result in zip(todo, results, strict=True):
             if isinstance(result, JszView):
@@ -385,6 +443,22 @@ class JszPoller:
             elif isinstance(result, BaseException):
                 raise result
         return failed
+
+    async def _view(self, url: str, batch: _Batch) -> JszView:
+        """`url`'s snapshot when it serves `batch` (joined while in flight), else a new GET."""
+        snap = self._snapshots.get(url)
+        if snap is None or not snap.serves(batch, self.max_age):
+            assert batch.now is not None
+            loop = asyncio.get_running_loop()
+            task = loop.create_task(self._jsz(url), name=f"jsz GET {url}")
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+            snap = _Snapshot(loop.time(), batch.now[1], task)
+            self._snapshots[url] = snap
+        try:
+            return await asyncio.shield(snap.view)
+        except ScalerError as exc:  # shared by the batches that joined: each raises its own
+            raise type(exc)(*exc.args) from exc
 
     async def _jsz(self, url: str) -> JszView:
         self.jsz_requests += 1
@@ -404,6 +478,7 @@ class JszPoller:
             task.cancel()
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._snapshots.clear()
         sources, self._sources = list(self._sources.values()), {}
         for source in sources:
             await source.aclose()

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import json
+import urllib.request
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
@@ -226,6 +228,68 @@ async def test_one_jsz_request_answers_every_object_on_the_account(
     finally:
         for q in queues:
             await q.nc.close()
+
+
+def _jsz_served(server: NatsServer) -> int:
+    """GET /jsz requests the server has answered (its own /varz ``http_req_stats``)."""
+    with urllib.request.urlopen(f"http://{server.monitoring}/varz", timeout=5) as resp:
+        return int((json.loads(resp.read()).get("http_req_stats") or {}).get("/jsz", 0))
+
+
+async def test_polls_spread_over_a_second_share_a_snapshot(
+    nats_server: NatsServer, queue: Queue, pool: ClientPool
+) -> None:
+    """100 objects polling once a second, each at its own phase (10 ms apart), must not each
+    open a batch of their own: a /jsz answer serves every sample up to 0.5 s younger than the
+    one it was fetched for, so a second of polls costs 2 GETs, not 100 (issue 19: 11.3 /s at
+    100 objects, each listing every consumer of the account).
+
+    Requests are counted by the NATS server itself (its /varz ``http_req_stats``), not by a
+    counting proxy in front of it: the server's own count is what it served, with no fake in
+    the path; the poller's `jsz_requests` must agree with it."""
+    await queue.publish(2)
+    scalers = [_for(nats_server, queue, pool, "monitoring") for _ in range(100)]
+    served0 = _jsz_served(nats_server)
+    values = []
+    for i, scaler in enumerate(scalers):  # sample times 100.00 .. 100.99 s, 10 ms apart
+        values.append((await scaler.sample(100.0 + i / 100)).value)
+        await asyncio.sleep(0.01)  # each sample in a batch of its own (window 5 ms)
+    assert values == [2.0] * 100
+    served = _jsz_served(nats_server) - served0
+    poller = scalers[0].poller
+    assert poller is not None
+    assert served == poller.jsz_requests == 2  # at 100.00 and at 100.51
+
+    await queue.publish(1)  # a sample more than 0.5 s on never reuses an older answer
+    assert (await scalers[0].sample(101.6)).value == 3
+    assert _jsz_served(nats_server) - served0 == 3
+    for scaler in scalers:
+        await scaler.aclose()
+
+
+async def test_a_push_wake_up_is_answered_by_a_fresh_snapshot(
+    nats_server: NatsServer, queue: Queue, pool: ClientPool
+) -> None:
+    """An object woken by a message must not read a snapshot fetched before the message (the
+    lag would be 0 and the wake-up wasted): its next sample makes a new GET even within the
+    0.5 s another object's answer is shared for."""
+    pushed = _for(nats_server, queue, pool, "monitoring", natsServer=nats_server.url)
+    other = _for(nats_server, queue, pool, "monitoring")
+    assert (await other.sample(50.0)).value == 0  # the snapshot, fetched before the message
+    wakeups = pushed.wakeups()
+    try:
+        await asyncio.wait_for(anext(wakeups), PUSH_GUARD)  # subscribed
+        await queue.publish(4)
+        await asyncio.wait_for(anext(wakeups), PUSH_GUARD)  # the message's wake-up
+        served0 = _jsz_served(nats_server)
+        assert (await pushed.sample(50.1)).value == 4
+        assert _jsz_served(nats_server) == served0 + 1
+        assert (await other.sample(50.2)).value == 4  # the woken object's answer is shared
+        assert _jsz_served(nats_server) == served0 + 1
+    finally:
+        await wakeups.aclose()  # type: ignore[attr-defined]
+    await pushed.aclose()
+    await other.aclose()
 
 
 async def test_client_mode_shares_one_connection(

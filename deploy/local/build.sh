@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Builds (or reuses) the local environment's binaries and jars in a versioned cache outside the repo.
 #
-#   deploy/local/build.sh [component ...]     components: k8s etcd minio kafka kafka4 helm (default: all)
+#   deploy/local/build.sh [component ...]     components: k8s etcd minio kafka kafka4 helm kwok (default: all)
 #
 # Cache: ${TIDAL_TOOLS_DIR:-$HOME/.cache/tidal/tools}/<component>-<version>/, with a `.complete` marker
 # holding a fingerprint of the recipe; a warm run only checks markers. Logs: $TIDAL_TOOLS_DIR/logs/.
@@ -20,6 +20,7 @@ MINIO_VERSION=v0.0.0-20260212201848-7aac2a2c5b7c
 KAFKA_VERSION=3.9.1
 KAFKA4_VERSION=4.1.1
 HELM_VERSION=v3.22.0
+KWOK_VERSION=v0.8.0
 
 export GOTOOLCHAIN=local CGO_ENABLED=0
 export GOFLAGS="${GOFLAGS:--p=2}"
@@ -85,6 +86,20 @@ build_helm() {
   "$1/helm" version --short
 }
 
+build_kwok() {
+  # kwok (the fake kubelet) and the stage configs it needs (--config), copied out of the module
+  # cache so a run does not depend on GOMODCACHE.
+  local stages
+  GOBIN=$1 go install -trimpath -ldflags "-s -w" "sigs.k8s.io/kwok/cmd/kwok@$KWOK_VERSION"
+  stages=$(go env GOMODCACHE)/sigs.k8s.io/kwok@$KWOK_VERSION/kustomize/stage
+  mkdir -p "$1/stages"
+  for f in node/fast/node-initialize.yaml node/heartbeat/node-heartbeat.yaml \
+    pod/fast/pod-ready.yaml pod/fast/pod-complete.yaml pod/fast/pod-delete.yaml; do
+    cp "$stages/$f" "$1/stages/$(tr / - <<<"$f")"
+  done
+  "$1/kwok" --version
+}
+
 build_kafka() {
   local out=$1 version=$2 reload4j=$3 work
   work=$(mktemp -d)
@@ -114,7 +129,7 @@ PY
 }
 
 want=("$@")
-[[ ${#want[@]} -gt 0 ]] || want=(k8s etcd minio kafka kafka4 helm)
+[[ ${#want[@]} -gt 0 ]] || want=(k8s etcd minio kafka kafka4 helm kwok)
 total=${#want[@]} i=0
 for c in "${want[@]}"; do
   i=$((i + 1))
@@ -144,6 +159,9 @@ for c in "${want[@]}"; do
     helm)
       d=$TOOLS/helm-$HELM_VERSION
       stage helm "$d" "$HELM_VERSION-k8s1.37" build_helm "$d" ;;
+    kwok)
+      d=$TOOLS/kwok-$KWOK_VERSION
+      stage kwok "$d" "$KWOK_VERSION-fast-stages" build_kwok "$d" ;;
     *) echo "[build] unknown component: $c" >&2; exit 2 ;;
   esac
 done

@@ -1,0 +1,168 @@
+"""HTTPScaledObjects as routes: which target a request's Host and path go to.
+
+An HTTPScaledObject (``http.keda.sh/v1alpha1``, the KEDA HTTP add-on's API, applied unchanged)
+routes the requests whose Host is one of ``spec.hosts`` (exact, ``*.suffix`` wildcard, or ``*``
+/ none for any host) and whose path starts with one of ``spec.pathPrefixes`` (default ``/``) to
+``spec.scaleTargetRef.service`` on ``port`` (or ``portName``) in its namespace. Precedence as the
+add-on documents: an exact host beats a wildcard, a longer wildcard beats a shorter one, any
+wildcard beats the catch-all; among those, the longest path prefix wins.
+
+Parsing never raises: a malformed object becomes a route with `problems`, which the interceptor
+answers with 502 rather than routing somewhere unintended.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+DEFAULT_WAIT = 20.0  # seconds a request is held for a backend (the add-on's conditionWait)
+DEFAULT_FAILOVER_WAIT = 30.0  # coldStartTimeoutFailoverRef.timeoutSeconds default
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h)")
+_UNIT = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+Key = tuple[str, str]  # (namespace, HTTPScaledObject name)
+
+
+def parse_duration(value: object, default: float) -> float:
+    """A Go duration ("1m30s", "500ms") or a number of seconds; `default` when unusable."""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value) if value > 0 else default
+    if not isinstance(value, str) or not value:
+        return default
+    parts = _DURATION.findall(value)
+    if not parts or "".join(n + u for n, u in parts) != value:
+        return default
+    total = sum(float(n) * _UNIT[u] for n, u in parts)
+    return total if total > 0 else default
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceRef:
+    """A Service port in the route's namespace: `port` (the Service's port) or `port_name`."""
+
+    namespace: str
+    name: str
+    port: int | None
+    port_name: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    """One HTTPScaledObject's routing and holding rules."""
+
+    key: Key
+    hosts: tuple[str, ...]
+    prefixes: tuple[str, ...]
+    service: ServiceRef
+    wait: float  # how long a request is held when no backend is ready
+    response_header_timeout: float | None
+    failover: ServiceRef | None = None
+    problems: tuple[str, ...] = field(default=())
+
+    @property
+    def name(self) -> str:
+        return f"{self.key[0]}/{self.key[1]}"
+
+
+def _service_ref(ns: str, ref: Mapping[str, Any], what: str, problems: list[str]) -> ServiceRef:
+    name = str(ref.get("service") or "")
+    port, port_name = ref.get("port"), ref.get("portName")
+    if not name:
+        problems.append(f"{what}.service is required")
+    if (port is None) == (not port_name):
+        problems.append(f"{what}: set exactly one of port and portName")
+    port_int = port if isinstance(port, int) and not isinstance(port, bool) else None
+    if port is not None and (port_int is None or not 0 < port_int < 65536):
+        problems.append(f"{what}.port must be a port number")
+        port_int = None
+    return ServiceRef(ns, name, port_int, str(port_name) if port_name else None)
+
+
+def parse_route(obj: Mapping[str, Any]) -> Route:
+    """The route of one HTTPScaledObject (as JSON)."""
+    meta = obj.get("metadata") or {}
+    spec = obj.get("spec") or {}
+    ns, name = str(meta.get("namespace", "")), str(meta.get("name", ""))
+    problems: list[str] = []
+    target = _service_ref(ns, spec.get("scaleTargetRef") or {}, "scaleTargetRef", problems)
+    hosts = tuple(str(h).lower() for h in spec.get("hosts") or ()) or ("*",)
+    prefixes = tuple(str(p) for p in spec.get("pathPrefixes") or ()) or ("/",)
+    timeouts = spec.get("timeouts") or {}
+    wait = parse_duration(timeouts.get("conditionWait"), DEFAULT_WAIT)
+    header = timeouts.get("responseHeader")
+    header_timeout = parse_duration(header, 0.0) or None if header else None
+    failover = None
+    failover_spec = spec.get("coldStartTimeoutFailoverRef")
+    if failover_spec:
+        failover = _service_ref(ns, failover_spec, "coldStartTimeoutFailoverRef", problems)
+        wait = parse_duration(failover_spec.get("timeoutSeconds"), DEFAULT_FAILOVER_WAIT)
+    return Route(
+        (ns, name), hosts, prefixes, target, wait, header_timeout, failover, tuple(problems)
+    )
+
+
+class RouteTable:
+    """Routes by key; `match(host, path)` picks the most specific one."""
+
+    def __init__(self) -> None:
+        self._routes: dict[Key, Route] = {}
+        self._by_host: dict[str, list[Route]] = {}
+
+    def __len__(self) -> int:
+        return len(self._routes)
+
+    def routes(self) -> Iterable[Route]:
+        return self._routes.values()
+
+    def get(self, key: Key) -> Route | None:
+        return self._routes.get(key)
+
+    def put(self, route: Route) -> None:
+        self._drop(route.key)
+        self._routes[route.key] = route
+        for host in route.hosts:
+            self._by_host.setdefault(host, []).append(route)
+
+    def delete(self, key: Key) -> Route | None:
+        return self._drop(key)
+
+    def _drop(self, key: Key) -> Route | None:
+        old = self._routes.pop(key, None)
+        if old is not None:
+            for host in old.hosts:
+                kept = [r for r in self._by_host.get(host, ()) if r.key != key]
+                if kept:
+                    self._by_host[host] = kept
+                else:
+                    self._by_host.pop(host, None)
+        return old
+
+    def match(self, host: str, path: str) -> Route | None:
+        host = _strip_port(host.lower())
+        candidates: list[str] = [host]
+        parts = host.split(".")
+        candidates += ["*." + ".".join(parts[i:]) for i in range(1, len(parts))]
+        candidates.append("*")
+        for pattern in candidates:  # most specific host first
+            best: Route | None = None
+            best_len = -1
+            for route in self._by_host.get(pattern, ()):
+                for prefix in route.prefixes:
+                    if _path_matches(prefix, path) and len(prefix) > best_len:
+                        best, best_len = route, len(prefix)
+            if best is not None:
+                return best
+        return None
+
+
+def _strip_port(host: str) -> str:
+    if host.startswith("["):  # [::1]:8080
+        return host[: host.find("]") + 1]
+    return host.rsplit(":", 1)[0] if host.count(":") == 1 else host
+
+
+def _path_matches(prefix: str, path: str) -> bool:
+    return path.startswith(prefix) or (prefix != "/" and path == prefix.rstrip("/"))

@@ -21,6 +21,7 @@ from scaler.kube.paths import GVKR
 from scaler.kube.targets import TargetCache, TargetState
 from scaler.objects import hpa_max_replicas
 from scaler.runtime import ObjectRuntime, Phase
+from scaler.scheduler import Deadlines
 from scaler.settings import PollSettings
 from scaler.store import MetricStore
 from scaler.table import ObjectTable
@@ -55,6 +56,7 @@ class Poller:
         self._settings = settings
         self._clock = clock
         self._may_write = may_write
+        self._deadlines = Deadlines()
 
     def record_lateness(self, key: Key, lateness: float) -> None:
         """The scheduler's report of how late a poll started (KEDA's scale loop latency)."""
@@ -119,7 +121,7 @@ class Poller:
             decision.fallback_replicas if decision.fallback_active else None,
             ready_replicas=state.ready_replicas,
         )
-        self._telemetry.object_paused.labels(so.namespace, so.name).set(int(so.flags.paused))
+        self._telemetry.record_paused(so.namespace, so.name, so.flags.paused)
         if not self._may_write():
             return
         try:
@@ -202,14 +204,16 @@ class Poller:
     ) -> str | None:
         """Sample one trigger into the store; returns the error text (None on success)."""
         so = rt.so
-        labels = TriggerLabels(so.namespace, metric, so.name, typ, index).values()
         t0 = time.perf_counter()
         try:
             # The full query timeout, not capped by pollingInterval: a busy loop must not turn
             # a healthy 1 s trigger into "failing" and back (a status write each way).
-            sample = await sample_with_timeout(scaler, now, self._settings.http_timeout)
+            sample = await sample_with_timeout(
+                scaler, now, self._settings.http_timeout, self._deadlines
+            )
         except (ScalerError, ConfigError) as exc:
             if not rt.is_retired():
+                labels = TriggerLabels(so.namespace, metric, so.name, typ, index).values()
                 await self._record_failure(rt, metric, labels, str(exc), now)
             return str(exc)
         except Exception as exc:  # a scaler bug must not stall the object loop
@@ -219,6 +223,7 @@ class Poller:
             )
             error = type(exc).__name__
             if not rt.is_retired():
+                labels = TriggerLabels(so.namespace, metric, so.name, typ, index).values()
                 self._store.record_error(so.namespace, so.name, metric, error, now)
                 self._telemetry.scaler_errors.labels(*labels).inc()
                 self._telemetry.object_errors.labels(so.namespace, so.name).inc()
@@ -232,6 +237,7 @@ class Poller:
         self._store.record_sample(so.namespace, so.name, metric, sample)
         children = rt.gauges.get(metric)
         if children is None:
+            labels = TriggerLabels(so.namespace, metric, so.name, typ, index).values()
             t = self._telemetry
             children = tuple(
                 g.labels(*labels)
@@ -274,9 +280,14 @@ class Poller:
             rt.invalidate()
 
 
-async def sample_with_timeout(scaler: Scaler, now: float, timeout: float) -> Sample:
-    """One sample bounded by `timeout` (a timeout is a ScalerError, never a 0)."""
+async def sample_with_timeout(
+    scaler: Scaler, now: float, timeout: float, deadlines: Deadlines | None = None
+) -> Sample:
+    """One sample bounded by `timeout` (a timeout is a ScalerError, never a 0); with
+    `deadlines`, the poll loop's shared coarse timers instead of one timer per sample."""
     try:
+        if deadlines is not None:
+            return await deadlines.run(scaler.sample(now), timeout)
         async with asyncio.timeout(timeout):
             return await scaler.sample(now)
     except TimeoutError as exc:

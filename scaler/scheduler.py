@@ -13,6 +13,9 @@ Heap entries are invalidated lazily by a per-key generation number, so reschedul
 O(log n) pushes and never scan the heap.
 
 A handler that raises is logged and rescheduled: one broken object never stalls the others.
+
+`Deadlines` bounds many concurrent awaits (one sample per poll) with one timer per 0.25 s of
+deadlines instead of one per await.
 """
 
 from __future__ import annotations
@@ -21,12 +24,14 @@ import asyncio
 import contextlib
 import heapq
 import logging
+import math
 from collections.abc import Awaitable, Callable, Hashable
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 log = logging.getLogger(__name__)
 
 K = TypeVar("K", bound=Hashable)
+T = TypeVar("T")
 
 LatenessHook = Callable[[K, float], None]
 
@@ -206,7 +211,9 @@ class Scheduler(Generic[K]):
                     for key, due in self.pop_due(free):
                         started = self._time()
                         self._report_lateness(key, max(0.0, started - due))
-                        task = asyncio.create_task(one(key, due, started), name=f"poll {key}")
+                        # A constant name: formatting the key (or asyncio's "Task-N") per poll
+                        # is measurable at 1000 polls a second; `one` logs the key on failure.
+                        task = asyncio.create_task(one(key, due, started), name="poll")
                         tasks.add(task)
                         task.add_done_callback(tasks.discard)
                 timeout: float | None = None
@@ -225,3 +232,50 @@ class Scheduler(Generic[K]):
                 task.cancel()
             if tasks:
                 await asyncio.gather(*tasks, return_exceptions=True)
+
+
+class Deadlines:
+    """Timeouts for many concurrent awaits, coarse by `step` seconds: the tasks whose deadlines
+    round up to the same multiple of `step` share one timer, which cancels those still waiting.
+
+    ``asyncio.timeout`` costs a timer per await (an object, a heap push of a Python-compared
+    handle, a cancel): ~15 us per poll at 1000 polls a second, with ~3000 handles in the loop's
+    heap at a 3 s timeout. Here an await costs a set insert and discard; a deadline fires up to
+    `step` late, which a query timeout of seconds does not notice.
+    """
+
+    def __init__(self, step: float = 0.25) -> None:
+        self._step = step
+        self._groups: dict[float, set[asyncio.Task[Any]]] = {}
+        self._fired: set[asyncio.Task[Any]] = set()
+
+    async def run(self, awaitable: Awaitable[T], timeout: float) -> T:
+        """Await `awaitable` in the current task; TimeoutError once `timeout` has passed (up to
+        `step` later). A cancellation from elsewhere propagates as usual."""
+        task = asyncio.current_task()
+        assert task is not None
+        loop = asyncio.get_running_loop()
+        at = math.ceil((loop.time() + timeout) / self._step) * self._step
+        group = self._groups.get(at)
+        if group is None:
+            group = self._groups[at] = set()
+            loop.call_at(at, self._fire, at)
+        group.add(task)
+        cancelling = task.cancelling()
+        try:
+            return await awaitable
+        except asyncio.CancelledError:
+            if task in self._fired:
+                self._fired.discard(task)
+                if task.uncancel() <= cancelling:
+                    raise TimeoutError from None
+            raise
+        finally:
+            group.discard(task)
+            self._fired.discard(task)
+
+    def _fire(self, at: float) -> None:
+        for task in self._groups.pop(at, ()):
+            if not task.done():
+                self._fired.add(task)
+                task.cancel()

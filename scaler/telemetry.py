@@ -20,6 +20,7 @@ import platform
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -303,16 +304,36 @@ class Telemetry:
             registry=r,
         )
         r.register(_ScrapeCollector(self))
+        # Per-object children looked up once, not per poll (labels() hashes, validates and
+        # locks: three lookups a poll were ~10 % of a poll's own CPU at 1000 objects).
+        self._per_object: dict[tuple[str, str], tuple[Any, Any, Any, Any]] = {}
 
     # ------------------------------------------------------------------ helpers for the daemon
+
+    def _children(self, namespace: str, name: str) -> tuple[Any, Any, Any, Any]:
+        key = (namespace, name)
+        children = self._per_object.get(key)
+        if children is None:
+            children = self._per_object[key] = (
+                self.target_replicas.labels(namespace, name),
+                self.min_replicas.labels(namespace, name),
+                self.max_replicas.labels(namespace, name),
+                self.object_paused.labels(namespace, name),
+            )
+        return children
 
     def record_replicas(
         self, namespace: str, name: str, current: int, minimum: int, maximum: int
     ) -> None:
         """The scale target's replicas and the object's bounds, once per poll."""
-        self.target_replicas.labels(namespace, name).set(current)
-        self.min_replicas.labels(namespace, name).set(minimum)
-        self.max_replicas.labels(namespace, name).set(maximum)
+        target, low, high, _ = self._children(namespace, name)
+        target.set(current)
+        low.set(minimum)
+        high.set(maximum)
+
+    def record_paused(self, namespace: str, name: str, paused: bool) -> None:
+        """keda_scaled_object_paused of the object, once per poll."""
+        self._children(namespace, name)[3].set(int(paused))
 
     def record_target(self, labels: TriggerLabels, target: float) -> None:
         """The HPA target of one trigger's metric (when its scalers are built)."""
@@ -320,6 +341,7 @@ class Telemetry:
 
     def forget_object(self, namespace: str, name: str) -> None:
         """Drop the label sets of a deleted object so dashboards don't show ghosts."""
+        self._per_object.pop((namespace, name), None)
         self.forget_triggers(namespace, name)
         per_object: tuple[Counter | Gauge, ...] = (
             self.object_errors,

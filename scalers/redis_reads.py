@@ -4,6 +4,11 @@ Each read is ONE ``EVALSHA`` of a small Lua script; reads issued by many scalers
 event-loop tick against the same client go out as one pipeline (one round trip per server and
 tick; for a cluster, one per node and tick). A ``NOSCRIPT`` answer (server restarted, script
 cache flushed) is retried once with ``EVAL`` and the script's source, which caches it again.
+
+A pipeline's answers are handed out `DELIVER_CHUNK` at a time, yielding to the event loop in
+between: each answer resumes a poll (decide, record, maybe write), and hundreds resumed in one
+loop iteration (a pipeline that grew while the loop was busy) would make every poll due
+meanwhile start that much late.
 """
 
 from __future__ import annotations
@@ -22,6 +27,8 @@ from scaler.contract import MetricSpec, TriggerContext
 from scaler.errors import QueryError, ScalerError
 from scaler.params import Config, redact
 from scalers.redis_common import RedisTarget, close_client, create_client, validate_connection
+
+DELIVER_CHUNK = 16  # answers handed out per event-loop iteration
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,7 +93,14 @@ class ScriptRunner:
             for call in batch:
                 call.future.cancel()
             raise
-        for call, result in zip(batch, results, strict=True):
+        for i, (call, result) in enumerate(zip(batch, results, strict=True)):
+            if i and i % DELIVER_CHUNK == 0:
+                try:
+                    await asyncio.sleep(0)  # the polls resumed so far run, then due ones start
+                except BaseException:
+                    for rest in batch[i:]:
+                        rest.future.cancel()
+                    raise
             if call.future.done():
                 continue
             if isinstance(result, Exception):

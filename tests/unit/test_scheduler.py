@@ -11,7 +11,7 @@ from typing import Any, TypeVar
 
 import pytest
 
-from scaler.scheduler import Scheduler
+from scaler.scheduler import Deadlines, Scheduler
 
 T = TypeVar("T")
 
@@ -402,3 +402,66 @@ def test_thousand_keys_one_heap() -> None:
     run_virtual(main)
     assert set(counts.values()) == {6}
     assert worst == pytest.approx(0.0, abs=1e-6)
+
+
+# --------------------------------------------------------------------------- Deadlines
+
+
+def test_deadline_ends_a_hanging_await_with_timeout_error() -> None:
+    """A sample that never answers ends as TimeoutError, in virtual time past its deadline
+    (rounded up to the 0.25 s step), and leaves no timer group behind."""
+
+    async def main(loop: VirtualTimeLoop) -> tuple[float, int]:
+        deadlines = Deadlines()
+        t0 = loop.time()
+        with pytest.raises(TimeoutError):
+            await deadlines.run(asyncio.sleep(3600), 3.0)
+        return loop.time() - t0, len(deadlines._groups)
+
+    waited, groups = run_virtual(main)
+    assert 3.0 <= waited <= 3.25
+    assert groups == 0
+
+
+def test_deadline_returns_the_value_of_a_quick_await() -> None:
+    async def main(loop: VirtualTimeLoop) -> list[int]:
+        deadlines = Deadlines()
+
+        async def answer(n: int) -> int:
+            await asyncio.sleep(0.01)
+            return n
+
+        results = await asyncio.gather(*(deadlines.run(answer(n), 3.0) for n in range(50)))
+        await asyncio.sleep(5)  # the shared timer fires over tasks that are long done
+        return list(results)
+
+    assert run_virtual(main) == list(range(50))
+
+
+def test_deadline_lets_an_outside_cancel_through() -> None:
+    """Cancelling the task from elsewhere (the scheduler stopping) is a CancelledError, not a
+    timeout; a deadline that fires first is a timeout, and a cancel after it has no effect."""
+
+    async def main(loop: VirtualTimeLoop) -> list[str]:
+        deadlines = Deadlines()
+        seen: list[str] = []
+
+        async def one(timeout: float) -> None:
+            try:
+                await deadlines.run(asyncio.sleep(3600), timeout)
+            except asyncio.CancelledError:
+                seen.append("cancelled")
+                raise
+            except TimeoutError:
+                seen.append("timeout")
+
+        early = asyncio.create_task(one(3.0))
+        await asyncio.sleep(1.0)
+        early.cancel()
+        both = asyncio.create_task(one(1.0))
+        await asyncio.sleep(0.5)
+        loop.call_at(loop.time() + 0.75, both.cancel)  # after its deadline (at +1.0 s) fired
+        await asyncio.gather(early, both, return_exceptions=True)
+        return seen
+
+    assert run_virtual(main) == ["cancelled", "timeout"]

@@ -67,6 +67,7 @@ BUILTINS: Mapping[str, ScalerEntry] = {
     "aws-s3": _builtin("scalers.s3:S3Scaler", "s3"),
     "http": _builtin("scalers.http.scaler:HttpScaler"),
     "postgresql": _builtin("scalers.sql.postgresql:PostgreSQLScaler", "postgresql"),
+    "mysql": _builtin("scalers.sql.mysql:MySQLScaler", "mysql"),
     **dict.fromkeys(sorted(RESOURCE_TRIGGER_TYPES), _RESOURCE),
 }
 

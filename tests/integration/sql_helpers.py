@@ -5,14 +5,16 @@ from __future__ import annotations
 
 import asyncio
 import base64
-from collections.abc import Awaitable, Mapping
-from typing import Any, TypeVar
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any, Protocol, TypeVar
 
+import pytest
 import yaml
 
 from scaler.auth import ObjectKind, resolve_auth_params
 from scaler.clients import ClientPool
 from scaler.contract import Sample, TriggerContext
+from scaler.errors import QueryError, ScalerError
 from scaler.registry import build_scaler
 from scalers.sql.hub import SqlScaler
 
@@ -86,3 +88,93 @@ async def manifest_auth(docs: list[dict[str, Any]], auth_name: str) -> dict[str,
         if t["metadata"]["name"] == auth_name
     ]
     return await resolve_auth_params(spec, namespace="my-project", env={}, fetch=fetch)
+
+
+# -- behaviour both SQL scalers must show (each test module builds the scalers for its server) --
+
+
+async def assert_query_error(scaler: SqlScaler, fragment: str, ok: SqlScaler, value: float) -> None:
+    """`scaler`'s sample is a QueryError naming `fragment`; the hub's connection stays good
+    for `ok`, which reads `value`."""
+    with pytest.raises(QueryError) as info:
+        await scaler.sample(0.0)
+    assert fragment in str(info.value)
+    assert (await ok.sample(0.0)).value == value
+    await scaler.aclose()
+    await ok.aclose()
+
+
+async def assert_connection_error(scaler: SqlScaler, fragment: str, *secrets: str) -> None:
+    """A ScalerError (not a QueryError) naming `fragment` and none of `secrets`."""
+    with pytest.raises(ScalerError) as info:
+        await guarded(scaler.sample(0.0))
+    assert not isinstance(info.value, QueryError)
+    assert fragment in str(info.value)
+    for secret in secrets:
+        assert secret not in str(info.value)
+    await scaler.aclose()
+
+
+async def assert_slow_query_times_out(slow: SqlScaler, fast: SqlScaler, value: float) -> None:
+    """A query outliving the 1 s timeout fails its sample (its connection is dropped); the
+    next poll gets a fresh connection."""
+    await assert_connection_error(slow, "no answer within 1 s")
+    assert (await guarded(fast.sample(1.0))).value == value
+    await fast.aclose()
+
+
+async def assert_hung_server_stalls_no_other(
+    hung: SqlScaler, healthy: SqlScaler, value: float
+) -> None:
+    """The hung server's sample fails with a ScalerError after the timeout; `healthy`,
+    sampled at the same time, answers first."""
+    hung_task = asyncio.ensure_future(hung.sample(0.0))
+    healthy_task = asyncio.ensure_future(healthy.sample(0.0))
+    done, _ = await asyncio.wait({hung_task, healthy_task}, return_when=asyncio.FIRST_COMPLETED)
+    assert healthy_task in done
+    assert hung_task not in done
+    assert healthy_task.result().value == value
+    with pytest.raises(ScalerError) as info:
+        await guarded(hung_task)
+    assert not isinstance(info.value, QueryError)
+    assert "no answer within 1 s" in str(info.value)
+    await hung.aclose()
+    await healthy.aclose()
+
+
+class Restartable(Protocol):
+    def restart(self) -> Any: ...
+    def stop(self) -> None: ...
+    def start(self) -> Any: ...
+
+
+async def assert_restart_survived(scaler: SqlScaler, server: Restartable, value: float) -> None:
+    """A restart between two polls is no error (the idle connection the server closed is
+    retried once on a new one); a stopped server is a ScalerError; back, the value returns."""
+    assert (await scaler.sample(0.0)).value == value
+    server.restart()
+    assert (await scaler.sample(1.0)).value == value
+    server.stop()
+    with pytest.raises(ScalerError) as info:
+        await scaler.sample(2.0)
+    assert not isinstance(info.value, QueryError)
+    server.start()
+    assert (await scaler.sample(3.0)).value == value
+    await scaler.aclose()
+
+
+async def assert_one_query_per_round(
+    scalers: list[SqlScaler], pool: ClientPool, calls: Callable[[], int], value: float, rounds: int
+) -> None:
+    """Every tick all `scalers` (one query, one target) read `value`; the server counted one
+    call per round, and they shared one hub and one connection."""
+    for tick in range(rounds):
+        samples = await sample_all(scalers, float(tick))
+        assert [s.value for s in samples] == [value] * len(scalers)
+    assert calls() == rounds
+    hub = await scalers[0].hub()
+    assert all([await s.hub() is hub for s in scalers])
+    assert (hub.queries, hub.connects) == (rounds, 1)
+    for s in scalers:
+        await s.aclose()
+    assert len(pool) == 0

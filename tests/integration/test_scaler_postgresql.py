@@ -6,7 +6,6 @@ server saw, not what the client believes it sent.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable
 from urllib.parse import quote
 
@@ -17,12 +16,17 @@ from localenv.postgres import PostgresServer
 from localenv.process import free_port
 from localenv.pytest_sql import SqlDatabase
 from scaler.clients import ClientPool
-from scaler.errors import ConfigError, QueryError, ScalerError
+from scaler.errors import ConfigError
 from scaler.registry import prepare
-from scalers.sql.hub import SqlHub
+from scalers.sql.hub import SqlHub, SqlScaler
 from tests.integration.sql_helpers import (
+    assert_connection_error,
+    assert_hung_server_stalls_no_other,
+    assert_one_query_per_round,
+    assert_query_error,
+    assert_restart_survived,
+    assert_slow_query_times_out,
     documents,
-    guarded,
     manifest_auth,
     of_kind,
     sample_all,
@@ -338,6 +342,22 @@ def test_configuration_problems_are_config_errors(meta: dict[str, str], problem:
 # -- errors are never a zero ----------------------------------------------------------------------
 
 
+def _scaler(
+    pool: ClientPool,
+    db: SqlDatabase,
+    query: str = COUNT,
+    *,
+    port: int | None = None,
+    auth: dict[str, str] | None = None,
+    timeout: float = 3.0,
+    index: int = 0,
+) -> SqlScaler:
+    """A scaler of `db`, with its user's password unless `auth` is given."""
+    meta = _fields(db, query=query, port=str(port or db.port))
+    auth = {"password": db.password} if auth is None else auth
+    return sql_scaler(pool, trigger("postgresql", meta, auth, timeout=timeout, index=index))
+
+
 @pytest.mark.parametrize(
     ("query", "fragment"),
     [
@@ -357,19 +377,7 @@ def test_configuration_problems_are_config_errors(meta: dict[str, str], problem:
 async def test_unusable_results_are_query_errors(
     jobs: SqlDatabase, pool: ClientPool, query: str, fragment: str
 ) -> None:
-    scaler = sql_scaler(
-        pool, trigger("postgresql", _fields(jobs, query=query), {"password": jobs.password})
-    )
-    with pytest.raises(QueryError) as info:
-        await scaler.sample(0.0)
-    assert fragment in str(info.value)
-    # The connection is still good for the next poll.
-    ok = sql_scaler(
-        pool, trigger("postgresql", _fields(jobs, query=COUNT), {"password": jobs.password})
-    )
-    assert (await ok.sample(0.0)).value == 7.0
-    await scaler.aclose()
-    await ok.aclose()
+    await assert_query_error(_scaler(pool, jobs, query), fragment, _scaler(pool, jobs), 7.0)
 
 
 @pytest.mark.parametrize(
@@ -379,120 +387,49 @@ async def test_unusable_results_are_query_errors(
 async def test_bad_password_is_a_clear_scaler_error_without_the_secret(
     jobs: SqlDatabase, pool: ClientPool, password: str | None
 ) -> None:
-    auth = {} if password is None else {"password": password}
-    scaler = sql_scaler(pool, trigger("postgresql", _fields(jobs, query=COUNT), auth))
-    with pytest.raises(ScalerError) as info:
-        await scaler.sample(0.0)
-    assert not isinstance(info.value, QueryError)
-    assert "authentication failed" in str(info.value)
-    assert "wrong-password-123" not in str(info.value)
-    assert jobs.password not in str(info.value)
-    await scaler.aclose()
+    scaler = _scaler(pool, jobs, auth={} if password is None else {"password": password})
+    await assert_connection_error(
+        scaler, "authentication failed", "wrong-password-123", jobs.password
+    )
 
 
 async def test_refused_connection_is_a_scaler_error(jobs: SqlDatabase, pool: ClientPool) -> None:
-    meta = _fields(jobs, query=COUNT, port=str(free_port()))
-    scaler = sql_scaler(pool, trigger("postgresql", meta, {"password": jobs.password}))
-    with pytest.raises(ScalerError, match="connection failed") as info:
-        await scaler.sample(0.0)
-    assert not isinstance(info.value, QueryError)
-    await scaler.aclose()
+    await assert_connection_error(_scaler(pool, jobs, port=free_port()), "connection failed")
 
 
 async def test_slow_query_times_out_then_the_next_poll_works(
     jobs: SqlDatabase, pool: ClientPool
 ) -> None:
-    """A query outliving the timeout fails the sample (its connection is dropped, the server
-    cancels it); the next poll gets a fresh connection."""
-    slow = sql_scaler(
-        pool,
-        trigger(
-            "postgresql",
-            _fields(jobs, query="SELECT count(*) FROM jobs, pg_sleep(30)"),
-            {"password": jobs.password},
-            timeout=1.0,
-        ),
-    )
-    with pytest.raises(ScalerError, match="no answer within 1 s"):
-        await guarded(slow.sample(0.0))
-    fast = sql_scaler(
-        pool,
-        trigger("postgresql", _fields(jobs, query=COUNT), {"password": jobs.password}, timeout=1.0),
-    )
-    assert (await guarded(fast.sample(1.0))).value == 7.0
-    await slow.aclose()
-    await fast.aclose()
+    """The server also cancels the query (psycopg sends PostgreSQL's cancel request)."""
+    slow = _scaler(pool, jobs, "SELECT count(*) FROM jobs, pg_sleep(30)", timeout=1.0)
+    await assert_slow_query_times_out(slow, _scaler(pool, jobs, timeout=1.0), 7.0)
 
 
 async def test_hung_server_fails_in_the_timeout_and_stalls_no_other_object(
     jobs: SqlDatabase, pool: ClientPool
 ) -> None:
-    """Through a proxy that accepts and never answers, the sample fails with a ScalerError
-    (no zero); an object on a healthy server, sampled at the same time, answers first."""
+    """Through a proxy that accepts and never answers: a ScalerError (no zero) after the
+    timeout, while an object on the healthy server answers first."""
     with FaultProxy((jobs.host, jobs.port), name="proxy-postgres-hung") as proxy:
         proxy.blackhole()
-        hung = sql_scaler(
-            pool,
-            trigger(
-                "postgresql",
-                _fields(jobs, query=COUNT, port=str(proxy.port)),
-                {"password": jobs.password},
-                timeout=1.0,
-            ),
-        )
-        healthy = sql_scaler(
-            pool,
-            trigger(
-                "postgresql", _fields(jobs, query=COUNT), {"password": jobs.password}, timeout=1.0
-            ),
-        )
-        hung_task = asyncio.ensure_future(hung.sample(0.0))
-        healthy_task = asyncio.ensure_future(healthy.sample(0.0))
-        done, _ = await asyncio.wait({hung_task, healthy_task}, return_when=asyncio.FIRST_COMPLETED)
-        assert healthy_task in done
-        assert hung_task not in done
-        assert healthy_task.result().value == 7.0
-        with pytest.raises(ScalerError) as info:
-            await guarded(hung_task)
-        assert not isinstance(info.value, QueryError)
-        assert "no answer within 1 s" in str(info.value)
-        await hung.aclose()
-        await healthy.aclose()
+        hung = _scaler(pool, jobs, port=proxy.port, timeout=1.0)
+        await assert_hung_server_stalls_no_other(hung, _scaler(pool, jobs, timeout=1.0), 7.0)
 
 
 async def test_server_restart_is_survived_on_a_new_connection(
     postgres_factory: Callable[[], PostgresServer], pool: ClientPool
 ) -> None:
-    """An idle connection the server closed (restart) is retried once on a new connection:
-    no error for a restart between two polls; a stopped server is a ScalerError."""
     server = postgres_factory()
     server.create_database("app")
     server.create_user("reader", "pw", "app")
     server.execute(
         "CREATE TABLE jobs (id int, state text)",
         "INSERT INTO jobs VALUES (1, 'queued')",
+        'GRANT SELECT ON jobs TO "reader"',
         dbname="app",
     )
-    server.execute('GRANT SELECT ON jobs TO "reader"', dbname="app")
-    meta = {"host": server.host, "port": str(server.port), "userName": "reader", "dbName": "app"}
-    scaler = sql_scaler(
-        pool,
-        trigger(
-            "postgresql",
-            {**meta, "sslmode": "disable", "query": COUNT, "targetQueryValue": "1"},
-            {"password": "pw"},
-        ),
-    )
-    assert (await scaler.sample(0.0)).value == 1.0
-    server.restart()
-    assert (await scaler.sample(1.0)).value == 1.0
-    server.stop()
-    with pytest.raises(ScalerError) as info:
-        await scaler.sample(2.0)
-    assert not isinstance(info.value, QueryError)
-    server.start()
-    assert (await scaler.sample(3.0)).value == 1.0
-    await scaler.aclose()
+    db = SqlDatabase(server.host, server.port, "app", "reader", "pw")
+    await assert_restart_survived(_scaler(pool, db), server, 1.0)
 
 
 # -- coalescing -----------------------------------------------------------------------------------
@@ -506,31 +443,12 @@ ALL_JOBS = "SELECT count(*) FROM jobs"
 async def test_objects_reading_one_query_share_one_query_per_round(
     postgres_server: PostgresServer, jobs: SqlDatabase, pool: ClientPool
 ) -> None:
-    """10 objects, one query, one target: the server runs it once per round (3 rounds: 3
-    calls, not 30), and the objects share one hub and one connection."""
-    scalers = [
-        sql_scaler(
-            pool,
-            trigger(
-                "postgresql",
-                _fields(jobs, query=ALL_JOBS),
-                {"password": jobs.password},
-                index=i % 2,
-            ),
-        )
-        for i in range(OBJECTS)
-    ]
+    """10 objects (two trigger indexes), one query, one target: 3 rounds are 3 calls on the
+    server, not 30."""
+    scalers = [_scaler(pool, jobs, ALL_JOBS, index=i % 2) for i in range(OBJECTS)]
     postgres_server.reset_calls(jobs.name)
-    for tick in range(ROUNDS):
-        samples = await sample_all(scalers, float(tick))
-        assert [s.value for s in samples] == [9.0] * OBJECTS
-    assert postgres_server.calls(ALL_JOBS, jobs.name) == ROUNDS
-    hub = await scalers[0].hub()
-    assert all([await s.hub() is hub for s in scalers])
-    assert (hub.queries, hub.connects) == (ROUNDS, 1)
-    for s in scalers:
-        await s.aclose()
-    assert len(pool) == 0
+    calls = lambda: postgres_server.calls(ALL_JOBS, jobs.name)  # noqa: E731
+    await assert_one_query_per_round(scalers, pool, calls, 9.0, ROUNDS)
 
 
 async def test_different_queries_or_credentials_are_not_coalesced(

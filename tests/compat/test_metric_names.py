@@ -227,6 +227,35 @@ EDGES = [
         None,
         id="prometheus-docs-example",
     ),
+    pytest.param(
+        "postgresql",
+        {
+            "host": "127.0.0.1",
+            "port": "5432",
+            "userName": "kedaUser",
+            "dbName": "Orders.DB",
+            "sslmode": "disable",
+            "query": "SELECT 1",
+            "targetQueryValue": "2.2",
+        },
+        "s0-postgresql",
+        None,
+        id="postgresql-database-not-in-the-name",
+    ),
+    pytest.param(
+        "mysql",
+        {
+            "host": "127.0.0.1",
+            "port": "3306",
+            "username": "root",
+            "dbName": "stats.db:2024",
+            "query": "SELECT 1",
+            "queryValue": "4",
+        },
+        "s0-mysql-stats-db-2024",
+        None,
+        id="mysql-database-dot-colon",
+    ),
 ]
 
 

@@ -116,6 +116,24 @@ def test_bad_dsns_are_config_errors_without_the_password(dsn: str, problem: str)
     assert ":p@" not in str(info.value)
 
 
+@pytest.mark.parametrize(
+    ("dsn", "name"),
+    [
+        pytest.param("u:p@tcp(h:3306)/stats_db", "s2-mysql-stats_db", id="database"),
+        pytest.param(
+            "u:p@tcp(h:3306)/orders?parseTime=true",
+            "s2-mysql-orders?parseTime=true",
+            id="parameters-included-as-keda-does",
+        ),
+        pytest.param("u:p/w@tcp(h)/Orders.EU", "s2-mysql-Orders-EU", id="after-the-last-slash"),
+    ],
+)
+def test_metric_name_takes_keda_s_db_name_from_the_connection_string(dsn: str, name: str) -> None:
+    meta = {"query": "SELECT 1", "queryValue": "1", "connectionStringFromEnv": "CONN"}
+    scaler = sql_scaler(ClientPool(), trigger("mysql", meta, env={"CONN": dsn}, index=2))
+    assert scaler.metric_spec().name == name
+
+
 # -- values, activation, connection forms ---------------------------------------------------------
 
 

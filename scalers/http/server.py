@@ -34,6 +34,7 @@ from scalers.http.stats import RequestStats
 
 log = logging.getLogger(__name__)
 
+SHUTDOWN_TIMEOUT = 5.0  # s for handlers still running after the drain (streams end at once)
 EventType = Literal["ADDED", "MODIFIED", "DELETED"]
 
 
@@ -60,6 +61,7 @@ class Interceptor:
             self.routes, self.backends, self.stats, self.metrics, settings or ProxySettings()
         )
         self.ready = asyncio.Event()
+        self.draining = False
         self._proxy_runner: web.AppRunner | None = None
         self._proxy_site: web.TCPSite | None = None
         self._admin_runner: web.AppRunner | None = None
@@ -97,7 +99,9 @@ class Interceptor:
     async def start(self, proxy: Listen, admin: Listen) -> None:
         app = web.Application(handler_args={"max_field_size": 65536})
         app.router.add_route("*", "/{tail:.*}", self.proxy.handle)
-        self._proxy_runner = web.AppRunner(app, handle_signals=False, access_log=None)
+        self._proxy_runner = web.AppRunner(
+            app, handle_signals=False, access_log=None, shutdown_timeout=SHUTDOWN_TIMEOUT
+        )
         await self._proxy_runner.setup()
         self._proxy_site = web.TCPSite(
             self._proxy_runner, proxy.host, proxy.port, reuse_port=True, backlog=4096
@@ -110,7 +114,9 @@ class Interceptor:
         admin_app.router.add_get("/metrics", self._metrics)
         admin_app.router.add_get("/healthz", self._healthz)
         admin_app.router.add_get("/readyz", self._readyz)
-        self._admin_runner = web.AppRunner(admin_app, handle_signals=False, access_log=None)
+        self._admin_runner = web.AppRunner(
+            admin_app, handle_signals=False, access_log=None, shutdown_timeout=SHUTDOWN_TIMEOUT
+        )
         await self._admin_runner.setup()
         await web.TCPSite(self._admin_runner, admin.host, admin.port, reuse_port=True).start()
         self.admin_port = _bound_port(self._admin_runner)
@@ -121,7 +127,9 @@ class Interceptor:
 
     async def drain(self, timeout: float) -> int:
         """Stop accepting connections, then wait (up to `timeout`) until no request is in
-        flight; returns how many were still in flight at the end."""
+        flight; returns how many were still in flight at the end. /readyz answers 503 from
+        now on, so a Service stops sending here."""
+        self.draining = True
         if self._proxy_site is not None:
             await self._proxy_site.stop()
             self._proxy_site = None
@@ -133,6 +141,7 @@ class Interceptor:
         return left
 
     async def aclose(self) -> None:
+        self.stats.close()
         if self._proxy_runner is not None:
             await self._proxy_runner.cleanup()
         await self.proxy.aclose()
@@ -162,6 +171,8 @@ class Interceptor:
         return web.Response(text="ok\n")
 
     async def _readyz(self, request: web.Request) -> web.Response:
+        if self.draining:
+            return web.Response(status=503, text="draining\n")
         if not self.ready.is_set():
             return web.Response(status=503, text="watches not synced\n")
         return web.Response(text=f"ok {len(self.routes)} routes\n")

@@ -42,6 +42,7 @@ class RequestStats:
         self._total = 0
         self.idle = asyncio.Event()  # set while nothing is in flight
         self.idle.set()
+        self.closed = False
 
     def total_inflight(self) -> int:
         return self._total
@@ -70,6 +71,12 @@ class RequestStats:
             sub.pending.setdefault(key, 0)
             sub.wake.set()
 
+    def close(self) -> None:
+        """End every stream (the process is stopping)."""
+        self.closed = True
+        for sub in self._subscribers:
+            sub.wake.set()
+
     def _line(self, key: Key, arrived: int) -> dict[str, object]:
         return {"k": f"{key[0]}/{key[1]}", "i": self.inflight.get(key, 0), "a": arrived}
 
@@ -81,7 +88,7 @@ class RequestStats:
             hello = {"hello": self.replica, "targets": len(self.inflight)}
             lines = [hello, *(self._line(k, 0) for k in self.inflight)]
             yield _encode(lines)
-            while True:
+            while not self.closed:
                 try:
                     await asyncio.wait_for(sub.wake.wait(), KEEPALIVE)
                 except TimeoutError:

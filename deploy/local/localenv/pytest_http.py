@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import signal
 import sys
+import urllib.error
 import urllib.request
 from collections.abc import AsyncIterator, Iterator, Sequence
 from pathlib import Path
@@ -142,9 +144,28 @@ class InterceptorProcess:
         with urllib.request.urlopen(f"http://{self.admin}/metrics", timeout=5) as resp:
             return str(resp.read().decode())
 
+    def readyz(self) -> int:
+        """The admin port's /readyz status (503 while draining)."""
+        try:
+            with urllib.request.urlopen(f"http://{self.admin}/readyz", timeout=2) as resp:
+                return int(resp.status)
+        except urllib.error.HTTPError as exc:
+            return int(exc.code)
+
     def start(self) -> InterceptorProcess:
         self.process.start()
         return self
+
+    def terminate(self) -> None:
+        """SIGTERM, as Kubernetes does in a rolling restart: the process drains, then exits."""
+        proc = self.process.proc
+        assert proc is not None, "not running"
+        proc.send_signal(signal.SIGTERM)
+
+    def wait_exit(self, timeout: float = 120.0) -> int:
+        proc = self.process.proc
+        assert proc is not None, "not running"
+        return proc.wait(timeout)
 
     def stop(self) -> None:
         self.process.stop(grace=60)

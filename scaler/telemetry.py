@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import platform
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Collection, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -120,10 +120,10 @@ class _ScrapeCollector(Collector):
 
     def collect(self) -> Iterable[Metric]:
         t = self._t
-        triggers: dict[LabelValues, None] = {}
-        for g in (t.scaler_value, t.scaler_active, t.scaler_latency):
-            triggers.update(dict.fromkeys(_label_sets(g, SCALER_LABELS)))
-        triggers.update(dict.fromkeys(t.staleness.marks))
+        # Every trigger with a good sample has its value, active, latency AND staleness set
+        # together (the poller's one place): the staleness marks list them all, without
+        # collect() building a sample per child of three gauges at every scrape.
+        triggers: dict[LabelValues, None] = dict.fromkeys(t.staleness.marks)
         scaler_errors = _values(t.scaler_errors, SCALER_LABELS)
         fam = CounterMetricFamily(
             "keda_scaler_detail_errors",
@@ -135,7 +135,7 @@ class _ScrapeCollector(Collector):
         yield fam
 
         objects: dict[LabelValues, None] = {(k[0], k[2]): None for k in (*triggers, *scaler_errors)}
-        objects.update(dict.fromkeys(_label_sets(t.object_paused, OBJECT_LABELS)))
+        objects.update(dict.fromkeys(t.polled_objects()))
         object_errors = _values(t.object_errors, OBJECT_LABELS)
         fam = CounterMetricFamily(
             "keda_scaled_object_errors",
@@ -310,6 +310,10 @@ class Telemetry:
 
     # ------------------------------------------------------------------ helpers for the daemon
 
+    def polled_objects(self) -> Iterable[tuple[str, str]]:
+        """The objects a poll has reported on (they have keda_scaled_object_paused & co)."""
+        return tuple(self._per_object)
+
     def _children(self, namespace: str, name: str) -> tuple[Any, Any, Any, Any]:
         key = (namespace, name)
         children = self._per_object.get(key)
@@ -341,8 +345,14 @@ class Telemetry:
 
     def forget_object(self, namespace: str, name: str) -> None:
         """Drop the label sets of a deleted object so dashboards don't show ghosts."""
-        self._per_object.pop((namespace, name), None)
-        self.forget_triggers(namespace, name)
+        self.forget_objects({(namespace, name)})
+
+    def forget_objects(self, keys: Collection[tuple[str, str]]) -> None:
+        """`forget_object` for many objects in one pass over each metric's children (a shard
+        handing a thousand objects to another replica must not scan them a thousand times)."""
+        for key in keys:
+            self._per_object.pop(key, None)
+        self._forget_triggers(keys)
         per_object: tuple[Counter | Gauge, ...] = (
             self.object_errors,
             self.object_paused,
@@ -351,19 +361,23 @@ class Telemetry:
             self.max_replicas,
         )
         for metric in per_object:
-            if (namespace, name) in _label_sets(metric, OBJECT_LABELS):
-                metric.remove(namespace, name)
-        for key in _label_sets(self.loop_latency, ("namespace", "type", "resource")):
-            if key[0] == namespace and key[2] == name:
-                self.loop_latency.remove(*key)
+            for labels in _label_sets(metric, OBJECT_LABELS):
+                if labels in keys:
+                    metric.remove(*labels)
+        for labels in _label_sets(self.loop_latency, ("namespace", "type", "resource")):
+            if (labels[0], labels[2]) in keys:
+                self.loop_latency.remove(*labels)
         actions = ("namespace", "scaledObject", "direction", "reason")
-        for key in _label_sets(self.scale_actions, actions):
-            if key[:2] == (namespace, name):
-                self.scale_actions.remove(*key)
+        for labels in _label_sets(self.scale_actions, actions):
+            if labels[:2] in keys:
+                self.scale_actions.remove(*labels)
 
     def forget_triggers(self, namespace: str, name: str) -> None:
         """Drop the per-trigger label sets of an object (deleted, or its spec edited: the new
         triggers' series appear with their first sample)."""
+        self._forget_triggers({(namespace, name)})
+
+    def _forget_triggers(self, keys: Collection[tuple[str, str]]) -> None:
         per_trigger: tuple[Counter | Gauge, ...] = (
             self.scaler_value,
             self.scaler_latency,
@@ -372,12 +386,14 @@ class Telemetry:
             self.scaler_target,
         )
         for metric in per_trigger:
-            for key in _label_sets(metric, SCALER_LABELS):
-                if key[0] == namespace and key[2] == name:
-                    metric.remove(*key)
-        for key in list(self.staleness.marks):
-            if key[0] == namespace and key[2] == name:
-                self.staleness.remove(*key)
-        for key in _label_sets(self.push_connected, ("namespace", "scaledObject", "triggerIndex")):
-            if key[:2] == (namespace, name):
-                self.push_connected.remove(*key)
+            for labels in _label_sets(metric, SCALER_LABELS):
+                if (labels[0], labels[2]) in keys:
+                    metric.remove(*labels)
+        for labels in list(self.staleness.marks):
+            if (labels[0], labels[2]) in keys:
+                self.staleness.remove(*labels)
+        for labels in _label_sets(
+            self.push_connected, ("namespace", "scaledObject", "triggerIndex")
+        ):
+            if labels[:2] in keys:
+                self.push_connected.remove(*labels)

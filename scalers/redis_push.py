@@ -10,7 +10,10 @@ A subscriber may name the keyspace events it wakes on: the aws-s3 trigger's buck
 
 `key_wakeups` yields first once the subscription is live: when the hub's reader has seen the
 server's reply to the channel's SUBSCRIBE (at once when another subscriber's already came), as
-Redis publishes to a channel only after that; then once per burst of changes.
+Redis publishes to a channel only after that; then once per burst of changes. The channels
+asked for in one event-loop iteration go out as ONE ``SUBSCRIBE ch1 ch2 ...``: 1000 objects
+starting together cost a few round trips, not 1000 one after another (~2 min at 1000 on a
+loaded machine, measured by benchmarks/daemon_scale.py).
 """
 
 from __future__ import annotations
@@ -44,6 +47,17 @@ def keyspace_enabled(flags: str, type_flag: str = "l") -> bool:
     return "K" in flags and (type_flag in flags or "A" in flags)
 
 
+class _Pending:
+    """A channel's SUBSCRIBE on its way: `done` is set by the reader (the reply came) or by the
+    sender (`error` when the command failed)."""
+
+    __slots__ = ("done", "error")
+
+    def __init__(self) -> None:
+        self.done = asyncio.Event()
+        self.error: str | None = None
+
+
 class KeyspaceHub:
     """A shared pub/sub connection fanning keyspace events out to per-subscriber flags; a
     subscriber may name the events (commands, e.g. ``rpush``) it wakes on, else any event."""
@@ -54,8 +68,11 @@ class KeyspaceHub:
         self._client = client
         self._pubsub = client.pubsub()
         self._subscribers: dict[str, dict[asyncio.Event, Collection[str] | None]] = {}
-        self._confirming: dict[str, asyncio.Event] = {}  # SUBSCRIBE sent, reply not read yet
-        self._lock = asyncio.Lock()
+        self._confirming: dict[str, _Pending] = {}  # SUBSCRIBE asked, reply not read yet
+        self._live: set[str] = set()  # channels whose SUBSCRIBE reply was read
+        self._to_send: list[str] = []  # channels to SUBSCRIBE in this loop iteration
+        self._sends: set[asyncio.Task[None]] = set()
+        self._lock = asyncio.Lock()  # orders SUBSCRIBE / UNSUBSCRIBE commands on the wire
         self._reader: asyncio.Task[None] | None = None
         self.error: str | None = None
         self.closed = asyncio.Event()
@@ -96,9 +113,10 @@ class KeyspaceHub:
                 if isinstance(channel, bytes):
                     channel = channel.decode()
                 if msg.get("type") == "subscribe":  # the server's reply: the channel is live
-                    confirmed = self._confirming.pop(str(channel), None)
-                    if confirmed is not None:
-                        confirmed.set()
+                    self._live.add(str(channel))
+                    pending = self._confirming.pop(str(channel), None)
+                    if pending is not None:
+                        pending.done.set()
                     continue
                 if msg.get("type") != "message":
                     continue
@@ -127,22 +145,43 @@ class KeyspaceHub:
         channel's SUBSCRIBE (at once when an earlier subscriber's was), so that every event
         the server publishes afterwards sets `flag`. Returns early if the connection is lost
         meanwhile (`closed`); raises ScalerError when the reply does not come in time."""
-        async with self._lock:  # held until confirmed: later subscribers find the channel live
-            first = channel not in self._subscribers
-            self._subscribers.setdefault(channel, {})[flag] = events
-            if first:
-                confirmed = self._confirming[channel] = asyncio.Event()
-                try:
-                    await self._pubsub.subscribe(channel)
-                except (redis_errors.RedisError, OSError) as exc:
-                    raise ScalerError(
-                        f"redis {self._target.endpoint}: subscribe failed: {type(exc).__name__}"
-                    ) from exc
-                await self._confirmed(channel, confirmed)
+        self._subscribers.setdefault(channel, {})[flag] = events
+        if channel in self._live:
+            return
+        pending = self._confirming.get(channel)
+        if pending is None:  # the first subscriber: SUBSCRIBE it with this iteration's others
+            pending = self._confirming[channel] = _Pending()
+            self._to_send.append(channel)
+            if len(self._to_send) == 1:
+                asyncio.get_running_loop().call_soon(self._send_subscribes)
+        await self._confirmed(channel, pending)
 
-    async def _confirmed(self, channel: str, confirmed: asyncio.Event) -> None:
+    def _send_subscribes(self) -> None:
+        channels, self._to_send = self._to_send, []
+        task = asyncio.create_task(self._subscribe_all(channels), name="redis-keyspace-subscribe")
+        self._sends.add(task)
+        task.add_done_callback(self._sends.discard)
+
+    async def _subscribe_all(self, channels: list[str]) -> None:
+        async with self._lock:
+            # A channel whose subscribers all left meanwhile is not subscribed any more.
+            wanted = [c for c in channels if c in self._subscribers]
+            error: str | None = None
+            try:
+                if wanted:
+                    await self._pubsub.subscribe(*wanted)
+                    return
+            except (redis_errors.RedisError, OSError) as exc:
+                error = f"redis {self._target.endpoint}: subscribe failed: {type(exc).__name__}"
+            for channel in channels:  # failed, or not wanted: release the waiters
+                pending = self._confirming.pop(channel, None)
+                if pending is not None:
+                    pending.error = error
+                    pending.done.set()
+
+    async def _confirmed(self, channel: str, pending: _Pending) -> None:
         """Wait for the reader to see the SUBSCRIBE reply of `channel` (or the link's end)."""
-        waits = [asyncio.ensure_future(e.wait()) for e in (confirmed, self.closed)]
+        waits = [asyncio.ensure_future(e.wait()) for e in (pending.done, self.closed)]
         try:
             done, _ = await asyncio.wait(
                 waits, timeout=self._target.timeout, return_when=asyncio.FIRST_COMPLETED
@@ -150,8 +189,11 @@ class KeyspaceHub:
         finally:
             for wait in waits:
                 wait.cancel()
-            self._confirming.pop(channel, None)
+        if pending.error is not None:
+            raise ScalerError(pending.error)
         if not done:
+            if self._confirming.get(channel) is pending:
+                del self._confirming[channel]  # the next subscriber asks again
             raise ScalerError(
                 f"redis {self._target.endpoint}: subscribe not confirmed within "
                 f"{self._target.timeout:g} s"
@@ -165,11 +207,14 @@ class KeyspaceHub:
             flags.pop(flag, None)
             if not flags:
                 del self._subscribers[channel]
+                self._live.discard(channel)
                 if not self.closed.is_set():
                     with contextlib.suppress(redis_errors.RedisError, OSError):
                         await self._pubsub.unsubscribe(channel)
 
     async def aclose(self) -> None:
+        for task in list(self._sends):
+            task.cancel()
         if self._reader is not None:
             self._reader.cancel()
             with contextlib.suppress(asyncio.CancelledError):

@@ -295,6 +295,41 @@ async def test_push_first_item_means_subscribed(
     assert len(pool) == 0
 
 
+async def test_push_watchers_starting_together_share_one_subscribe(
+    redis_server: RedisServer, db: aioredis.Redis, pool: ClientPool
+) -> None:
+    """50 objects whose push starts in the same moment (a daemon starting with 1000) send their
+    channels in one SUBSCRIBE command, not one each after the previous one's reply (counted by
+    the server: INFO commandstats); each is still woken by its own key only."""
+    keys = [_key("many") for _ in range(50)]
+    scalers = [_lists(redis_server, pool, listName=k) for k in keys]
+    iters = [s.wakeups() for s in scalers]
+
+    async def subscribes() -> int:
+        stats = await db.info("commandstats")
+        return int(stats.get("cmdstat_subscribe", {}).get("calls", 0))
+
+    before = await subscribes()
+    try:
+        await asyncio.wait_for(asyncio.gather(*(anext(w) for w in iters)), PUSH_GUARD)
+        # The hub's own first SUBSCRIBE (a placeholder channel), then the 50 keys' in one.
+        assert await subscribes() - before == 2
+        await db.rpush(keys[7], "x")
+        await asyncio.wait_for(anext(iters[7]), PUSH_GUARD)
+        others = [asyncio.ensure_future(anext(w)) for i, w in enumerate(iters) if i != 7]
+        await asyncio.sleep(0.3)
+        assert not any(o.done() for o in others)  # nobody else's key changed
+        for o in others:
+            o.cancel()
+        await asyncio.gather(*others, return_exceptions=True)
+    finally:
+        for w in iters:
+            await w.aclose()  # type: ignore[attr-defined]
+    for s in scalers:
+        await s.aclose()
+    assert len(pool) == 0
+
+
 async def test_push_second_subscriber_of_a_live_channel_is_subscribed_at_once(
     redis_server: RedisServer, db: aioredis.Redis, pool: ClientPool
 ) -> None:

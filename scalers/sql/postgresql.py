@@ -22,6 +22,7 @@ connection closed.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -86,7 +87,7 @@ class PostgresTarget:
         conninfo = make_conninfo(
             "",
             **self.params,
-            connect_timeout=max(2, round(self.timeout)),  # libpq: whole seconds, at least 2
+            connect_timeout=max(2, math.ceil(self.timeout)),  # libpq: whole seconds, at least 2
             application_name=self.params.get("application_name") or "tidal",
         )
         try:

@@ -15,6 +15,8 @@ underscores and non-ASCII letters stay). The type-specific parts:
 | prometheus | `prometheus` (the query and the old `metricName` do not appear) |
 | metrics-api | `metric-api-<valueLocation>` |
 | aws-s3 | none in a KEDA release: Tidal's `aws-s3-<bucketName>[-<prefix>]` (docs/s3.md) |
+| postgresql | `postgresql` (neither the query nor the database appears) |
+| mysql | `mysql-<dbName>`; with a connection string, what follows its last `/` |
 
 `{StartMin}` / `{EndMin}` in a name are the cron minutes filled in at run time.
 """
@@ -35,6 +37,7 @@ from tests.compat.sources import (
     RedisStreamLag,
     S3Objects,
     Source,
+    SqlTasks,
 )
 
 TOPIC_60 = "Payments.Settlement.EU-West-1.Production.Invoice_Events.V2_0"
@@ -208,6 +211,26 @@ CASES: tuple[Case, ...] = (
         scaled_object="invoice-importer",
         deployment="invoice-importer",
         what="bucket `reports.eu-west-1`, prefix `Incoming/Invoices/` (Tidal's own name)",
+    ),
+    Case(
+        id="postgresql-task_instance",
+        manifest="postgresql-task-instance.yaml",
+        source=lambda c: SqlTasks(c.postgres),
+        keda_names={"postgresql-test-so": ("s0-postgresql",)},
+        scaled_object="postgresql-test-so",
+        deployment="postgresql-test-deployment",
+        replicas=2,
+        what="KEDA's e2e query; libpq URL from a TriggerAuthentication (Secret `data`)",
+    ),
+    Case(
+        id="mysql-task_instance",
+        manifest="mysql-task-instance.yaml",
+        source=lambda c: SqlTasks(c.mysql),
+        keda_names={"mysql-test-so": ("s0-mysql-test_db",)},
+        scaled_object="mysql-test-so",
+        deployment="mysql-test-deployment",
+        replicas=2,
+        what="KEDA's e2e query; Go DSN from a TriggerAuthentication, database `test_db`",
     ),
 )
 

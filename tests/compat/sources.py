@@ -12,6 +12,7 @@ Each source fills to `per_replica * replicas` of its metric (the HPA then asks f
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import json
 from collections.abc import Sequence
@@ -32,7 +33,9 @@ from nats.js.errors import NotFoundError
 
 from localenv.kafka import KafkaBroker
 from localenv.minio import MinioServer
+from localenv.mysql import MysqlServer
 from localenv.nats import NatsServer
+from localenv.postgres import PostgresServer
 from localenv.prometheus import PrometheusServer
 from localenv.redis import RedisServer
 from tests.integration.kafka_helpers import Cluster as KafkaCluster
@@ -91,6 +94,8 @@ class Components:
     minio: MinioServer
     prometheus: PrometheusServer  # a private Prometheus scraping `app` every second
     app: AppServer
+    postgres: PostgresServer
+    mysql: MysqlServer
 
 
 class Source(Protocol):
@@ -387,6 +392,54 @@ class S3Objects:
 
     async def drain(self) -> None:
         await asyncio.to_thread(self._drain)
+
+    async def close(self) -> None:
+        pass
+
+
+@dataclass
+class SqlTasks:
+    """KEDA's e2e table `task_instance` in database `test_db`, read by `test-user`; work is
+    4000 queued rows, as KEDA's insert job writes (CEIL(4000 / 5) = 800: past both e2e
+    activations, and the HPA asks for its maximum)."""
+
+    server: PostgresServer | MysqlServer
+    starts_active: bool = False
+
+    @property
+    def _postgres(self) -> bool:
+        return isinstance(self.server, PostgresServer)
+
+    @property
+    def values(self) -> dict[str, str]:
+        address = f"{self.server.host}:{self.server.port}"
+        if self._postgres:
+            url = f"postgresql://test-user:test-password@{address}/test_db?sslmode=disable"
+            return {"PostgreSQLConnectionStringBase64": base64.b64encode(url.encode()).decode()}
+        dsn = f"test-user:test-password@tcp({address})/test_db"
+        return {"MySQLConnectionString": base64.b64encode(dsn.encode()).decode()}
+
+    def _run(self, *statements: str) -> None:
+        if isinstance(self.server, PostgresServer):
+            self.server.execute(*statements, dbname="test_db")
+        else:
+            self.server.execute(*statements, database="test_db")
+
+    def _prepare(self) -> None:
+        self.server.create_database("test_db")
+        serial = "serial" if self._postgres else "INT AUTO_INCREMENT"
+        self._run(f"CREATE TABLE task_instance (id {serial} PRIMARY KEY, state VARCHAR(10))")
+        self.server.create_user("test-user", "test-password", "test_db")
+
+    async def prepare(self) -> None:
+        await asyncio.to_thread(self._prepare)
+
+    async def fill(self) -> None:
+        rows = ", ".join(["('queued')"] * 4000)
+        await asyncio.to_thread(self._run, f"INSERT INTO task_instance (state) VALUES {rows}")
+
+    async def drain(self) -> None:
+        await asyncio.to_thread(self._run, "DELETE FROM task_instance")
 
     async def close(self) -> None:
         pass

@@ -9,6 +9,7 @@ says so and asserts Tidal's documented name, and that it does differ from KEDA's
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Mapping
 from typing import Any
 
@@ -37,6 +38,12 @@ DUMMY = {
     "AwsSecretAccessKey": "secret",
     "StartMin": "5",
     "EndMin": "6",
+    "PostgreSQLConnectionStringBase64": base64.b64encode(
+        b"postgresql://test-user:test-password@127.0.0.1:5432/test_db?sslmode=disable"
+    ).decode(),
+    "MySQLConnectionString": base64.b64encode(
+        b"test-user:test-password@tcp(127.0.0.1:3306)/test_db"
+    ).decode(),
 }
 
 
@@ -47,14 +54,20 @@ def _auth(docs: list[Any], ref: Mapping[str, str] | None) -> dict[str, str]:
     (ta,) = [
         t for t in of_kind(docs, "TriggerAuthentication") if t["metadata"]["name"] == ref["name"]
     ]
-    secrets = {s["metadata"]["name"]: s["stringData"] for s in of_kind(docs, "Secret")}
+    secrets = {
+        s["metadata"]["name"]: {
+            **{k: base64.b64decode(v).decode() for k, v in s.get("data", {}).items()},
+            **s.get("stringData", {}),
+        }
+        for s in of_kind(docs, "Secret")
+    }
     return {r["parameter"]: secrets[r["name"]][r["key"]] for r in ta["spec"]["secretTargetRef"]}
 
 
 def _env(docs: list[Any], deployment: str) -> dict[str, str]:
     (dep,) = [d for d in of_kind(docs, "Deployment") if d["metadata"]["name"] == deployment]
     container = dep["spec"]["template"]["spec"]["containers"][0]
-    return {e["name"]: e["value"] for e in container.get("env", [])}
+    return {e["name"]: e["value"] for e in container.get("env", []) if "value" in e}
 
 
 def _name(trigger_type: str, metadata: Mapping[str, str], index: int = 0, **ctx: Any) -> str:

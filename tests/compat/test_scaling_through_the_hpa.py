@@ -29,7 +29,9 @@ from localenv.certs import extension_server_certs
 from localenv.controlplane import ControlPlane
 from localenv.kafka import KafkaBroker
 from localenv.minio import MinioServer
+from localenv.mysql import MysqlServer
 from localenv.nats import NatsServer
+from localenv.postgres import PostgresServer
 from localenv.prometheus import PrometheusServer
 from localenv.pytest_kube import ApiServiceRegistrar
 from localenv.redis import RedisServer
@@ -88,6 +90,8 @@ async def corpus(
     nats_server: NatsServer,
     kafka_broker: KafkaBroker,
     minio_server: MinioServer,
+    postgres_server: PostgresServer,
+    mysql_server: MysqlServer,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> AsyncIterator[Corpus]:
     app = await AppServer(api_key="compat-api-key").start()
@@ -101,6 +105,8 @@ async def corpus(
         minio=minio_server,
         prometheus=prometheus,
         app=app,
+        postgres=postgres_server,
+        mysql=mysql_server,
     )
     certs = extension_server_certs(["tidal-metrics.tidal-system.svc"])
     tls = tmp_path_factory.mktemp("compat-tls")

@@ -162,35 +162,21 @@ class Poller:
     async def _sample_and_decide(self, rt: ObjectRuntime, current: int) -> Decision:
         so = rt.so
         now = self._clock()
-        sampled = [t for t in rt.triggers if t.scaler is not None]
-        calls = [
-            self._sample_one(rt, t.spec.name, t.trigger.type, t.trigger.index, t.scaler, now)
-            for t in sampled
-            if t.scaler is not None
-        ]
-        # Most objects have one trigger: await it directly (a gather costs a task per call).
-        results = [await calls[0]] if len(calls) == 1 else await asyncio.gather(*calls)
-        views: list[TriggerView] = []
-        by_name = dict(zip((t.spec.name for t in sampled), results, strict=True))
-        for t in rt.triggers:
-            if t.scaler is None:
-                views.append(TriggerView(t.spec.name, t.trigger.type))
-                continue
-            record = self._store.get(so.namespace, so.name, t.spec.name)
-            sample = record.sample() if record is not None else None
-            views.append(
-                TriggerView(
-                    metric_name=t.spec.name,
-                    trigger_type=t.trigger.type,
-                    sample=sample,
-                    error=by_name[t.spec.name],
-                    consecutive_failures=record.consecutive_failures if record else 0,
-                )
+        triggers = rt.triggers
+        only = triggers[0].scaler if len(triggers) == 1 else None
+        if only is not None:
+            # Most objects have one sampled trigger: no lists, dict or gather for it.
+            t = triggers[0]
+            error = await self._sample_one(
+                rt, t.spec.name, t.trigger.type, t.trigger.index, only, now
             )
+            views: tuple[TriggerView, ...] = (self._view(rt, t.spec.name, t.trigger.type, error),)
+        else:
+            views = await self._sample_all(rt, now)
         inp = DecisionInput(
             so=so,
             current_replicas=current,
-            triggers=tuple(views),
+            triggers=views,
             last_active_time=rt.last_active_time,
             now=now,
         )
@@ -198,6 +184,36 @@ class Poller:
         # Kept for `tidal explain` (the debug endpoint): references to what exists anyway.
         rt.last_input, rt.last_decision = inp, decision
         return decision
+
+    async def _sample_all(self, rt: ObjectRuntime, now: float) -> tuple[TriggerView, ...]:
+        """Every sampled trigger of the object at once; views in the triggers' order."""
+        sampled = [t for t in rt.triggers if t.scaler is not None]
+        calls = [
+            self._sample_one(rt, t.spec.name, t.trigger.type, t.trigger.index, t.scaler, now)
+            for t in sampled
+            if t.scaler is not None
+        ]
+        results = await asyncio.gather(*calls)
+        by_name = dict(zip((t.spec.name for t in sampled), results, strict=True))
+        return tuple(
+            self._view(rt, t.spec.name, t.trigger.type, by_name[t.spec.name])
+            if t.scaler is not None
+            else TriggerView(t.spec.name, t.trigger.type)
+            for t in rt.triggers
+        )
+
+    def _view(self, rt: ObjectRuntime, metric: str, typ: str, error: str | None) -> TriggerView:
+        """What decide() sees of a trigger sampled in this poll: the store's record of it."""
+        record = self._store.get(rt.so.namespace, rt.so.name, metric)
+        if record is None:
+            return TriggerView(metric_name=metric, trigger_type=typ, error=error)
+        return TriggerView(
+            metric_name=metric,
+            trigger_type=typ,
+            sample=record.sample(),
+            error=error,
+            consecutive_failures=record.consecutive_failures,
+        )
 
     async def _sample_one(
         self, rt: ObjectRuntime, metric: str, typ: str, index: int, scaler: Scaler, now: float

@@ -1,0 +1,179 @@
+"""Interceptors and the daemon's `http` trigger over real sockets, without a cluster.
+
+Real `Interceptor` servers (proxy + admin ports on 127.0.0.1) and a real backend server; the
+routes and backends are handed to the interceptors' watch hooks directly instead of coming from
+Kubernetes watches (those are covered by tests/e2e/test_http_*.py), so that the counts can be
+checked at each step: the trigger sums every replica's in-flight requests, counts arrivals for
+the request rate, wakes on each change, and the per-target hold bound answers 503 at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import aiohttp
+import pytest
+
+from localenv.process import free_port
+from localenv.pytest_http import PodBackends
+from scaler.clients import ClientPool
+from scaler.contract import TriggerContext
+from scaler.registry import default_registry
+from scalers.http.proxy import ProxySettings
+from scalers.http.server import Interceptor, Listen
+
+NS, NAME, HOST = "ns", "web", "web.example"
+HSO: dict[str, Any] = {
+    "metadata": {"namespace": NS, "name": NAME},
+    "spec": {
+        "hosts": [HOST],
+        "scaleTargetRef": {"name": NAME, "service": NAME, "port": 80},
+        "timeouts": {"conditionWait": "60s"},
+    },
+}
+SERVICE = {
+    "metadata": {"namespace": NS, "name": NAME},
+    "spec": {"selector": {"app": NAME}, "ports": [{"name": "http", "port": 80}]},
+}
+
+
+def ready_pod(port: int) -> dict[str, Any]:
+    return {
+        "metadata": {"namespace": NS, "name": "web-1", "labels": {"app": NAME}},
+        "spec": {"containers": [{"name": "app"}]},
+        "status": {"podIP": "127.0.0.1", "conditions": [{"type": "Ready", "status": "True"}]},
+    }
+
+
+async def _interceptor(replica: str, backend_port: int, **settings: Any) -> Interceptor:
+    icpt = Interceptor(replica, ProxySettings(**settings))
+    await icpt.on_route("ADDED", HSO)
+    service = {
+        **SERVICE,
+        "spec": {
+            **SERVICE["spec"],
+            "ports": [{"name": "http", "port": 80, "targetPort": backend_port}],
+        },
+    }
+    await icpt.on_service("ADDED", service)
+    await icpt.start(Listen("127.0.0.1", 0), Listen("127.0.0.1", 0))
+    icpt.ready.set()
+    return icpt
+
+
+@pytest.fixture
+async def backend() -> AsyncIterator[PodBackends]:
+    server = await PodBackends(["127.0.0.1"], free_port()).start()
+    yield server
+    await server.stop()
+
+
+@pytest.fixture
+async def two(backend: PodBackends) -> AsyncIterator[list[Interceptor]]:
+    pair = [await _interceptor(f"r{i}", backend.port) for i in range(2)]
+    yield pair
+    for icpt in pair:
+        await icpt.aclose()
+
+
+def _trigger(interceptors: list[Interceptor], **metadata: str) -> TriggerContext:
+    admins = ",".join(f"127.0.0.1:{i.admin_port}" for i in interceptors)
+    return TriggerContext(
+        NS, NAME, 0, "http", "", {"interceptors": admins, **metadata}, timeout=5.0
+    )
+
+
+async def _until(probe: Any, check: Any, timeout: float = 15.0) -> Any:
+    async with asyncio.timeout(timeout):
+        while True:
+            value = await probe()
+            if check(value):
+                return value
+            await asyncio.sleep(0.02)
+
+
+async def test_the_trigger_sums_every_replica_and_wakes_on_each_change(
+    two: list[Interceptor], backend: PodBackends, pool: ClientPool
+) -> None:
+    scaler = default_registry().build(_trigger(two), pool)
+    rate = default_registry().build(
+        _trigger(two, metric="requestRate", window="10s", granularity="1s"), pool
+    )
+    wakeups = scaler.wakeups()  # type: ignore[attr-defined]
+    await anext(wakeups)  # subscribed
+    now = 1_000.0
+    first = await scaler.sample(now)
+    assert (first.value, first.active) == (0.0, False)
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as http:
+
+        async def get(icpt: Interceptor, i: int) -> int:
+            headers = {"Host": HOST, "X-Request-Id": f"{icpt.stats.replica}-{i}"}
+            async with http.get(f"http://127.0.0.1:{icpt.proxy_port}/", headers=headers) as r:
+                await r.read()
+                return r.status
+
+        held = [asyncio.create_task(get(two[0], i)) for i in range(30)]
+        held += [asyncio.create_task(get(two[1], i)) for i in range(20)]
+        await asyncio.wait_for(anext(wakeups), 10)  # a push, no polling
+        sample = await _until(lambda: scaler.sample(now), lambda s: s.value == 50.0)
+        assert sample.active
+        # Both replicas see the pod turn Ready: every held request goes through.
+        for icpt in two:
+            await icpt.on_pod("ADDED", ready_pod(backend.port))
+        assert await asyncio.gather(*held) == [200] * 50
+        assert len(backend.seen) == 50
+        assert max(backend.seen.values()) == 1
+        await _until(lambda: scaler.sample(now), lambda s: s.value == 0.0)
+        quiet = await scaler.sample(now)
+        assert (quiet.value, quiet.active) == (0.0, False)  # nothing new: inactive
+        # One quick request between two samples: never seen in flight, still active.
+        assert await get(two[0], 99) == 200
+        feed = await scaler._feed()  # type: ignore[attr-defined]
+        await _until(
+            lambda: asyncio.sleep(
+                0, (feed.arrivals(f"{NS}/{NAME}"), feed.in_flight(f"{NS}/{NAME}"))
+            ),
+            lambda seen: seen == (51, 0),
+        )
+    blip = await scaler.sample(now)
+    assert (blip.value, blip.active) == (0.0, True)
+    assert (await scaler.sample(now)).active is False
+    per_second = await rate.sample(time.time())
+    assert per_second.value == pytest.approx(51 / 10)
+    await wakeups.aclose()
+    await scaler.aclose()
+    await rate.aclose()
+
+
+async def test_held_requests_beyond_the_bound_get_503_at_once(
+    backend: PodBackends,
+) -> None:
+    icpt = await _interceptor("bounded", backend.port, max_held=5, retry_after=7)
+    try:
+        async with aiohttp.ClientSession() as http:
+            url = f"http://127.0.0.1:{icpt.proxy_port}/"
+
+            async def get() -> tuple[int, str | None]:
+                async with http.get(url, headers={"Host": HOST}) as r:
+                    await r.read()
+                    return r.status, r.headers.get("Retry-After")
+
+            held = [asyncio.create_task(get()) for _ in range(5)]
+            await _until(
+                lambda: asyncio.sleep(0, icpt.proxy.held.get((NS, NAME), 0)), lambda n: n == 5
+            )
+            assert await get() == (503, "7")
+            await icpt.on_pod("ADDED", ready_pod(backend.port))
+            assert [s for s, _ in await asyncio.gather(*held)] == [200] * 5
+        assert 'outcome="queue_full"' in (await _metrics(icpt))
+    finally:
+        await icpt.aclose()
+
+
+async def _metrics(icpt: Interceptor) -> str:
+    url = f"http://127.0.0.1:{icpt.admin_port}/metrics"
+    async with aiohttp.ClientSession() as http, http.get(url) as r:
+        return await r.text()

@@ -167,7 +167,8 @@ class HttpObjects:
         self._interceptors = tuple(interceptors)
         self._namespace = namespace
         self._resync = resync
-        self._done: dict[tuple[str, str], tuple[str, int]] = {}  # key -> (uid, generation)
+        # key -> (uid, generation, skip annotation) last reconciled
+        self._done: dict[tuple[str, str], tuple[str, int, str]] = {}
         path = (
             f"{HSO_COLLECTION}/namespaces/{namespace}/httpscaledobjects"
             if namespace
@@ -200,7 +201,8 @@ class HttpObjects:
             return
         meta = obj.get("metadata") or {}
         ns, name = str(meta.get("namespace", "")), str(meta.get("name", ""))
-        stamp = (str(meta.get("uid", "")), int(meta.get("generation") or 0))
+        skip = str((meta.get("annotations") or {}).get(SKIP_ANNOTATION, ""))
+        stamp = (str(meta.get("uid", "")), int(meta.get("generation") or 0), skip)
         if self._done.get((ns, name)) == stamp:
             return
         try:

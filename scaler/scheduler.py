@@ -21,7 +21,6 @@ deadlines instead of one per await.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import heapq
 import logging
 import math
@@ -62,6 +61,11 @@ class Scheduler(Generic[K]):
         self._heap: list[tuple[float, int, int, K]] = []  # (due, seq, generation, key)
         self._seq = 0
         self._changed = asyncio.Event()
+        # When run() will wake by itself (its timer), and whether it waits for a free slot: a
+        # push later than that, or a run ending while slots are free, need not wake it (at 1000
+        # polls a second, waking it after every run was a loop pass and a timer each).
+        self._wake_at = -math.inf
+        self._full = False
 
     # ---------------------------------------------------------------- bookkeeping
 
@@ -85,7 +89,8 @@ class Scheduler(Generic[K]):
         slot.due = at
         self._seq += 1
         heapq.heappush(self._heap, (at, self._seq, slot.generation, key))
-        self._changed.set()
+        if at < self._wake_at:
+            self._changed.set()
 
     # ---------------------------------------------------------------- API
 
@@ -200,12 +205,17 @@ class Scheduler(Generic[K]):
             finally:
                 # Free the slot before waking the loop (a done-callback would run too late).
                 tasks.discard(asyncio.current_task())
-                self.finished(key, started)
-                self._changed.set()
+                self.finished(key, started)  # wakes the loop if due before its timer
+                if self._full:
+                    self._changed.set()
 
+        loop = asyncio.get_running_loop()
+        timer: asyncio.TimerHandle | None = None
+        timer_for = math.inf  # the due time `timer` is set for
         try:
             while True:
                 self._changed.clear()
+                self._wake_at, self._full = -math.inf, False
                 free = concurrency - len(tasks)
                 if free > 0:
                     for key, due in self.pop_due(free):
@@ -216,18 +226,28 @@ class Scheduler(Generic[K]):
                         task = asyncio.create_task(one(key, due, started), name="poll")
                         tasks.add(task)
                         task.add_done_callback(tasks.discard)
-                timeout: float | None = None
+                wake_at = math.inf  # slots all taken: only a run ending (`one`) wakes the loop
                 if len(tasks) < concurrency:
                     next_due = self.next_due()
                     if next_due is not None:
-                        timeout = max(0.0, next_due - self._time())
-                if timeout == 0.0:
-                    await asyncio.sleep(0)
-                    continue
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(timeout):
-                        await self._changed.wait()
+                        if next_due <= self._time():
+                            await asyncio.sleep(0)
+                            continue
+                        wake_at = next_due
+                # One timer while the earliest due time stays the same (most passes).
+                if timer is not None and timer_for != wake_at:
+                    timer.cancel()
+                    timer = None
+                if timer is None and wake_at != math.inf:
+                    delay = wake_at - self._time()
+                    timer, timer_for = loop.call_later(delay, self._changed.set), wake_at
+                self._wake_at, self._full = wake_at, wake_at == math.inf and bool(tasks)
+                await self._changed.wait()
+                if timer is not None and self._time() >= timer_for:
+                    timer = None  # it fired (or is about to: one spurious pass at most)
         finally:
+            if timer is not None:
+                timer.cancel()
             for task in tasks:
                 task.cancel()
             if tasks:

@@ -31,6 +31,7 @@ from scaler.table import ObjectTable, later
 log = logging.getLogger(__name__)
 
 Key = tuple[str, str]
+CLAIM_READS = 16  # objects read at once when a shard takes objects over
 
 
 class Inputs:
@@ -49,6 +50,7 @@ class Inputs:
         self._owns = owns
         self._claims: set[Key] = set()  # owned now, not in the table yet (scaler.shards)
         self._claimed = asyncio.Event()
+        self._claim_reads = asyncio.Semaphore(CLAIM_READS)
         self._table = table
         self._actuator = actuator
         self._finalizers = finalizers
@@ -148,9 +150,9 @@ class Inputs:
         """The members changed (`--shards auto`): drop the objects another replica owns now,
         at once (their runtimes retire, so a poll in flight writes nothing), and claim the
         ones this replica owns now (each read fresh by `run_claims`)."""
-        for key in self._table:
-            if not self._owns(key):
-                self._forget(key)
+        moved = [key for key in self._table if not self._owns(key)]
+        for key in self._table.remove_many(moved):
+            self.index_refs(key, frozenset())
         for key in self.scaled_objects.objects:
             if self._owns(key) and self._table.get(key) is None:
                 self._claims.add(key)
@@ -158,35 +160,40 @@ class Inputs:
             self._claimed.set()
 
     async def run_claims(self) -> None:
-        """Reads each claimed object (the watch cache keeps only its metadata) and admits it as
-        a watch event would; a read that fails is retried, a deleted object is dropped."""
+        """Reads each claimed object (the watch cache keeps only its metadata; CLAIM_READS at
+        a time) and admits it as a watch event would; a read that fails is retried with a
+        backoff, a deleted object is dropped."""
         backoff = 0.5
         while True:
             await self._claimed.wait()
             self._claimed.clear()
-            failed = False
-            while self._claims:
-                key = self._claims.pop()
-                if not self._owns(key) or self._table.get(key) is not None:
-                    continue
-                try:
-                    raw = await self._kube.get_or_none(scaled_objects(key[0], key[1]))
-                except KubeError as exc:
-                    log.warning(
-                        "claimed object not read",
-                        extra={"object": f"{key[0]}/{key[1]}", "error": str(exc)},
-                    )
-                    self._claims.add(key)
-                    failed = True
-                    break
-                if raw is not None and self._owns(key):
-                    await self._on_scaled_object("MODIFIED", raw)
+            claims, self._claims = self._claims, set()
+            results = await asyncio.gather(*(self._claim(key) for key in claims))
+            failed = [key for key, ok in zip(claims, results, strict=True) if not ok]
             if failed:
+                self._claims.update(failed)
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 10.0)
                 self._claimed.set()
             else:
                 backoff = 0.5
+
+    async def _claim(self, key: Key) -> bool:
+        """False when the read failed (retried later)."""
+        if not self._owns(key) or self._table.get(key) is not None:
+            return True
+        async with self._claim_reads:
+            try:
+                raw = await self._kube.get_or_none(scaled_objects(key[0], key[1]))
+            except KubeError as exc:
+                log.warning(
+                    "claimed object not read",
+                    extra={"object": f"{key[0]}/{key[1]}", "error": str(exc)},
+                )
+                return False
+        if raw is not None and self._owns(key):
+            await self._on_scaled_object("MODIFIED", raw)
+        return True
 
     # ------------------------------------------------------------------ handlers
 

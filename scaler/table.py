@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterable, Iterator
 from typing import Any
 
 from scaler.objects import ScaledObject
@@ -38,7 +38,7 @@ class ObjectTable:
         self,
         store: MetricStore,
         telemetry: Telemetry,
-        forget_events: Callable[[str], None],
+        forget_events: Callable[[Collection[str]], None],
         *,
         clock: Callable[[], float],
         on_lateness: Callable[[Key, float], None],
@@ -117,16 +117,26 @@ class ObjectTable:
 
     def remove(self, key: Key) -> ObjectRuntime | None:
         """A deleted (or no longer valid) ScaledObject: nothing of it is served or polled."""
-        rt = self._objects.pop(key, None)
-        self.scheduler.remove(key)
-        self._store.remove_object(*key)
-        self._telemetry.forget_object(*key)
-        if rt is not None:
-            self._unindex(rt.so)
-            self._retire(rt)
-            self._forget_events(rt.so.uid)
-            self._count(rt.so, -1)
-        return rt
+        return self.remove_many([key]).get(key)
+
+    def remove_many(self, keys: Iterable[Key]) -> dict[Key, ObjectRuntime]:
+        """`remove` for many objects at once (a shard handing its share over): the telemetry
+        and the Event memory are swept once, not once per object."""
+        removed: dict[Key, ObjectRuntime] = {}
+        gone = set(keys)
+        for key in gone:
+            rt = self._objects.pop(key, None)
+            self.scheduler.remove(key)
+            self._store.remove_object(*key)
+            if rt is not None:
+                removed[key] = rt
+                self._unindex(rt.so)
+                self._retire(rt)
+                self._count(rt.so, -1)
+        self._telemetry.forget_objects(gone)
+        if removed:
+            self._forget_events({rt.so.uid for rt in removed.values()})
+        return removed
 
     def _unindex(self, so: ScaledObject) -> None:
         keys = self._on_workload.get(_workload(so))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import secrets
 import time
+from collections.abc import Collection
 from dataclasses import dataclass
 
 from scaler.errors import KubeError
@@ -93,6 +94,7 @@ class EventRecorder:
                 },
             )
 
-    def forget(self, uid: str) -> None:
-        for key in [k for k in self._seen if k[0] == uid]:
+    def forget(self, uids: Collection[str]) -> None:
+        """Drop what was recorded for these objects (one pass, however many)."""
+        for key in [k for k in self._seen if k[0] in uids]:
             del self._seen[key]

@@ -90,11 +90,12 @@ def metric_client(plane: ControlPlane) -> aiohttp.ClientSession:
 
 
 async def read_metric(
-    http: aiohttp.ClientSession, port: int, namespace: str, name: str
+    http: aiohttp.ClientSession, port: int, namespace: str, name: str, list_name: str = ""
 ) -> tuple[int, Any]:
+    """The metric of object `name`'s redis trigger on list `list_name` (default: `name`)."""
     url = (
         f"https://127.0.0.1:{port}/apis/external.metrics.k8s.io/v1beta1/namespaces/{namespace}/"
-        f"s0-redis-{name}?labelSelector={SO_LABEL}%3D{name}"
+        f"s0-redis-{list_name or name}?labelSelector={SO_LABEL}%3D{name}"
     )
     async with http.get(url) as resp:
         return resp.status, json.loads(await resp.text())

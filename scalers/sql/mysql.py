@@ -211,8 +211,13 @@ class MysqlTarget:
         return _AiomysqlConnection(conn, self)
 
     def message(self, what: str, exc: BaseException) -> str:
-        detail = redact(f"{type(exc).__name__}: {exc}", self.secrets())
-        return f"mysql {self.endpoint}: {what}: {detail}"
+        """`what` with the error, and the TLS error under it (aiomysql reports a failed
+        certificate check as "Can't connect", the reason only in the exception's cause)."""
+        detail = f"{type(exc).__name__}: {exc}"
+        cause = exc.__cause__ or exc.__context__
+        if isinstance(cause, ssl.SSLError):
+            detail += f" ({type(cause).__name__}: {cause})"
+        return f"mysql {self.endpoint}: {what}: {redact(detail, self.secrets())}"
 
 
 async def _tls_context(mode: str) -> ssl.SSLContext:

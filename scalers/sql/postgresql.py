@@ -6,7 +6,9 @@ string, ``connection`` from a TriggerAuthentication or ``connectionFromEnv`` (bo
 form ``postgresql://user:pw@host:5432/db?sslmode=disable`` and the keyword form
 ``host=... port=... dbname=...``), or as fields ``host``, ``port``, ``userName``, ``dbName``,
 ``sslmode`` (TriggerAuthentication first, then metadata) with ``password`` from a
-TriggerAuthentication or ``passwordFromEnv``. KEDA's metric name: ``s<N>-postgresql``.
+TriggerAuthentication or ``passwordFromEnv``. KEDA's metric name: ``s<N>-postgresql``. A
+connection string naming a file (``sslrootcert=<path>``, ``sslkey``, ``passfile``, ...) is
+refused: Tidal never reads files from user-supplied paths (``sslrootcert=system`` is allowed).
 
 The query must return one row with one non-NULL numeric column (see `scalers.sql.hub`); active
 when the value is strictly greater than ``activationTargetQueryValue``. Queries of one target
@@ -37,6 +39,19 @@ from scaler.params import Config, Param, redact
 from scalers.sql.hub import Rows, SqlConnection, SqlScaler
 
 SSL_MODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")
+# libpq keywords whose value is a path the daemon would read (or write: sslkeylogfile).
+FILE_KEYWORDS = frozenset(
+    {
+        "passfile",
+        "service",
+        "sslcert",
+        "sslkey",
+        "sslrootcert",
+        "sslcrl",
+        "sslcrldir",
+        "sslkeylogfile",
+    }
+)
 _FIELDS = (("host", "host"), ("port", "port"), ("userName", "user"), ("dbName", "dbname"))
 _FIELD_SOURCES: tuple[Any, ...] = ("auth", "metadata")
 
@@ -50,7 +65,16 @@ def _conninfo(config: Config) -> dict[str, str]:
         except psycopg.ProgrammingError as exc:
             detail = redact(str(exc), config.secret_values())
             raise ValueError(f"the connection string does not parse: {detail}") from None
-        return {k: str(v) for k, v in parsed.items() if v is not None}
+        params = {k: str(v) for k, v in parsed.items() if v is not None}
+        files = sorted(k for k, v in params.items() if k in FILE_KEYWORDS and v != "system")
+        if files:
+            raise ValueError(
+                "the connection string names files ("
+                + ", ".join(files)
+                + "): Tidal never reads files from user-supplied paths"
+                " (sslrootcert=system, the system CAs, is allowed)"
+            )
+        return params
     out = {keyword: config.get_str(name) for name, keyword in _FIELDS}
     out["sslmode"] = config.get_str("sslmode")
     password = config.opt_str("password")

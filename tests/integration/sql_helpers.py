@@ -11,6 +11,8 @@ from typing import Any, Protocol, TypeVar
 import pytest
 import yaml
 
+from localenv.certs import extension_server_certs
+from localenv.pytest_sql import SqlDatabase
 from scaler.auth import ObjectKind, resolve_auth_params
 from scaler.clients import ClientPool
 from scaler.contract import Sample, TriggerContext
@@ -178,3 +180,20 @@ async def assert_one_query_per_round(
     for s in scalers:
         await s.aclose()
     assert len(pool) == 0
+
+
+class SqlServer(Protocol):
+    host: str
+    port: int
+
+    def create_database(self, name: str) -> None: ...
+    def create_user(self, name: str, password: str, database: str) -> None: ...
+
+
+def tls_database(factory: Callable[..., SqlServer], dns_name: str) -> SqlDatabase:
+    """Database `app` (user `reader`, password `pw`) on a private server offering TLS with a
+    certificate from a CA the system does not trust."""
+    server = factory(tls=extension_server_certs([dns_name]))
+    server.create_database("app")
+    server.create_user("reader", "pw", "app")
+    return SqlDatabase(server.host, server.port, "app", "reader", "pw")

@@ -31,6 +31,7 @@ from tests.integration.sql_helpers import (
     of_kind,
     sample_all,
     sql_scaler,
+    tls_database,
     trigger,
 )
 
@@ -457,7 +458,7 @@ async def test_hung_server_fails_in_the_timeout_and_stalls_no_other_object(
 
 
 async def test_server_restart_is_survived_on_a_new_connection(
-    mysql_factory: Callable[[], MysqlServer], pool: ClientPool
+    mysql_factory: Callable[..., MysqlServer], pool: ClientPool
 ) -> None:
     server = mysql_factory()
     server.create_database("app")
@@ -499,3 +500,41 @@ async def test_different_queries_are_not_coalesced(
     assert (await a.hub()).connects == 2
     await a.aclose()
     await b.aclose()
+
+
+# -- TLS ------------------------------------------------------------------------------------------
+
+ENCRYPTED = (
+    "SELECT IF(VARIABLE_VALUE <> '', 1, 0) FROM information_schema.SESSION_STATUS"
+    " WHERE VARIABLE_NAME = 'SSL_CIPHER'"
+)
+
+
+@pytest.fixture
+def tls_db(mysql_factory: Callable[..., MysqlServer]) -> SqlDatabase:
+    return tls_database(mysql_factory, "mysql.test")
+
+
+@pytest.mark.parametrize(
+    ("tls", "encrypted"),
+    [
+        pytest.param("skip-verify", 1.0, id="skip-verify"),
+        pytest.param("preferred", 1.0, id="preferred"),
+        pytest.param("false", 0.0, id="false"),
+    ],
+)
+async def test_tls_parameter_decides_whether_the_connection_is_encrypted(
+    tls_db: SqlDatabase, pool: ClientPool, tls: str, encrypted: float
+) -> None:
+    auth = {"connectionString": _dsn(tls_db, params=f"?tls={tls}")}
+    scaler = sql_scaler(pool, trigger("mysql", {"query": ENCRYPTED, "queryValue": "1"}, auth))
+    assert (await scaler.sample(0.0)).value == encrypted
+    await scaler.aclose()
+
+
+async def test_tls_true_against_an_untrusted_certificate_is_a_scaler_error(
+    tls_db: SqlDatabase, pool: ClientPool
+) -> None:
+    auth = {"connectionString": _dsn(tls_db, params="?tls=true")}
+    scaler = sql_scaler(pool, trigger("mysql", {"query": ENCRYPTED, "queryValue": "1"}, auth))
+    await assert_connection_error(scaler, "CERTIFICATE_VERIFY_FAILED", "pw@")

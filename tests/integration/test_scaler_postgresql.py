@@ -31,6 +31,7 @@ from tests.integration.sql_helpers import (
     of_kind,
     sample_all,
     sql_scaler,
+    tls_database,
     trigger,
 )
 
@@ -417,7 +418,7 @@ async def test_hung_server_fails_in_the_timeout_and_stalls_no_other_object(
 
 
 async def test_server_restart_is_survived_on_a_new_connection(
-    postgres_factory: Callable[[], PostgresServer], pool: ClientPool
+    postgres_factory: Callable[..., PostgresServer], pool: ClientPool
 ) -> None:
     server = postgres_factory()
     server.create_database("app")
@@ -478,3 +479,68 @@ async def test_different_queries_or_credentials_are_not_coalesced(
     assert hub.connects == 2
     for s in (a, b, superuser):
         await s.aclose()
+
+
+# -- TLS ------------------------------------------------------------------------------------------
+
+ENCRYPTED = "SELECT CASE WHEN ssl THEN 1 ELSE 0 END FROM pg_stat_ssl WHERE pid = pg_backend_pid()"
+
+
+@pytest.fixture
+def tls_db(postgres_factory: Callable[..., PostgresServer]) -> SqlDatabase:
+    return tls_database(postgres_factory, "postgres.test")
+
+
+@pytest.mark.parametrize(
+    ("sslmode", "encrypted"),
+    [
+        pytest.param("require", 1.0, id="require"),
+        pytest.param("prefer", 1.0, id="prefer"),
+        pytest.param("disable", 0.0, id="disable"),
+    ],
+)
+async def test_sslmode_decides_whether_the_connection_is_encrypted(
+    tls_db: SqlDatabase, pool: ClientPool, sslmode: str, encrypted: float
+) -> None:
+    meta = _fields(tls_db, query=ENCRYPTED, sslmode=sslmode)
+    scaler = sql_scaler(pool, trigger("postgresql", meta, {"password": "pw"}))
+    assert (await scaler.sample(0.0)).value == encrypted
+    await scaler.aclose()
+
+
+async def test_verify_full_against_an_untrusted_certificate_is_a_scaler_error(
+    tls_db: SqlDatabase, pool: ClientPool
+) -> None:
+    connection = _url(tls_db).replace("sslmode=disable", "sslmode=verify-full&sslrootcert=system")
+    scaler = sql_scaler(
+        pool,
+        trigger(
+            "postgresql", {"query": ENCRYPTED, "targetQueryValue": "1"}, {"connection": connection}
+        ),
+    )
+    await assert_connection_error(scaler, "certificate verify failed", "pw@")
+
+
+async def test_require_against_a_server_without_tls_is_a_scaler_error(
+    jobs: SqlDatabase, pool: ClientPool
+) -> None:
+    meta = _fields(jobs, query=COUNT, sslmode="require")
+    scaler = sql_scaler(pool, trigger("postgresql", meta, {"password": jobs.password}))
+    await assert_connection_error(scaler, "does not support SSL", jobs.password)
+
+
+@pytest.mark.parametrize(
+    "keyword",
+    [
+        pytest.param("sslrootcert=/etc/ssl/certs/ca.pem", id="sslrootcert-path"),
+        pytest.param("sslkey=/var/run/secrets/kubernetes.io/serviceaccount/token", id="sslkey"),
+        pytest.param("passfile=/root/.pgpass", id="passfile"),
+        pytest.param("sslkeylogfile=/tmp/keys", id="sslkeylogfile"),
+    ],
+)
+def test_connection_strings_naming_files_are_refused(keyword: str) -> None:
+    """Tidal never reads files from user-supplied paths; libpq would."""
+    meta = {"query": "SELECT 1", "targetQueryValue": "1"}
+    auth = {"connection": f"host=127.0.0.1 dbname=app user=u {keyword}"}
+    with pytest.raises(ConfigError, match="never reads files from user-supplied paths"):
+        prepare(trigger("postgresql", meta, auth))

@@ -3,7 +3,8 @@
 `mariadb-install-db` makes fresh system tables (root with password auth and an empty password,
 no test database); `mariadbd` listens on 127.0.0.1 on a free port, its Unix socket in the temp
 dir, with the general query log written to the ``mysql.general_log`` table so tests count the
-queries the server really ran (`calls`). No option file is read (``--no-defaults``): the
+queries the server really ran (`calls`); with `tls` it also offers TLS with that serving
+certificate. No option file is read (``--no-defaults``): the
 machine's /etc/mysql settings do not leak in. As root (CI, the development machines) the
 server runs with ``--user=root``, which mariadbd requires to be said explicitly.
 
@@ -22,6 +23,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from localenv.certs import ServingCerts
 from localenv.process import ComponentError, ManagedProcess, ProcessComponent, free_port
 
 HOST = "127.0.0.1"
@@ -40,7 +42,14 @@ def _binary(*names: str) -> str:
 class MysqlServer(ProcessComponent):
     """`mariadbd` on 127.0.0.1:<free port>; data, socket and pid file in a private temp dir."""
 
-    def __init__(self, run_dir: Path, *, name: str = "mysql", port: int | None = None) -> None:
+    def __init__(
+        self,
+        run_dir: Path,
+        *,
+        name: str = "mysql",
+        port: int | None = None,
+        tls: ServingCerts | None = None,
+    ) -> None:
         self.name = name
         self.host = HOST
         self.port = port or free_port()
@@ -64,6 +73,10 @@ class MysqlServer(ProcessComponent):
             "--skip-log-bin",
             "--max-connections=300",
         ]
+        self.tls = tls
+        if tls is not None:  # TLS offered, not required
+            base = self.base
+            argv += [f"--ssl-cert={base / 'server.crt'}", f"--ssl-key={base / 'server.key'}"]
         self._proc = ManagedProcess(name, argv, run_dir, ready=self._ready, timeout=60.0)
 
     def _check_start(self) -> None:
@@ -75,6 +88,8 @@ class MysqlServer(ProcessComponent):
             )
 
     def _prepare(self) -> None:
+        if self.tls is not None:
+            self.tls.serving.write(self.base, "server")
         if self.data_dir.exists():
             return  # restarted: keep the data
         argv = [

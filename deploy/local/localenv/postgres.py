@@ -3,8 +3,9 @@
 `initdb` makes a fresh cluster with a superuser `tidal` (password auth over TCP, trust on the
 Unix socket, which lives in the temp dir too); `postgres` listens on 127.0.0.1 on a free port
 with ``pg_stat_statements`` loaded, so tests count the queries the server really ran
-(`calls`). PostgreSQL refuses to run as root: when the tests run as root (CI, the development
-machines) the server runs as the `postgres` system user the Debian package creates, the temp
+(`calls`); with `tls` it also offers TLS with that serving certificate. PostgreSQL refuses to
+run as root: when the tests run as root (CI, the development machines) the server runs as the
+`postgres` system user the Debian package creates, the temp
 dir given to it; otherwise as the current user.
 
 Admin helpers (`execute`, `value`, `calls`) connect through the Unix socket as the superuser
@@ -25,6 +26,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from localenv.certs import ServingCerts
 from localenv.process import ComponentError, ManagedProcess, ProcessComponent, free_port
 
 HOST = "127.0.0.1"
@@ -57,7 +59,14 @@ def _drop_privileges() -> list[str]:
 class PostgresServer(ProcessComponent):
     """`postgres` on 127.0.0.1:<free port>; data and socket in a private temp dir."""
 
-    def __init__(self, run_dir: Path, *, name: str = "postgres", port: int | None = None) -> None:
+    def __init__(
+        self,
+        run_dir: Path,
+        *,
+        name: str = "postgres",
+        port: int | None = None,
+        tls: ServingCerts | None = None,
+    ) -> None:
         self.name = name
         self.host = HOST
         self.port = port or free_port()
@@ -79,6 +88,10 @@ class PostgresServer(ProcessComponent):
             "-c", "full_page_writes=off",
             "-c", "max_connections=200",
         ]  # fmt: skip
+        self.tls = tls
+        if tls is not None:  # TLS offered, not required: sslmode decides
+            crt, key = self.base / "server.crt", self.base / "server.key"
+            argv += ["-c", "ssl=on", "-c", f"ssl_cert_file={crt}", "-c", f"ssl_key_file={key}"]
         self._proc = ManagedProcess(name, argv, run_dir, ready=self._ready, timeout=60.0)
 
     # -- lifecycle ------------------------------------------------------------------------------
@@ -94,9 +107,12 @@ class PostgresServer(ProcessComponent):
             return  # restarted: keep the cluster
         pwfile = self.base / "pwfile"
         pwfile.write_text(SUPERUSER_PASSWORD + "\n")
+        owned: list[Path] = [self.base, pwfile]
+        if self.tls is not None:
+            owned += self.tls.serving.write(self.base, "server")
         if os.geteuid() == 0:
             entry = pwd.getpwnam(SERVICE_USER)
-            for path in (self.base, pwfile):
+            for path in owned:
                 os.chown(path, entry.pw_uid, entry.pw_gid)
         self.base.chmod(0o700)
         argv = [

@@ -3,7 +3,8 @@
 `postgres_server` and `mysql_server` start on first use and stop (their temp dirs removed) at
 the end of the run; tests must not stop them, and each test makes its own database
 (`postgres_database` / `mysql_database` give a fresh one with a login user). A test that takes a
-server down starts a private one with `postgres_factory()` / `mysql_factory()`.
+server down, or needs TLS, starts a private one with `postgres_factory(tls=...)` /
+`mysql_factory(tls=...)`.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from typing import TypeVar
 
 import pytest
 
+from localenv.certs import ServingCerts
 from localenv.mysql import MysqlServer
 from localenv.postgres import PostgresServer
 
@@ -84,12 +86,12 @@ def mysql_database(mysql_server: MysqlServer) -> SqlDatabase:
 Server = TypeVar("Server", PostgresServer, MysqlServer)
 
 
-def _factory(run_dir: Path, cls: type[Server], kind: str) -> Iterator[Callable[[], Server]]:
-    """`make()` starts a private server of `cls`; every one made is removed at the end."""
+def _factory(run_dir: Path, cls: type[Server], kind: str) -> Iterator[Callable[..., Server]]:
+    """`make(tls=...)` starts a private server of `cls`; every one made is removed at the end."""
     started: list[Server] = []
 
-    def make() -> Server:
-        server = cls(run_dir, name=f"{kind}-private-{next(_private)}")
+    def make(tls: ServingCerts | None = None) -> Server:
+        server = cls(run_dir, name=f"{kind}-private-{next(_private)}", tls=tls)
         started.append(server)
         return server.start()
 
@@ -99,10 +101,10 @@ def _factory(run_dir: Path, cls: type[Server], kind: str) -> Iterator[Callable[[
 
 
 @pytest.fixture
-def postgres_factory(run_dir: Path) -> Iterator[Callable[[], PostgresServer]]:
+def postgres_factory(run_dir: Path) -> Iterator[Callable[..., PostgresServer]]:
     yield from _factory(run_dir, PostgresServer, "postgres")
 
 
 @pytest.fixture
-def mysql_factory(run_dir: Path) -> Iterator[Callable[[], MysqlServer]]:
+def mysql_factory(run_dir: Path) -> Iterator[Callable[..., MysqlServer]]:
     yield from _factory(run_dir, MysqlServer, "mysql")

@@ -77,8 +77,8 @@ def chart_settings(
     env: Mapping[str, str] | None = None,
 ) -> Settings:
     """The settings `tidal run` gets in the chart's pod: its args, its env (the downward API's
-    POD_NAME/POD_NAMESPACE filled in), with loopback addresses and a kubeconfig instead of
-    the in-cluster config."""
+    POD_NAME/POD_NAMESPACE/POD_IP filled in, the pod IP a loopback one), with loopback addresses
+    and a kubeconfig instead of the in-cluster config."""
     objs = list(objs)
     c = container(objs)
     args = list(c["args"])
@@ -86,6 +86,7 @@ def chart_settings(
     pod_env = {
         "POD_NAME": pod_name,
         "POD_NAMESPACE": one(objs, "Deployment")["metadata"]["namespace"],
+        "POD_IP": "127.0.0.1",
     }
     for item in c.get("env") or []:
         if "value" in item:

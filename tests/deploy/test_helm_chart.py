@@ -38,6 +38,7 @@ VALUE_SETS = [
         id="no-apiservice-no-authz",
     ),
     pytest.param({"dashboard.enabled": True, "podAntiAffinity": "hard"}, True, id="dashboard"),
+    pytest.param({"shards.mode": "auto", "replicaCount": 3}, True, id="sharded"),
     pytest.param({"certManager.enabled": True}, False, id="cert-manager"),
     pytest.param({"metrics.serviceMonitor.enabled": True}, False, id="servicemonitor"),
 ]
@@ -97,7 +98,12 @@ def test_deployment_args_are_flags_tidal_accepts(
     """What the pod runs parses as `tidal run` parses it, to the settings the values ask for."""
     objs = _render(values, "tidal-ns")
     s = chart_settings(objs, pod_name="tidal-abc", kubeconfig=tmp_path / "kc", cert_dir=tmp_path)
-    assert s.leader.enabled is (values.get("replicaCount", 2) != 1)
+    sharded = values.get("shards.mode") == "auto"
+    assert s.shards.enabled is sharded
+    assert s.leader.enabled is (values.get("replicaCount", 2) != 1 and not sharded)
+    if sharded:  # every replica active: member Leases beside the leader Lease's name
+        assert (s.leader.name, s.shards.peer_address) == ("tidal-leader", "0.0.0.0:6444")
+        assert s.shards.advertise == "127.0.0.1:6444"  # $POD_IP from the downward API
     assert s.leader.identity == "tidal-abc"
     assert s.leader.namespace == "tidal-ns"
     assert s.watch.namespace == ("tidal-ns" if "watch.namespace" in values else "")
@@ -112,7 +118,7 @@ def test_deployment_args_are_flags_tidal_accepts(
         create = values.get("metricsApi.apiService.create", True)
         assert s.serve.cert_apiservice == ("v1beta1.external.metrics.k8s.io" if create else "")
     strategy = one(objs, "Deployment")["spec"].get("strategy", {}).get("type", "RollingUpdate")
-    assert strategy == ("RollingUpdate" if s.leader.enabled else "Recreate")
+    assert strategy == ("RollingUpdate" if s.leader.enabled or sharded else "Recreate")
 
 
 def test_pod_runs_non_root_read_only_without_capabilities() -> None:
@@ -175,6 +181,11 @@ def test_service_monitor_scrapes_the_metrics_service() -> None:
         monitor["spec"]["selector"]["matchLabels"].items() <= service["metadata"]["labels"].items()
     )
     assert monitor["spec"]["endpoints"][0]["port"] == service["spec"]["ports"][0]["name"]
+
+
+def test_sharding_needs_the_managed_certificates() -> None:
+    with pytest.raises(RuntimeError, match=r"shards\.mode auto needs Tidal's managed certificates"):
+        template({"shards.mode": "auto", "certManager.enabled": True})
 
 
 def test_pdb_only_with_more_than_one_replica() -> None:

@@ -41,10 +41,24 @@ app.kubernetes.io/part-of: tidal
 {{/* "true" or "false": leaderElection.enabled, with auto = more than one replica. */}}
 {{- define "tidal.leaderElect" -}}
 {{- $v := toString .Values.leaderElection.enabled -}}
-{{- if eq $v "auto" -}}
+{{- if eq (include "tidal.sharded" .) "true" -}}
+false
+{{- else if eq $v "auto" -}}
 {{- ternary "true" "false" (gt (int .Values.replicaCount) 1) -}}
 {{- else -}}
 {{- ternary "true" "false" (eq $v "true") -}}
+{{- end -}}
+{{- end -}}
+
+{{/* "true" or "false": shards.mode auto (every replica active; docs/sharding.md). */}}
+{{- define "tidal.sharded" -}}
+{{- if eq (toString .Values.shards.mode) "auto" -}}
+{{- if .Values.certManager.enabled -}}
+{{- fail "shards.mode auto needs Tidal's managed certificates (certManager.enabled: false): replicas forward metric reads to each other with Tidal's own CA" -}}
+{{- end -}}
+true
+{{- else -}}
+false
 {{- end -}}
 {{- end -}}
 

@@ -27,8 +27,9 @@ of the same lists at the same interval; Tidal's CPU is quoted as a multiple of i
 same window, and its lateness (exact) and RSS are shown beside Tidal's.
 
 quick=True: 100 objects x 1 s only, 10 s windows. TIDAL_BENCH_SCALE=1000,5000,10000 picks
-scenarios (default all; about 20 minutes). Figures come from a 2-core machine shared with other
-engineers' test runs: CPU and lateness are upper bounds; compare Tidal with the floor.
+scenarios (default all; about 20 minutes); TIDAL_BENCH_NATS=0 leaves the NATS mix out.
+Figures come from a 2-core machine shared with other engineers' test runs: CPU and lateness
+are upper bounds; compare Tidal with the floor.
 """
 
 from __future__ import annotations
@@ -210,7 +211,7 @@ def _scenario(sc: Scenario, quick: bool) -> dict[str, Any]:
                 progress(NAME, f"{sc.label}, push on")
                 raw["push_on"] = _steady(env, sc.window, floor, scraper)
                 raw["event_to_replicas"] = asyncio.run(activation_latency(env, sc.events))
-            if sc.nats:
+            if sc.nats and os.environ.get("TIDAL_BENCH_NATS", "1") != "0":
                 raw["nats"] = nats_mix(env, 10.0 if quick else 30.0)
         finally:
             scraper.stop()

@@ -15,6 +15,7 @@ import asyncio
 import collections
 import signal
 import sys
+import time
 import urllib.error
 import urllib.request
 from collections.abc import AsyncIterator, Iterator, Sequence
@@ -56,6 +57,7 @@ class PodBackends:
         self.name = name
         self.seen: collections.Counter[str] = collections.Counter()
         self.by_address: collections.Counter[str] = collections.Counter()
+        self.arrived: dict[str, float] = {}  # request id -> perf_counter() at its arrival
         self.delay = 0.0
         self._runner: web.AppRunner | None = None
 
@@ -68,6 +70,7 @@ class PodBackends:
             return ws
         local = request.transport.get_extra_info("sockname")[0] if request.transport else ""
         rid = request.headers.get("X-Request-Id", "")
+        self.arrived.setdefault(rid, time.perf_counter())
         body = await request.read()
         if self.delay:
             await asyncio.sleep(self.delay)

@@ -75,11 +75,12 @@ class InterceptorFeed:
         for ep in endpoints:
             self._spawn(ep)
         if self._first:
-            await asyncio.wait(
-                [asyncio.ensure_future(e.wait()) for e in self._first.values()],
-                timeout=self._timeout,
-                return_when=asyncio.ALL_COMPLETED,
-            )
+            waits = [asyncio.ensure_future(e.wait()) for e in self._first.values()]
+            try:
+                await asyncio.wait(waits, timeout=self._timeout)
+            finally:
+                for wait in waits:
+                    wait.cancel()
         if not self._connected:
             await self.aclose()
             where = ", ".join(f"{h}:{p}" for h, p in self._addresses)

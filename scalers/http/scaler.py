@@ -115,6 +115,8 @@ class HttpScaler:
 
     async def wakeups(self) -> AsyncIterator[None]:
         feed = await self._feed()
+        if not feed.connected:
+            raise ScalerError(f"{self.key}: no interceptor stream is connected")
         flag = asyncio.Event()
         feed.subscribe(self.key, flag)
         try:

@@ -25,11 +25,15 @@ than ``activationQueryValue``.
 aiomysql speaks to the server: asyncio-native, maintained in aio-libs, on PyMySQL's protocol
 code (the most used pure-Python MySQL client: no C build, MySQL's and MariaDB's auth plugins).
 It is untyped: this module is its typed boundary. With ``tls=true`` a server that does not
-offer TLS is an error (PyMySQL would fall back to plain text silently).
+offer TLS is an error (PyMySQL would fall back to plain text silently). A query whose sample
+timed out is stopped on the server with ``KILL QUERY`` (from a new connection), as psycopg
+cancels PostgreSQL's.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import ssl
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -178,6 +182,22 @@ class MysqlTarget:
         return (self.dsn.password,) if self.dsn.password else ()
 
     async def connect(self) -> SqlConnection:
+        return _AiomysqlConnection(await self._open(), self)
+
+    async def kill_query(self, thread_id: int) -> None:
+        """``KILL QUERY`` on a new connection: a query whose sample gave up stops running on
+        the server (it would otherwise run to its end, and a query slower than the timeout
+        would pile up one more copy on every poll). Best effort, bounded by the timeout."""
+        with contextlib.suppress(Exception):
+            async with asyncio.timeout(self.timeout):
+                conn = await self._open()
+                try:
+                    async with conn.cursor() as cursor:
+                        await cursor.execute(f"KILL QUERY {int(thread_id)}")
+                finally:
+                    conn.close()
+
+    async def _open(self) -> Any:
         d = self.dsn
         kwargs: dict[str, Any] = {
             "user": d.user,
@@ -208,7 +228,7 @@ class MysqlTarget:
             raise ScalerError(
                 f"mysql {self.endpoint}: the server does not offer TLS and the DSN says tls=true"
             )
-        return _AiomysqlConnection(conn, self)
+        return conn
 
     def message(self, what: str, exc: BaseException) -> str:
         """`what` with the error, and the TLS error under it (aiomysql reports a failed
@@ -230,10 +250,18 @@ def _code(exc: mysql_errors.MySQLError) -> int | None:
     return code if isinstance(code, int) else None
 
 
+_KILLS: set[asyncio.Task[None]] = set()  # KILL QUERY tasks in flight (referenced until done)
+
+
 class _AiomysqlConnection:
     def __init__(self, conn: Any, target: MysqlTarget) -> None:
         self._conn = conn
         self._target = target
+
+    def _kill_later(self) -> None:
+        task = asyncio.ensure_future(self._target.kill_query(self._conn.thread_id()))
+        _KILLS.add(task)
+        task.add_done_callback(_KILLS.discard)
 
     async def rows(self, sql: str) -> Rows:
         try:
@@ -254,6 +282,9 @@ class _AiomysqlConnection:
             raise QueryError(self._target.message("could not query MySQL", exc)) from exc
         except OSError as exc:
             raise ScalerError(self._target.message("connection failed", exc)) from exc
+        except asyncio.CancelledError:  # the sample gave up (timeout) or the hub closed
+            self._kill_later()
+            raise
 
     async def close(self) -> None:
         self._conn.close()

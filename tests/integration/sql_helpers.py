@@ -197,3 +197,15 @@ def tls_database(factory: Callable[..., SqlServer], dns_name: str) -> SqlDatabas
     server.create_database("app")
     server.create_user("reader", "pw", "app")
     return SqlDatabase(server.host, server.port, "app", "reader", "pw")
+
+
+async def until_zero(count: Callable[[], int]) -> None:
+    """Poll the server-side `count` until it is 0 (GUARD bounds the wait: a hang guard)."""
+
+    async def wait() -> None:
+        while True:
+            if await asyncio.to_thread(count) == 0:
+                return
+            await asyncio.sleep(0.1)
+
+    await guarded(wait())

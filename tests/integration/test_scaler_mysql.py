@@ -33,6 +33,7 @@ from tests.integration.sql_helpers import (
     sql_scaler,
     tls_database,
     trigger,
+    until_zero,
 )
 
 COUNT = "SELECT COUNT(*) FROM jobs WHERE state = 'queued'"
@@ -444,6 +445,21 @@ async def test_slow_query_times_out_then_the_next_poll_works(
 ) -> None:
     slow = _scaler(pool, jobs, "SELECT COUNT(*) + SLEEP(30) FROM jobs", timeout=1.0)
     await assert_slow_query_times_out(slow, _scaler(pool, jobs, timeout=1.0), 7.0)
+
+
+async def test_a_timed_out_query_does_not_keep_running_on_the_server(
+    mysql_server: MysqlServer, jobs: SqlDatabase, pool: ClientPool
+) -> None:
+    """An hour-long query whose sample gave up is stopped with KILL QUERY (MySQL would run it
+    to its end, and every poll would add one more running copy)."""
+    query = "SELECT COUNT(*) + BENCHMARK(100000000000, MD5('x')) FROM jobs"
+    await assert_connection_error(_scaler(pool, jobs, query, timeout=1.0), "no answer within 1 s")
+
+    def running() -> int:
+        sql = "SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE INFO = %s"
+        return int(mysql_server.value(sql, (query,)))
+
+    await until_zero(running)
 
 
 async def test_hung_server_fails_in_the_timeout_and_stalls_no_other_object(

@@ -33,6 +33,7 @@ from tests.integration.sql_helpers import (
     sql_scaler,
     tls_database,
     trigger,
+    until_zero,
 )
 
 COUNT = "SELECT count(*) FROM jobs WHERE state = 'queued'"
@@ -404,6 +405,21 @@ async def test_slow_query_times_out_then_the_next_poll_works(
     """The server also cancels the query (psycopg sends PostgreSQL's cancel request)."""
     slow = _scaler(pool, jobs, "SELECT count(*) FROM jobs, pg_sleep(30)", timeout=1.0)
     await assert_slow_query_times_out(slow, _scaler(pool, jobs, timeout=1.0), 7.0)
+
+
+async def test_a_timed_out_query_does_not_keep_running_on_the_server(
+    postgres_server: PostgresServer, jobs: SqlDatabase, pool: ClientPool
+) -> None:
+    """An hour-long query whose sample gave up is cancelled on the server (else every poll
+    would add one more running copy)."""
+    query = "SELECT count(*) FROM jobs, pg_sleep(3600)"
+    await assert_connection_error(_scaler(pool, jobs, query, timeout=1.0), "no answer within 1 s")
+
+    def running() -> int:
+        sql = "SELECT count(*) FROM pg_stat_activity WHERE state = 'active' AND query = %s"
+        return int(postgres_server.value(sql, (query,)))
+
+    await until_zero(running)
 
 
 async def test_hung_server_fails_in_the_timeout_and_stalls_no_other_object(

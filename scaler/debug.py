@@ -37,6 +37,7 @@ from scaler.annotations import (
 )
 from scaler.decide import Decision, DecisionInput
 from scaler.kube.lease import LeaderElector
+from scaler.kube.members import MemberLeases
 from scaler.objects import ScaledObject, hpa_max_replicas, hpa_min_replicas, hpa_name
 from scaler.runtime import ObjectRuntime, Phase, TriggerRuntime
 from scaler.store import MetricRecord, MetricStore
@@ -274,15 +275,28 @@ class DebugView:
         leader: LeaderElector | None,
         identity: str,
         clock: Callable[[], float],
+        members: MemberLeases | None = None,
     ) -> None:
         self._table = table
         self._store = store
         self._leader = leader
+        self._members = members
         self._identity = identity
         self._clock = clock
 
     def leader_json(self) -> JSON:
-        leader = self._leader
+        leader, members = self._leader, self._members
+        if members is not None:
+            return {
+                "election": False,
+                "identity": self._identity,
+                "is_leader": members.may_write(),
+                "shards": {
+                    "members": list(members.ring.identities()),
+                    "owned": len(self._table),
+                    "may_write": members.may_write(),
+                },
+            }
         if leader is None:
             return {"election": False, "identity": self._identity, "is_leader": True}
         return {

@@ -128,6 +128,7 @@ class Service:
             leader=daemon.leader,
             identity=s.leader.identity,
             clock=self.clock,
+            members=daemon.members,
         )
         self.health_port = await self._stack.enter_async_context(
             serve_health(

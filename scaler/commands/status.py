@@ -131,7 +131,15 @@ def table(doc: JSON) -> str:
         for r in body
     ]
     leader = doc.get("leader") or {}
-    if not leader.get("election"):
+    shards = leader.get("shards")
+    if shards:
+        members = shards.get("members") or []
+        state = "writes them" if shards.get("may_write") else "does not write now (joining)"
+        who = (
+            f"{leader.get('identity')} is one of {len(members)} shard members "
+            f"({', '.join(members)}); it owns the objects listed and {state}"
+        )
+    elif not leader.get("election"):
         who = f"{leader.get('identity')} (no leader election: it writes)"
     elif leader.get("is_leader"):
         who = f"{leader.get('identity')} is the leader (it writes)"

@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import json
 import ssl
+import urllib.request
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -163,6 +164,12 @@ async def test_three_replicas_split_the_objects_and_each_answers_for_all(
 
                     _, body = await eventually(read, lambda sb: sb[0] == 200, timeout=20)
                     assert body["items"][0]["value"] == str(i + 1), (name, body)
+        status = await asyncio.to_thread(
+            debug_json, f"http://127.0.0.1:{svcs[1].health_port}/debug/objects"
+        )
+        assert status["leader"]["shards"]["members"] == sorted(identities)
+        assert status["leader"]["shards"]["owned"] == len(parts[1])
+        assert {(o["namespace"], o["name"]) for o in status["objects"]} == parts[1]
         forwarded = [
             s.telemetry.registry.get_sample_value(
                 "tidal_metrics_api_forwarded_total", {"result": "ok"}
@@ -192,6 +199,12 @@ async def test_a_joining_and_a_leaving_replica_move_only_their_share(
             assert parts[0] == {(namespace, n) for n in names} - moved
         # "two" left (its Lease deleted on shutdown): "one" takes its share back at once.
         await eventually(lambda: _ret(owned(one)), lambda p: len(p) == OBJECTS, timeout=10)
+
+
+def debug_json(url: str) -> Any:
+    """What `tidal status` reads: the daemon's debug endpoint on its health port."""
+    with urllib.request.urlopen(url, timeout=10) as resp:
+        return json.loads(resp.read())
 
 
 async def _ret(value: Any) -> Any:

@@ -80,6 +80,22 @@ def test_paused_blocked_and_a_standby_daemon() -> None:
     assert "b is a standby; leader: unknown" in table
 
 
+@pytest.mark.parametrize(
+    ("may_write", "says"),
+    [
+        pytest.param(True, "it owns the objects listed and writes them", id="member"),
+        pytest.param(False, "does not write now (joining)", id="joining-member"),
+    ],
+)
+def test_a_shard_member_names_the_ring(may_write: bool, says: str) -> None:
+    shards = {"members": ["Tidal-A", "b", "c.d"], "owned": 1, "may_write": may_write}
+    leader = {"election": False, "identity": "b", "is_leader": may_write, "shards": shards}
+    rt = runtime(so_with(), 1, (ok(0),), None)
+    table = status.table(document(rt, leader=leader))
+    assert "b is one of 3 shard members (Tidal-A, b, c.d)" in table
+    assert says in table
+
+
 def test_an_unreachable_daemon_is_exit_1(capsys: pytest.CaptureFixture[str]) -> None:
     with socket.socket() as s:  # a loopback port nobody listens on
         s.bind(("127.0.0.1", 0))

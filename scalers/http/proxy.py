@@ -104,7 +104,7 @@ class Proxy:
     # -- the request path -------------------------------------------------------------------------
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
-        route = self.routes.match(request.host, request.path)
+        route = self.routes.match(request.host, request.path, request.headers)
         if route is None:
             return web.Response(status=404, text="no HTTPScaledObject routes this host and path\n")
         if route.problems:

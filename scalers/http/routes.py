@@ -61,10 +61,20 @@ class Route:
     response_header_timeout: float | None
     failover: ServiceRef | None = None
     problems: tuple[str, ...] = field(default=())
+    headers: tuple[tuple[str, str | None], ...] = ()  # (name, value or None: present)
 
     @property
     def name(self) -> str:
         return f"{self.key[0]}/{self.key[1]}"
+
+    def header_rank(self, headers: Mapping[str, str]) -> tuple[int, int] | None:
+        """How specifically the request's `headers` (case-insensitive names) match this
+        route's: (headers required, of them with a value); None when one does not match."""
+        for name, value in self.headers:
+            got = headers.get(name)
+            if got is None or (value is not None and got != value):
+                return None
+        return len(self.headers), sum(1 for _, v in self.headers if v is not None)
 
 
 def _service_ref(ns: str, ref: Mapping[str, Any], what: str, problems: list[str]) -> ServiceRef:
@@ -99,8 +109,21 @@ def parse_route(obj: Mapping[str, Any]) -> Route:
     if failover_spec:
         failover = _service_ref(ns, failover_spec, "coldStartTimeoutFailoverRef", problems)
         wait = parse_duration(failover_spec.get("timeoutSeconds"), DEFAULT_FAILOVER_WAIT)
+    headers = tuple(
+        (str(h["name"]), None if h.get("value") is None else str(h["value"]))
+        for h in spec.get("headers") or ()
+        if isinstance(h, Mapping) and h.get("name")
+    )
     return Route(
-        (ns, name), hosts, prefixes, target, wait, header_timeout, failover, tuple(problems)
+        (ns, name),
+        hosts,
+        prefixes,
+        target,
+        wait,
+        header_timeout,
+        failover,
+        tuple(problems),
+        headers,
     )
 
 
@@ -140,19 +163,27 @@ class RouteTable:
                     self._by_host.pop(host, None)
         return old
 
-    def match(self, host: str, path: str) -> Route | None:
+    def match(self, host: str, path: str, headers: Mapping[str, str] | None = None) -> Route | None:
+        """The route of the most specific host pattern that has one for `path` and `headers`:
+        the longest path prefix wins, then the most specific header match (more headers, then
+        more with values); a route without headers is the fallback of those with some."""
         host = _strip_port(host.lower())
         candidates: list[str] = [host]
         parts = host.split(".")
         candidates += ["*." + ".".join(parts[i:]) for i in range(1, len(parts))]
         candidates.append("*")
+        seen: Mapping[str, str] = headers if headers is not None else {}
         for pattern in candidates:  # most specific host first
             best: Route | None = None
-            best_len = -1
+            best_rank: tuple[int, int, int] = (-1, -1, -1)
             for route in self._by_host.get(pattern, ()):
+                header_rank = route.header_rank(seen)
+                if header_rank is None:
+                    continue
                 for prefix in route.prefixes:
-                    if _path_matches(prefix, path) and len(prefix) > best_len:
-                        best, best_len = route, len(prefix)
+                    rank = (len(prefix), *header_rank)
+                    if _path_matches(prefix, path) and rank > best_rank:
+                        best, best_rank = route, rank
             if best is not None:
                 return best
         return None

@@ -7,6 +7,7 @@ import asyncio
 from typing import Any
 
 import pytest
+from multidict import CIMultiDict
 
 from scaler.http_objects import scaled_object_for
 from scalers.http.backends import BackendIndex
@@ -269,3 +270,37 @@ def test_concurrency_targets(spec: dict[str, Any], metric: str, target: str) -> 
     meta = so["spec"]["triggers"][0]["metadata"]
     assert (meta["metric"], meta["targetValue"]) == (metric, target)
     assert (so["spec"]["minReplicaCount"], so["spec"]["cooldownPeriod"]) == (0, 300)
+
+
+@pytest.mark.parametrize(
+    ("headers", "expected"),
+    [
+        pytest.param({}, "plain", id="no-headers-fallback"),
+        pytest.param({"X-Team": "b"}, "team-any", id="presence"),
+        pytest.param({"x-team": "a"}, "team-a", id="value-beats-presence-case-insensitive"),
+        pytest.param({"X-Team": "a", "X-Canary": "1"}, "team-a-canary", id="more-headers-win"),
+    ],
+)
+def test_routing_by_headers(headers: dict[str, str], expected: str) -> None:
+    t = RouteTable()
+    t.put(parse_route(hso("plain", ["h"])))
+    t.put(parse_route(hso("team-any", ["h"], headers=[{"name": "X-Team"}])))
+    t.put(parse_route(hso("team-a", ["h"], headers=[{"name": "X-Team", "value": "a"}])))
+    both = [{"name": "X-Team", "value": "a"}, {"name": "X-Canary"}]
+    t.put(parse_route(hso("team-a-canary", ["h"], headers=both)))
+    route = t.match("h", "/", CIMultiDict(headers))
+    assert route is not None
+    assert route.key == ("ns", expected)
+
+
+def test_a_longer_prefix_beats_a_header_match() -> None:
+    t = RouteTable()
+    t.put(parse_route(hso("api", ["h"], ["/api"])))
+    t.put(parse_route(hso("canary", ["h"], ["/"], headers=[{"name": "X-Canary"}])))
+    route = t.match("h", "/api/x", {"X-Canary": "1"})
+    assert route is not None
+    assert route.key == ("ns", "api")
+    t.delete(("ns", "api"))
+    t.put(parse_route(hso("only-headers", ["h"], headers=[{"name": "X-Needed"}])))
+    t.delete(("ns", "canary"))
+    assert t.match("h", "/", {}) is None  # headers required, no fallback: no route

@@ -216,7 +216,16 @@ def test_every_scaler_and_its_system_data_load(image: Image, tmp_path: Path) -> 
         "print('loaded', len(types), sorted(types))\n"
     )
     out = _read_only(image, tmp_path, "python3", "-c", probe)
-    for trigger in ("kafka", "nats-jetstream", "redis", "aws-s3", "cron", "prometheus"):
+    for trigger in (
+        "kafka",
+        "nats-jetstream",
+        "redis",
+        "aws-s3",
+        "cron",
+        "prometheus",
+        "postgresql",
+        "mysql",
+    ):
         assert f"'{trigger}'" in out, out
 
 

@@ -200,8 +200,9 @@ class Proxy:
                     timeout=timeout,
                 )
                 break
-            except aiohttp.ClientConnectorError:
-                # Nothing was sent: safe to retry on another (or the same, restarted) backend.
+            except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError):
+                # Nothing was sent (refused, or not connected within sock_connect): safe to
+                # retry on another (or the same, restarted) backend.
                 if time.monotonic() > deadline:
                     return web.Response(status=502, text="backend refused the connection\n")
                 await asyncio.sleep(CONNECT_RETRY_DELAY)
@@ -219,13 +220,15 @@ class Proxy:
                     response.headers.add(name, value)
             if waited is not None:
                 response.headers[COLD_START_HEADER] = str(round(waited * 1000))
-            await response.prepare(request)
             try:
+                await response.prepare(request)
                 async for chunk in upstream.content.iter_any():
                     await response.write(chunk)
-            except (aiohttp.ClientError, TimeoutError):
-                return response  # the backend broke off mid-body: the client sees a short body
-            await response.write_eof()
+                await response.write_eof()
+            except (aiohttp.ClientError, TimeoutError, ConnectionError):
+                # The backend broke off mid-body (the client sees a short body), or the client
+                # went away: nothing more to do for this request.
+                return response
         return response
 
     async def _websocket(

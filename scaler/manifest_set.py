@@ -1,5 +1,6 @@
-"""`tidal check`'s input as one set: every ScaledObject, TriggerAuthentication and
-ClusterTriggerAuthentication checked by scaler.validation, against the rest of the set.
+"""`tidal check`'s input as one set: every ScaledObject, ScaledJob, TriggerAuthentication and
+ClusterTriggerAuthentication checked by scaler.validation (ScaledJobs by scaler.jobs.check),
+against the rest of the set.
 
 The set stands in for the cluster: two ScaledObjects on one workload (the later document is the
 one refused, as the apiserver would refuse the second apply), an HPA manifest on a workload, a
@@ -17,6 +18,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from scaler.admission import keep_hpa
+from scaler.jobs.check import check_scaled_job
 from scaler.kube.client import JSON
 from scaler.object_parser import read_scaled_object
 from scaler.objects import ScaledObject
@@ -29,7 +31,12 @@ from scaler.validation import (
     limit_range_defaults,
 )
 
-CHECKED_KINDS = ("ScaledObject", "TriggerAuthentication", "ClusterTriggerAuthentication")
+CHECKED_KINDS = (
+    "ScaledObject",
+    "ScaledJob",
+    "TriggerAuthentication",
+    "ClusterTriggerAuthentication",
+)
 KEDA_GROUP = "keda.sh/"
 SKIP_MARK = "# tidal-check: skip"
 
@@ -199,6 +206,8 @@ async def check_documents(
             problems = await check_scaled_object(
                 _with_namespace(body, ns), known, created=float(order)
             )
+        elif kind == "ScaledJob":
+            problems = await check_scaled_job(_with_namespace(body, ns), known)
         else:
             if kind == "ClusterTriggerAuthentication":
                 ns = ""

@@ -293,7 +293,8 @@ class _AiomysqlConnection:
 class MySQLScaler(SqlScaler):
     PARAMS: ClassVar[tuple[Param, ...]] = (
         Param("query", sources=("metadata",), required=True),
-        Param("queryValue", "float", sources=("metadata",), required=True, doc="HPA target"),
+        # KEDA does not check it; the HPA refuses a target <= 0, so say so when parsing.
+        Param("queryValue", "float", sources=("metadata",), required=True, above=0),
         Param("activationQueryValue", "float", sources=("metadata",), default=0.0),
         Param("connectionString", sources=("auth", "env"), secret=True, doc="Go driver DSN"),
         Param("username", sources=("metadata", "auth", "env")),

@@ -177,8 +177,11 @@ class PostgreSQLScaler(SqlScaler):
     @staticmethod
     def validate(config: Config, trigger: TriggerContext) -> Iterable[str]:
         problems: list[str] = []
-        if not config.opt_float("targetQueryValue"):
-            problems.append("no targetQueryValue given")
+        target = config.opt_float("targetQueryValue")
+        if not target:
+            problems.append("no targetQueryValue given")  # KEDA's check: absent or 0
+        elif target < 0:  # the HPA refuses it; KEDA would fail creating the HPA
+            problems.append("error parsing 'targetQueryValue': must be greater than 0")
         if config.opt_str("connection") is None:
             for name in ("host", "port", "userName", "dbName", "sslmode"):
                 if config.opt_str(name) is None:

@@ -365,6 +365,11 @@ async def test_documented_field_example(jobs: SqlDatabase, pool: ClientPool) -> 
         ),
         pytest.param({"queryValue": "1"}, "missing required parameter 'query'", id="no-query"),
         pytest.param(
+            {"query": "SELECT 1", "queryValue": "0"},
+            "error parsing 'queryValue': invalid value '0' (must be greater than 0)",
+            id="zero-target",
+        ),
+        pytest.param(
             {"query": "SELECT 1", "queryValue": "1", "port": "1"}, "no host given", id="no-host"
         ),
         pytest.param(

@@ -314,6 +314,11 @@ async def test_documented_field_example_runs(jobs: SqlDatabase, pool: ClientPool
             id="zero-target",
         ),
         pytest.param(
+            {"query": "SELECT 1", "targetQueryValue": "-2", "connectionFromEnv": "X"},
+            "must be greater than 0",
+            id="negative-target",
+        ),
+        pytest.param(
             {"query": "SELECT 1", "targetQueryValue": "1", "host": "h"},
             "no port given",
             id="fields-without-port",

@@ -21,7 +21,7 @@ import importlib
 import importlib.metadata
 import logging
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TypeGuard
 
 from scaler.clients import ClientPool
@@ -68,6 +68,8 @@ BUILTINS: Mapping[str, ScalerEntry] = {
     "http": _builtin("scalers.http.scaler:HttpScaler"),
     "postgresql": _builtin("scalers.sql.postgresql:PostgreSQLScaler", "postgresql"),
     "mysql": _builtin("scalers.sql.mysql:MySQLScaler", "mysql"),
+    "external": _builtin("scalers.external.scaler:ExternalScaler", "external"),
+    "external-push": _builtin("scalers.external.scaler:ExternalPushScaler", "external"),
     **dict.fromkeys(sorted(RESOURCE_TRIGGER_TYPES), _RESOURCE),
 }
 
@@ -137,6 +139,10 @@ class Registry:
         """Load the class and parse the trigger (ConfigError lists every problem)."""
         factory = self.load(trigger.type)
         config = parse(factory.PARAMS, trigger, factory.validate)
+        if config.unknown_keys and getattr(factory, "PASSES_METADATA_THROUGH", False):
+            # The scaler hands every metadata key on (external: scalerMetadata): none is unknown.
+            declared = {k: v for k, v in trigger.metadata.items() if k not in config.unknown_keys}
+            config = parse(factory.PARAMS, replace(trigger, metadata=declared), factory.validate)
         return Prepared(trigger, factory, config)
 
     def build(self, trigger: TriggerContext, clients: ClientPool) -> Scaler:

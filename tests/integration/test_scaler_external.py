@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import threading
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -313,26 +313,44 @@ async def test_metric_name_and_target_as_keda(
     await scaler.aclose()
 
 
-@contextlib.contextmanager
-def _server_in_a_thread(state: ScalerState) -> Iterator[Server]:
-    """The server on an event loop of its own: the caller's loop blocks in metric_spec()."""
-    loop = asyncio.new_event_loop()
-    srv = Server(state)
-    thread = threading.Thread(target=loop.run_forever, daemon=True)
-    thread.start()
-    asyncio.run_coroutine_threadsafe(srv.start(), loop).result(GUARD)
-    try:
-        yield srv
-    finally:
-        asyncio.run_coroutine_threadsafe(srv.stop(), loop).result(GUARD)
-        loop.call_soon_threadsafe(loop.stop)
-        thread.join(GUARD)
-        loop.close()
+class ThreadedServer:
+    """A `Server` on an event loop of its own thread: for callers whose loop blocks
+    (metric_spec() without prepare()) and for the daemon's e2e test. Change its answers and
+    push with `call` (its state belongs to the server's loop)."""
+
+    def __init__(self, state: ScalerState) -> None:
+        self.state = state
+        self.server = Server(state)
+        self.address = self.server.address
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
+
+    def call(self, fn: Callable[[], Any]) -> None:
+        """Run `fn` on the server's loop and wait for it."""
+
+        async def run() -> None:
+            fn()
+
+        asyncio.run_coroutine_threadsafe(run(), self._loop).result(GUARD)
+
+    def push(self, result: bool | None) -> None:
+        self.call(lambda: self.state.push(result))
+
+    def __enter__(self) -> ThreadedServer:
+        self._thread.start()
+        asyncio.run_coroutine_threadsafe(self.server.start(), self._loop).result(GUARD)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        asyncio.run_coroutine_threadsafe(self.server.stop(), self._loop).result(GUARD)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(GUARD)
+        self._loop.close()
 
 
 async def test_metric_spec_without_prepare_asks_the_scaler(pool: ClientPool) -> None:
     """The core as it is today calls metric_spec() synchronously after building."""
-    with _server_in_a_thread(ScalerState(metric="jobs", target=4.0)) as srv:
+    with ThreadedServer(ScalerState(metric="jobs", target=4.0)) as srv:
         scaler = _build(pool, _trigger(srv.address, index=1))
         spec = scaler.metric_spec()
         assert (spec.name, spec.target) == ("s1-jobs", 4.0)
@@ -380,7 +398,7 @@ async def test_metric_spec_failure_while_building_is_retried_by_the_core(
 ) -> None:
     """The synchronous path raises a KubeError: today's builder reports that as Ready=False
     and builds again at the next poll (a ConfigError would block the object until edited)."""
-    with _server_in_a_thread(ScalerState(**change)) as srv:
+    with ThreadedServer(ScalerState(**change)) as srv:
         scaler = _build(pool, _trigger(srv.address))
         with pytest.raises(KubeError, match=message):
             scaler.metric_spec()

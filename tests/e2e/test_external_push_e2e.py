@@ -1,0 +1,62 @@
+"""An `external-push` ScaledObject on the real control plane: the daemon opens a StreamIsActive
+stream to a real gRPC ExternalScaler (served by the test on its own thread), and an
+``isActive: true`` on that stream scales the Deployment 0 -> 1.
+
+pollingInterval is 300 s, so only the push can explain the scale-up; the HPA carries KEDA's
+metric name for the scaler's metric.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from tests.e2e.harness import Cluster, deployment, eventually, running_daemon, scaled_object
+from tests.integration.test_scaler_external import ScalerState, ThreadedServer
+
+
+def _gauge(gauge: Any) -> Any:
+    async def probe() -> float:
+        return float(gauge._value.get())
+
+    return probe
+
+
+async def test_external_push_scales_from_zero_on_a_push(cluster: Cluster, kubeconfig: Path) -> None:
+    state = ScalerState(metric="pending-requests", target=5.0, values=[(0, 0.0)], active=False)
+    with ThreadedServer(state) as scaler:
+        await cluster.create_deployment(deployment("worker", replicas=0))
+        trigger = {
+            "type": "external-push",
+            "metadata": {"scalerAddress": scaler.address, "interceptorRoute": "worker"},
+        }
+        await cluster.create_so(
+            scaled_object("worker", "worker", [trigger], pollingInterval=300, cooldownPeriod=300)
+        )
+        async with running_daemon(kubeconfig) as daemon:
+            await eventually(
+                lambda: cluster.condition("worker", "Ready"),
+                lambda c: c is not None and c["status"] == "True",
+                what="Ready=True",
+            )
+            gauge = daemon.telemetry.push_connected.labels(cluster.ns, "worker", "0")
+            await eventually(_gauge(gauge), lambda v: v == 1, what="stream up")
+            assert await cluster.replicas("worker") == 0
+
+            def activate() -> None:
+                state.active, state.values = True, [(0, 12.0)]
+                state.push(True)
+
+            scaler.call(activate)
+            await eventually(lambda: cluster.replicas("worker"), lambda n: n == 1, what="0 -> 1")
+
+            hpa = await eventually(
+                lambda: cluster.hpa("keda-hpa-worker"), lambda h: h is not None, what="HPA"
+            )
+            metric = hpa["spec"]["metrics"][0]["external"]
+            assert metric["metric"]["name"] == "s0-pending-requests"
+            assert metric["target"] == {"type": "AverageValue", "averageValue": "5"}
+            refs = [r for r in state.refs if r.name == "worker"]
+            assert refs
+            assert all(r.namespace == cluster.ns for r in refs)
+            assert all(dict(r.scalerMetadata)["interceptorRoute"] == "worker" for r in refs)

@@ -23,6 +23,7 @@ from scaler.kube.paths import GVKR, scaled_objects
 from scaler.kube.scale import get_scale, set_replicas
 from scaler.kube.targets import TargetCache, TargetState
 from scaler.kube.watch import object_key
+from scaler.modifiers import hpa_metric_specs
 from scaler.objects import hpa_max_replicas, hpa_min_replicas, hpa_name
 from scaler.runtime import ObjectRuntime, ScaleAction
 from scaler.status import (
@@ -83,7 +84,7 @@ class Actuator:
             target_name=so.scale_target_ref.name,
             min_replicas=hpa_min_replicas(so),
             max_replicas=hpa_max_replicas(so),
-            metrics=rt.specs,
+            metrics=hpa_metric_specs(so, rt.specs),
             labels={k: v for k, v in so.labels.items() if k not in excluded},
             annotations=dict(so.annotations),  # KEDA copies the ScaledObject's annotations
             behavior=so.advanced.hpa.behavior_json(),

@@ -23,6 +23,7 @@ from scaler.kube.client import JSON, KubeClient
 from scaler.kube.objects_io import fetch_data
 from scaler.kube.paths import GVKR, ResourceMapper
 from scaler.kube.targets import TargetCache
+from scaler.modifiers import composite_for
 from scaler.objects import ScaledObject, Trigger, trigger_context
 from scaler.push import PUSH_ANNOTATION, push_loop
 from scaler.registry import Prepared, Registry
@@ -100,7 +101,12 @@ class Builder:
             )
         fallback = so.fallback.failure_threshold if so.fallback else None
         self._store.register(
-            so.namespace, so.name, result.specs, fallback, max_age=max_age(so, self._settings)
+            so.namespace,
+            so.name,
+            result.specs,
+            fallback,
+            max_age=max_age(so, self._settings),
+            composite=composite_for(so, [t.spec.name for t in result.triggers]),
         )
         for t in result.triggers:
             if t.spec.kind == "External":

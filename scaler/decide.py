@@ -42,12 +42,14 @@ count when it differs from the current count.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Final, Literal
 
 from scaler.contract import Sample
+from scaler.modifiers import COMPOSITE_METRIC, composite_for, composite_value
 from scaler.objects import Fallback, ScaledObject, hpa_min_replicas
 from scaler.resource_trigger import is_resource_trigger
 
@@ -290,6 +292,28 @@ def decide(inp: DecisionInput) -> Decision:
     idle = so.idle_replica_count
     facts = _facts(inp)
     triggers_active = bool(facts.sampled_active) or facts.resource_active
+    modifiers = so.advanced.scaling_modifiers
+    if modifiers is not None:  # the composite's activity replaces the triggers' (KEDA)
+        composite = composite_for(so, [v.metric_name for v in inp.triggers])
+        assert composite is not None
+        value, why = composite_value(
+            composite,
+            {
+                v.metric_name: None if v.failing or v.sample is None else v.sample.value
+                for v in inp.triggers
+                if not v.is_resource
+            },
+        )
+        triggers_active = (value is not None and value > modifiers.activation_target) or (
+            facts.resource_active
+        )
+        if why is not None and not facts.failing and not facts.never_sampled:
+            # Every trigger has a value and the formula still gives none: unknown, like a
+            # failing trigger (never scaled down on it).
+            broken = TriggerView(COMPOSITE_METRIC, "composite", error=why)
+            facts = dataclasses.replace(
+                facts, failing=(*facts.failing, broken), blocking=(*facts.blocking, broken)
+            )
     fallback_up = facts.fallback_active and (facts.fallback_replicas or 0) > 0
     active = triggers_active or flags.force_activation or fallback_up
 

@@ -2,12 +2,13 @@
 (as decoded from JSON) and returns a frozen `ScaledObject` (scaler.objects), or raises
 `ConfigError` listing EVERY problem found, worded like KEDA where KEDA has a message
 (``CheckReplicaCountBoundsAreValid``, ``ValidateTriggers``, ``CheckFallbackValid``, the admission
-webhook). Features Tidal deliberately lacks (``advanced.scalingModifiers``, ``fallback.behavior:
-scalingModifiers``) raise `UnsupportedError` when they are the only problems.
+webhook). Features Tidal deliberately lacks (``fallback.behavior: scalingModifiers``) raise
+`UnsupportedError` when they are the only problems.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
@@ -16,6 +17,7 @@ from typing import Any, cast
 from scaler.annotations import collect_annotations
 from scaler.contract import METRIC_TARGET_TYPES, MetricTargetType
 from scaler.errors import ConfigError, UnsupportedError
+from scaler.formula import FormulaError, compile_formula
 from scaler.objects import (
     AUTH_KINDS,
     DEFAULT_API_VERSION,
@@ -37,6 +39,7 @@ from scaler.objects import (
     HpaConfig,
     ScaledObject,
     ScaleTargetRef,
+    ScalingModifiers,
     Trigger,
     freeze,
     parse_timestamp,
@@ -268,8 +271,9 @@ def _parse_fallback(
         r.refuse(
             "spec.fallback.behavior",
             "spec.fallback.behavior 'scalingModifiers' is not supported by Tidal "
-            "(scalingModifiers are not supported); use static, currentReplicas, "
-            "currentReplicasIfHigher or currentReplicasIfLower",
+            "(advanced.scalingModifiers is; with it a fallback serves target x replicas as the "
+            "composite metric); use static, currentReplicas, currentReplicasIfHigher or "
+            "currentReplicasIfLower",
         )
         behavior = "static"
     elif behavior not in FALLBACK_BEHAVIORS:
@@ -287,7 +291,69 @@ def _parse_fallback(
     return Fallback(threshold, replicas, cast(FallbackBehavior, behavior))
 
 
-def _parse_advanced(r: _Reader, spec: Mapping[str, Any]) -> Advanced:
+def _parse_modifiers(
+    r: _Reader, raw: Mapping[str, Any], triggers: tuple[Trigger, ...]
+) -> ScalingModifiers | None:
+    """KEDA's ValidateAndCompileScalingModifiers: a formula (over the names of the triggers
+    that are not cpu/memory) and a target > 0 are required; metricType AverageValue or Value."""
+    path = "spec.advanced.scalingModifiers"
+    modifiers = r.obj(raw, "scalingModifiers", path)
+    if modifiers is None or not any(modifiers.values()):
+        return None
+    formula_text = r.str_(modifiers, "formula", f"{path}.formula")
+    target_text = r.str_(modifiers, "target", f"{path}.target").strip()
+    activation_text = r.str_(modifiers, "activationTarget", f"{path}.activationTarget").strip()
+    metric_type = r.str_(modifiers, "metricType", f"{path}.metricType") or "AverageValue"
+    ok = True
+    if not formula_text.strip():
+        r.fail(f"{path}.formula", "error ScalingModifiers.Formula is mandatory")
+        ok = False
+    if not target_text:
+        r.fail(f"{path}.target", "formula is given but target is empty")
+        ok = False
+    target = _float_or_none(target_text)
+    if target_text and (target is None or target <= 0):
+        r.fail(
+            f"{path}.target",
+            f"error converting target for scalingModifiers (string->float) to valid target: "
+            f"{target_text!r} is not a number > 0",
+        )
+        ok = False
+    activation = _float_or_none(activation_text) if activation_text else 0.0
+    if activation is None:
+        r.fail(f"{path}.activationTarget", f"activationTarget {activation_text!r} is not a number")
+        ok = False
+    if metric_type not in ("AverageValue", "Value"):
+        r.fail(
+            f"{path}.metricType",
+            f"error trigger type is {metric_type}, but it needs to be AverageValue or Value "
+            "for external metrics",
+        )
+        ok = False
+    names = [t.name for t in triggers if t.name and not t.is_resource]
+    formula = None
+    if formula_text.strip():
+        try:
+            formula = compile_formula(formula_text, names)
+        except FormulaError as exc:
+            r.fail(f"{path}.formula", f"invalid formula {formula_text!r}: {exc}")
+            ok = False
+    if not ok or formula is None or target is None or activation is None:
+        return None
+    return ScalingModifiers(
+        formula, target, activation, "Value" if metric_type == "Value" else "AverageValue"
+    )
+
+
+def _float_or_none(text: str) -> float | None:
+    try:
+        value = float(text)
+    except ValueError:
+        return None
+    return value if math.isfinite(value) else None
+
+
+def _parse_advanced(r: _Reader, spec: Mapping[str, Any], triggers: tuple[Trigger, ...]) -> Advanced:
     raw = r.obj(spec, "advanced", "spec.advanced")
     if raw is None:
         return Advanced()
@@ -304,14 +370,11 @@ def _parse_advanced(r: _Reader, spec: Mapping[str, Any]) -> Advanced:
             hpa_raw, "behavior", "spec.advanced.horizontalPodAutoscalerConfig.behavior"
         )
         hpa = HpaConfig(name or None, None if behavior is None else freeze(behavior))
-    modifiers = raw.get("scalingModifiers")
-    if isinstance(modifiers, Mapping) and any(modifiers.values()):
-        r.refuse(
-            "spec.advanced.scalingModifiers",
-            "spec.advanced.scalingModifiers is not supported by Tidal; "
-            "use one trigger per metric instead",
-        )
-    return Advanced(restore_to_original_replica_count=restore, hpa=hpa)
+    return Advanced(
+        restore_to_original_replica_count=restore,
+        hpa=hpa,
+        scaling_modifiers=_parse_modifiers(r, raw, triggers),
+    )
 
 
 def parse_scaled_object(raw: Mapping[str, Any]) -> ScaledObject:
@@ -376,7 +439,7 @@ def read_scaled_object(raw: Mapping[str, Any]) -> tuple[ScaledObject, tuple[Fiel
 
     triggers = _parse_triggers(r, spec)
     fallback = _parse_fallback(r, spec, triggers)
-    advanced = _parse_advanced(r, spec)
+    advanced = _parse_advanced(r, spec, triggers)
 
     if len(name) > MAX_NAME_LENGTH:
         r.fail(

@@ -15,6 +15,7 @@ from typing import Any, Final, Literal, cast, get_args
 
 from scaler.annotations import NO_ANNOTATIONS, Annotations
 from scaler.contract import MetricTargetType, TriggerContext
+from scaler.formula import Formula
 from scaler.resource_trigger import RESOURCE_TRIGGER_TYPES, is_resource_trigger
 from scaler.values import (
     DEFAULT_GROUP,
@@ -141,9 +142,21 @@ class HpaConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class ScalingModifiers:
+    """`advanced.scalingModifiers`: one composite metric, the formula over the triggers' values
+    (by trigger name), served to the HPA as `composite-metric` (scaler.modifiers)."""
+
+    formula: Formula
+    target: float
+    activation_target: float = 0.0
+    metric_type: MetricTargetType = "AverageValue"
+
+
+@dataclass(frozen=True, slots=True)
 class Advanced:
     restore_to_original_replica_count: bool = False
     hpa: HpaConfig = HpaConfig()
+    scaling_modifiers: ScalingModifiers | None = None
 
 
 @dataclass(frozen=True, slots=True)

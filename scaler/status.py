@@ -13,6 +13,7 @@ from typing import Any
 
 from scaler.decide import Condition, Decision
 from scaler.kube.paths import GVKR
+from scaler.modifiers import COMPOSITE_METRIC
 from scaler.objects import ScaledObject, hpa_name, parse_timestamp
 
 CONDITION_ORDER = ("Ready", "Active", "Fallback", "Paused")
@@ -82,6 +83,8 @@ def base_status(so: ScaledObject, target: GVKR | None, metric_names: list[str]) 
             dict.fromkeys(t.authentication_ref.name for t in so.triggers if t.authentication_ref)
         )
         or None,
+        # KEDA's name of the composite metric the HPA reads with scalingModifiers.
+        "compositeScalerName": COMPOSITE_METRIC if so.advanced.scaling_modifiers else None,
     }
     if target is not None:
         status["scaleTargetKind"] = target.gvk_string

@@ -25,6 +25,8 @@ from typing import Final
 
 from scaler.contract import MetricSpec, MetricTargetType, Sample, fold_metric_name
 from scaler.errors import ScalerError, TidalError
+from scaler.formula import FormulaError
+from scaler.modifiers import COMPOSITE_METRIC, Composite
 
 ObjectKey = tuple[str, str]  # (namespace, name)
 
@@ -91,6 +93,7 @@ class _ObjectMetrics:
 
     __slots__ = (
         "broken",
+        "composite",
         "fallback_replicas",
         "fallback_threshold",
         "folded",
@@ -109,6 +112,7 @@ class _ObjectMetrics:
         self.fallback_threshold: int | None = None
         self.fallback_replicas: int | None = None
         self.ready_replicas: int | None = None
+        self.composite: Composite | None = None  # advanced.scalingModifiers (scaler.modifiers)
 
 
 class MetricStore:
@@ -129,12 +133,14 @@ class MetricStore:
         fallback_threshold: int | None = None,
         *,
         max_age: float | None = None,
+        composite: Composite | None = None,
     ) -> None:
         """Declare the External metrics an object serves, its fallback threshold and how old a
         value may be when served. Records of metrics no longer declared are dropped; kept ones
         keep their history."""
         entry = self._objects.setdefault((namespace, name), _ObjectMetrics())
         entry.max_age = max_age
+        entry.composite = composite
         entry.targets = {
             s.name: _Target(s.target, s.target_type) for s in specs if s.kind == "External"
         }
@@ -239,6 +245,10 @@ class MetricStore:
         unavailable too, and so is every metric of an object marked broken.
         """
         entry = self._objects.get((namespace, selector_object_name))
+        composite = entry is not None and entry.composite is not None
+        if composite and fold_metric_name(metric) == COMPOSITE_METRIC:
+            assert entry is not None
+            return _composite_reading(entry, now, max_age)
         if entry is not None and metric not in entry.targets:
             # The HPA controller asks for the name in lower case: match like KEDA (EqualFold).
             metric = entry.folded.get(fold_metric_name(metric), metric)
@@ -281,3 +291,48 @@ class MetricStore:
                 f"metric {metric} is stale: last value is {now - record.observed_at:.0f}s old"
             )
         return HpaReading(record.value, record.observed_at)
+
+
+def _composite_reading(entry: _ObjectMetrics, now: float, max_age: float | None) -> HpaReading:
+    """`composite-metric`: the formula over the triggers' values, served only when every
+    trigger it reads has a good, fresh value (or, with a fallback active, target x replicas
+    as KEDA serves it)."""
+    composite = entry.composite
+    assert composite is not None
+    if entry.broken is not None:
+        raise MetricUnavailableError(f"the ScaledObject is not ready: {entry.broken}")
+    m = composite.modifiers
+    records = {metric: entry.records.get(metric, _EMPTY_RECORD) for metric in composite.names}
+    threshold = entry.fallback_threshold
+    if (
+        entry.fallback_replicas is not None
+        and threshold is not None
+        and any(r.failing and r.consecutive_failures > threshold for r in records.values())
+    ):
+        replicas = float(entry.fallback_replicas)
+        if m.metric_type == "Value":
+            if not entry.ready_replicas:
+                raise MetricUnavailableError(
+                    f"{COMPOSITE_METRIC}: fallback for a Value target needs ready replicas"
+                )
+            replicas /= entry.ready_replicas
+        return HpaReading(m.target * replicas, now, fallback=True)
+    if max_age is None:
+        max_age = entry.max_age
+    values: dict[str, float] = {}
+    oldest = now
+    for metric, record in records.items():
+        if record.failing:
+            raise MetricUnavailableError(
+                f"{COMPOSITE_METRIC}: metric {metric} encountered error: {record.error}"
+            )
+        if record.value is None or record.observed_at is None:
+            raise MetricUnavailableError(f"{COMPOSITE_METRIC}: metric {metric} has no value yet")
+        if max_age is not None and now - record.observed_at > max_age:
+            raise MetricUnavailableError(f"{COMPOSITE_METRIC}: metric {metric} is stale")
+        values[metric] = record.value
+        oldest = min(oldest, record.observed_at)
+    try:
+        return HpaReading(composite.evaluate(values), oldest)
+    except FormulaError as exc:
+        raise MetricUnavailableError(f"{COMPOSITE_METRIC}: {exc}") from exc

@@ -439,10 +439,66 @@ def test_every_problem_is_collected_at_once() -> None:
     assert len(problems) == 6, problems
 
 
-def test_scaling_modifiers_are_reported_unsupported() -> None:
-    raw = manifest(advanced={"scalingModifiers": {"formula": "a + b", "target": "2"}})
-    with pytest.raises(UnsupportedError, match="scalingModifiers is not supported"):
-        parse_scaled_object(raw)
+TWO_NAMED = [
+    {"type": "redis", "name": "queue_a", "metadata": {"listName": "a"}},
+    {"type": "redis", "name": "queue_b", "metadata": {"listName": "b"}},
+    {"type": "cpu", "metricType": "Utilization", "metadata": {"value": "50"}},
+]
+
+
+def test_scaling_modifiers_parse_with_their_defaults() -> None:
+    raw = manifest(
+        triggers=TWO_NAMED,
+        advanced={"scalingModifiers": {"formula": "queue_a + queue_b", "target": "5"}},
+    )
+    m = parse_scaled_object(raw).advanced.scaling_modifiers
+    assert m is not None
+    assert (m.target, m.activation_target, m.metric_type) == (5.0, 0.0, "AverageValue")
+    assert m.formula.variables == {"queue_a", "queue_b"}
+    assert m.formula.evaluate({"queue_a": 2, "queue_b": 3}) == 5
+
+
+@pytest.mark.parametrize(
+    ("modifiers", "problem"),
+    [
+        pytest.param(
+            {"target": "5"}, "error ScalingModifiers.Formula is mandatory", id="no-formula"
+        ),
+        pytest.param(
+            {"formula": "queue_a"}, "formula is given but target is empty", id="no-target"
+        ),
+        pytest.param({"formula": "queue_a", "target": "0"}, "valid target", id="target-zero"),
+        pytest.param({"formula": "queue_a", "target": "x"}, "valid target", id="target-nan"),
+        pytest.param(
+            {"formula": "queue_a", "target": "1", "activationTarget": "soon"},
+            "activationTarget 'soon' is not a number",
+            id="activation-nan",
+        ),
+        pytest.param(
+            {"formula": "queue_a", "target": "1", "metricType": "Utilization"},
+            "needs to be AverageValue or Value",
+            id="utilization",
+        ),
+        pytest.param(
+            {"formula": "queue_c * 2", "target": "1"},
+            "unknown name(s) queue_c (trigger names: queue_a, queue_b)",
+            id="unknown-trigger",
+        ),
+        pytest.param(
+            {"formula": "queue_a > 1", "target": "1"},
+            "must give a number",
+            id="bool-formula",
+        ),
+    ],
+)
+def test_bad_scaling_modifiers_are_config_errors(modifiers: dict[str, str], problem: str) -> None:
+    raw = manifest(triggers=TWO_NAMED, advanced={"scalingModifiers": modifiers})
+    assert any(problem in p for p in problems_of(raw)), problems_of(raw)
+
+
+def test_empty_scaling_modifiers_are_none() -> None:
+    raw = manifest(advanced={"scalingModifiers": {}})
+    assert parse_scaled_object(raw).advanced.scaling_modifiers is None
 
 
 def test_fallback_behavior_scaling_modifiers_is_unsupported() -> None:
@@ -453,7 +509,9 @@ def test_fallback_behavior_scaling_modifiers_is_unsupported() -> None:
 
 def test_unsupported_mixed_with_errors_is_a_plain_config_error() -> None:
     raw = manifest(
-        minReplicaCount=5, maxReplicaCount=3, advanced={"scalingModifiers": {"formula": "a"}}
+        minReplicaCount=5,
+        maxReplicaCount=3,
+        fallback={"failureThreshold": 1, "replicas": 2, "behavior": "scalingModifiers"},
     )
     with pytest.raises(ConfigError) as info:
         parse_scaled_object(raw)

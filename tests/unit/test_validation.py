@@ -197,8 +197,13 @@ SINGLE_OBJECT = [
     ),
     pytest.param(
         so(advanced={"scalingModifiers": {"formula": "a + b", "target": "2"}}),
-        ("spec.advanced.scalingModifiers", "scalingModifiers is not supported by Tidal"),
-        id="scaling-modifiers-unsupported",
+        ("spec.advanced.scalingModifiers.formula", "unknown name(s) a, b"),
+        id="scaling-modifiers-formula-over-unnamed-triggers",
+    ),
+    pytest.param(
+        so(advanced={"scalingModifiers": {"target": "2"}}),
+        ("spec.advanced.scalingModifiers.formula", "ScalingModifiers.Formula is mandatory"),
+        id="scaling-modifiers-without-formula",
     ),
     pytest.param(
         edit(_set("metadata.annotations", {"autoscaling.keda.sh/paused-replicas": "two"})),

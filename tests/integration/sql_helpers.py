@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Protocol, TypeVar
 
@@ -209,3 +210,33 @@ async def until_zero(count: Callable[[], int]) -> None:
             await asyncio.sleep(0.1)
 
     await guarded(wait())
+
+
+class Freezable(Protocol):
+    def freeze(self) -> None: ...
+    def thaw(self) -> None: ...
+
+
+async def assert_frozen_server_fails_then_recovers(
+    scaler: SqlScaler, server: Freezable, value: float
+) -> None:
+    """A server that stops answering on an open connection (SIGSTOP): the sample fails with a
+    ScalerError after the timeout, never a zero; thawed, the next polls read `value` again."""
+    assert (await scaler.sample(0.0)).value == value  # a connection is open and idle
+    server.freeze()
+    try:
+        with pytest.raises(ScalerError) as info:
+            await guarded(scaler.sample(1.0))
+        assert not isinstance(info.value, QueryError)
+        assert "no answer within 1 s" in str(info.value)
+    finally:
+        server.thaw()
+
+    async def recovered() -> float:
+        while True:  # the polls right after the thaw may still meet the stalled connection
+            with contextlib.suppress(ScalerError):
+                return (await scaler.sample(2.0)).value
+            await asyncio.sleep(0.2)
+
+    assert await guarded(recovered()) == value
+    await scaler.aclose()

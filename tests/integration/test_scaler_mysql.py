@@ -21,6 +21,7 @@ from scalers.sql.hub import SqlScaler
 from scalers.sql.mysql import Dsn, parse_dsn
 from tests.integration.sql_helpers import (
     assert_connection_error,
+    assert_frozen_server_fails_then_recovers,
     assert_hung_server_stalls_no_other,
     assert_one_query_per_round,
     assert_query_error,
@@ -478,10 +479,9 @@ async def test_hung_server_fails_in_the_timeout_and_stalls_no_other_object(
         await assert_hung_server_stalls_no_other(hung, _scaler(pool, jobs, timeout=1.0), 7.0)
 
 
-async def test_server_restart_is_survived_on_a_new_connection(
-    mysql_factory: Callable[..., MysqlServer], pool: ClientPool
-) -> None:
-    server = mysql_factory()
+def _private(factory: Callable[..., MysqlServer]) -> tuple[MysqlServer, SqlDatabase]:
+    """A private server with database `app`, user `reader` (password `pw`), one queued job."""
+    server = factory()
     server.create_database("app")
     server.create_user("reader", "pw", "app")
     server.execute(
@@ -489,8 +489,21 @@ async def test_server_restart_is_survived_on_a_new_connection(
         "INSERT INTO jobs VALUES (1, 'queued')",
         database="app",
     )
-    db = SqlDatabase(server.host, server.port, "app", "reader", "pw")
+    return server, SqlDatabase(server.host, server.port, "app", "reader", "pw")
+
+
+async def test_server_restart_is_survived_on_a_new_connection(
+    mysql_factory: Callable[..., MysqlServer], pool: ClientPool
+) -> None:
+    server, db = _private(mysql_factory)
     await assert_restart_survived(_scaler(pool, db), server, 1.0)
+
+
+async def test_a_server_that_stops_answering_fails_in_the_timeout_then_recovers(
+    mysql_factory: Callable[..., MysqlServer], pool: ClientPool
+) -> None:
+    server, db = _private(mysql_factory)
+    await assert_frozen_server_fails_then_recovers(_scaler(pool, db, timeout=1.0), server, 1.0)
 
 
 # -- coalescing -----------------------------------------------------------------------------------

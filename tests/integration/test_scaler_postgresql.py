@@ -21,6 +21,7 @@ from scaler.registry import prepare
 from scalers.sql.hub import SqlHub, SqlScaler
 from tests.integration.sql_helpers import (
     assert_connection_error,
+    assert_frozen_server_fails_then_recovers,
     assert_hung_server_stalls_no_other,
     assert_one_query_per_round,
     assert_query_error,
@@ -438,10 +439,9 @@ async def test_hung_server_fails_in_the_timeout_and_stalls_no_other_object(
         await assert_hung_server_stalls_no_other(hung, _scaler(pool, jobs, timeout=1.0), 7.0)
 
 
-async def test_server_restart_is_survived_on_a_new_connection(
-    postgres_factory: Callable[..., PostgresServer], pool: ClientPool
-) -> None:
-    server = postgres_factory()
+def _private(factory: Callable[..., PostgresServer]) -> tuple[PostgresServer, SqlDatabase]:
+    """A private server with database `app`, user `reader` (password `pw`), one queued job."""
+    server = factory()
     server.create_database("app")
     server.create_user("reader", "pw", "app")
     server.execute(
@@ -450,8 +450,21 @@ async def test_server_restart_is_survived_on_a_new_connection(
         'GRANT SELECT ON jobs TO "reader"',
         dbname="app",
     )
-    db = SqlDatabase(server.host, server.port, "app", "reader", "pw")
+    return server, SqlDatabase(server.host, server.port, "app", "reader", "pw")
+
+
+async def test_server_restart_is_survived_on_a_new_connection(
+    postgres_factory: Callable[..., PostgresServer], pool: ClientPool
+) -> None:
+    server, db = _private(postgres_factory)
     await assert_restart_survived(_scaler(pool, db), server, 1.0)
+
+
+async def test_a_server_that_stops_answering_fails_in_the_timeout_then_recovers(
+    postgres_factory: Callable[..., PostgresServer], pool: ClientPool
+) -> None:
+    server, db = _private(postgres_factory)
+    await assert_frozen_server_fails_then_recovers(_scaler(pool, db, timeout=1.0), server, 1.0)
 
 
 # -- coalescing -----------------------------------------------------------------------------------

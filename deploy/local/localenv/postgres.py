@@ -138,12 +138,43 @@ class PostgresServer(ProcessComponent):
         which waits for every client to leave."""
         proc = self._proc.proc
         if proc is not None and proc.poll() is None:
+            for pid in self._children():  # frozen backends must see the postmaster's SIGTERM
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGCONT)
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(proc.pid, signal.SIGINT)
                 os.killpg(proc.pid, signal.SIGCONT)  # a frozen server must see it
             with contextlib.suppress(subprocess.TimeoutExpired):
                 proc.wait(10)
         super().stop()
+
+    def _children(self) -> list[int]:
+        """The postmaster's children: each backend calls setsid(), so they are not in the
+        process group that ManagedProcess signals."""
+        proc = self._proc.proc
+        if proc is None:
+            return []
+        found = []
+        for entry in os.listdir("/proc"):
+            if entry.isdigit():
+                with contextlib.suppress(OSError):
+                    status = Path(f"/proc/{entry}/status").read_text()
+                    if f"\nPPid:\t{proc.pid}\n" in status:
+                        found.append(int(entry))
+        return found
+
+    def freeze(self) -> None:
+        """SIGSTOP the postmaster and every backend: open connections stop answering too."""
+        super().freeze()
+        for pid in self._children():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGSTOP)
+
+    def thaw(self) -> None:
+        for pid in self._children():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGCONT)
+        super().thaw()
 
     def remove(self) -> None:
         """Stop and delete the temp dir (the cluster is gone)."""

@@ -12,8 +12,11 @@ over the second made ~10 GETs a second, each listing every consumer of the accou
 JSON a second at 1000 consumers). Each node's answer is therefore kept as a *snapshot* and
 reused by later batches whose samples are at most `JszPoller.max_age` (0.5 s) younger than the
 one that fetched it (measured on the samples' own ``now``: a poll's start), and a GET in flight
-is joined rather than repeated (single flight). A sample is thus at most half a second plus one
-request older than its poll -- less than the 1 s minimum pollingInterval -- and a node is asked
+is joined rather than repeated (single flight). On a standalone server a sample served from the
+last answer needs no batch at all; once that answer is older than `max_age` (and younger than
+twice that) it still serves while the next GET, started by the first such sample, is on its
+way -- so polls do not queue behind a slow GET. A sample is thus at most half a second (one
+second while a refresh is in flight) plus one request older than its poll, and a node is asked
 about twice a second however many objects read it. A push wake-up must not be answered from a
 snapshot that predates the event: the scaler passes the wake-up's loop time as ``not_before``,
 and only a GET sent after it will do. Failures are never kept: the next batch asks again.
@@ -202,6 +205,7 @@ class JszPoller:
         self._names: dict[str, str] = {}  # node base URL -> server_name (clustered only)
         self._leaders: dict[Key, str] = {}  # consumer -> base URL of its leader's node
         self._snapshots: dict[str, _Snapshot] = {}  # node base URL -> its latest /jsz GET
+        self._answered: dict[str, _Snapshot] = {}  # node base URL -> its latest good answer
         self.jsz_requests = 0  # GET /jsz sent (for benchmarks)
         self.varz_requests = 0  # GET /varz sent (cluster discovery)
 
@@ -217,13 +221,20 @@ class JszPoller:
         `now` is the sample's time (the poll's start): answers fetched for a sample up to
         `max_age` older are reused (None: always a GET of this batch's own). `not_before` is a
         loop time (a push wake-up's) the GET behind the answer must not predate."""
+        key = (stream, consumer)
+        if now is not None:
+            view = self._standalone_view(now, not_before)
+            if view is not None:  # no batch, no task, no wait: most samples
+                found = view.consumers.get(key)
+                if found is None:
+                    raise self._missing(key, view.streams).exception()
+                return found
         batch = self._open
         if batch is None:
             batch = self._open = _Batch()
             task = asyncio.create_task(self._run(batch), name=f"jsz {self.target.base}")
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
-        key = (stream, consumer)
         batch.join(key, now, not_before)
         try:
             answers = await asyncio.shield(batch.done)
@@ -444,17 +455,49 @@ class JszPoller:
                 raise result
         return failed
 
+    def _standalone_view(self, now: float, not_before: float) -> JszView | None:
+        """The seed's last answer when it may serve a sample at `now` without waiting: a
+        standalone server's, sent after `not_before`, fetched for a sample at most `max_age`
+        older -- or up to twice that while a newer GET is on its way (started here, once), so
+        polls do not pile up behind a slow GET (1000 objects a second would fill the poll
+        slots within a few hundred ms)."""
+        last = self._answered.get(self._seed)
+        if last is None or last.sent < not_before or now < last.now:
+            return None
+        view = last.view.result()
+        if view.cluster_size > 1:
+            return None  # read from each consumer's leader: the batch path
+        age = now - last.now
+        if age <= self.max_age:
+            return view
+        if age >= 2 * self.max_age:
+            return None
+        if self._snapshots.get(self._seed) is last:  # no newer GET yet: start one
+            self._fetch_snapshot(self._seed, now)
+        return view
+
+    def _fetch_snapshot(self, url: str, now: float) -> _Snapshot:
+        loop = asyncio.get_running_loop()
+        task = loop.create_task(self._jsz(url), name=f"jsz GET {url}")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        snap = self._snapshots[url] = _Snapshot(loop.time(), now, task)
+        task.add_done_callback(lambda _: self._answer_in(url, snap))
+        return snap
+
+    def _answer_in(self, url: str, snap: _Snapshot) -> None:
+        if snap.view.cancelled() or snap.view.exception() is not None:
+            return
+        last = self._answered.get(url)
+        if last is None or last.sent < snap.sent:
+            self._answered[url] = snap
+
     async def _view(self, url: str, batch: _Batch) -> JszView:
         """`url`'s snapshot when it serves `batch` (joined while in flight), else a new GET."""
         snap = self._snapshots.get(url)
         if snap is None or not snap.serves(batch, self.max_age):
             assert batch.now is not None
-            loop = asyncio.get_running_loop()
-            task = loop.create_task(self._jsz(url), name=f"jsz GET {url}")
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
-            snap = _Snapshot(loop.time(), batch.now[1], task)
-            self._snapshots[url] = snap
+            snap = self._fetch_snapshot(url, batch.now[1])
         try:
             return await asyncio.shield(snap.view)
         except ScalerError as exc:  # shared by the batches that joined: each raises its own
@@ -479,6 +522,7 @@ class JszPoller:
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
         self._snapshots.clear()
+        self._answered.clear()
         sources, self._sources = list(self._sources.values()), {}
         for source in sources:
             await source.aclose()

@@ -267,6 +267,31 @@ async def test_polls_spread_over_a_second_share_a_snapshot(
         await scaler.aclose()
 
 
+async def test_an_answer_half_a_second_old_serves_while_the_next_is_fetched(
+    nats_server: NatsServer, queue: Queue, pool: ClientPool
+) -> None:
+    """Between 0.5 and 1 s old, the last answer is served at once and the first such sample
+    starts ONE new GET in the background, so polls never queue behind it; once it is in, it
+    serves."""
+    await queue.publish(1)
+    first, second = (_for(nats_server, queue, pool, "monitoring") for _ in range(2))
+    assert (await first.sample(10.0)).value == 1
+    await queue.publish(1)
+    served0 = _jsz_served(nats_server)
+    assert (await second.sample(10.7)).value == 1  # the old answer, without waiting
+    values = []
+    for _ in range(100):  # a hang guard: the background GET's answer comes in
+        values.append((await second.sample(10.8)).value)
+        if values[-1] == 2:
+            break
+        await asyncio.sleep(0.05)
+    assert set(values) <= {1.0, 2.0}
+    assert values[-1] == 2
+    assert _jsz_served(nats_server) - served0 == 1
+    await first.aclose()
+    await second.aclose()
+
+
 async def test_a_push_wake_up_is_answered_by_a_fresh_snapshot(
     nats_server: NatsServer, queue: Queue, pool: ClientPool
 ) -> None:

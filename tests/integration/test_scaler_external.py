@@ -5,6 +5,7 @@ over TLS with a test CA (and client certificates), as the HTTP add-on's scaler s
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import threading
 from collections.abc import AsyncIterator, Callable
@@ -15,19 +16,26 @@ from typing import Any
 import grpc
 import grpc.aio
 import pytest
+import yaml
 
 from localenv.certs import LOOPBACK_IPS, CertKey, issue, new_ca
 from localenv.process import free_port
 from scaler.clients import ClientPool
 from scaler.contract import PushScaler, TriggerContext
 from scaler.errors import ConfigError, KubeError, QueryError, ScalerError
-from scaler.objects import Trigger
+from scaler.object_parser import read_scaled_object
+from scaler.objects import Trigger, trigger_context
 from scaler.push import push_loop
 from scaler.registry import default_registry
 from scaler.runtime import TriggerRuntime
 from scaler.telemetry import Telemetry
 from scalers.external import externalscaler_pb2 as pb
-from scalers.external.scaler import ExternalPushScaler, ExternalScaler
+from scalers.external.scaler import (
+    ExternalPushScaler,
+    ExternalScaler,
+    endpoint_of,
+    scaler_metadata,
+)
 
 GUARD = 20.0  # a hang guard for what must happen; never a measured speed
 TIMEOUT = 1.0  # the triggers' call timeout (KEDA's global HTTP timeout is 3 s)
@@ -700,3 +708,156 @@ def test_checked_in_modules_match_the_proto(tmp_path: Path) -> None:
     assert protoc.main(args) == 0
     for name in ("externalscaler_pb2.py", "externalscaler_pb2.pyi"):
         assert (tmp_path / name).read_text() == (here / name).read_text(), name
+
+
+# ---------------------------------------------------------------------------- KEDA's examples
+
+# KEDA's documented examples (keda.sh docs, scalers/external and scalers/external-push; the
+# HTTP add-on's ScaledObject), as written. Only the Secret's data is ours: the docs leave
+# placeholders ("YOUR_CA_IN_SECRET") where a user puts real certificates.
+KEDA_EXTERNAL = """
+apiVersion: keda.sh/v1alpha1
+kind: ScaledObject
+metadata:
+  name: external-scaledobject
+spec:
+  scaleTargetRef:
+    name: keda-redis-node
+  triggers:
+  - type: external
+    metadata:
+      scalerAddress: redis-external-scaler-service:8080
+      address: REDIS_HOST
+      password: REDIS_PASSWORD
+      listName: mylist
+      listLength: "5"
+"""
+
+KEDA_EXTERNAL_TLS = """
+apiVersion: v1
+kind: Secret
+metadata:
+  name: certificate
+data:
+  ca.crt: "{ca}"
+  tls.crt: "{cert}"
+  tls.key: "{key}"
+---
+apiVersion: keda.sh/v1alpha1
+kind: TriggerAuthentication
+metadata:
+  name: keda-trigger-auth
+spec:
+  secretTargetRef:
+  - parameter: caCert
+    name: certificate
+    key: ca.crt
+  - parameter: tlsClientCert
+    name: certificate
+    key: tls.crt
+  - parameter: tlsClientKey
+    name: certificate
+    key: tls.key
+---
+apiVersion: keda.sh/v1alpha1
+kind: ScaledObject
+metadata:
+  name: external-scaledobject
+spec:
+  scaleTargetRef:
+    name: keda-redis-node
+  triggers:
+  - type: external
+    metadata:
+      scalerAddress: redis-external-scaler-service:8080
+      metricType: mymetric
+      scalerAddress: mydomain.com:443
+      extraKey: "demo"
+    authenticationRef:
+      name: keda-trigger-auth
+"""
+
+KEDA_EXTERNAL_PUSH = """
+apiVersion: keda.sh/v1alpha1
+kind: ScaledObject
+metadata:
+  name: name
+  namespace: namespace
+spec:
+  scaleTargetRef:
+    name: keda-node
+  triggers:
+  - type: external-push
+    metadata:
+      scalerAddress: external-scaler-service:8080
+      tlsCertFile: /path/to/tls/cert.pem # optional
+"""
+
+HTTP_ADD_ON = """
+apiVersion: keda.sh/v1alpha1
+kind: ScaledObject
+metadata:
+  name: myapp
+spec:
+  scaleTargetRef:
+    name: myapp
+  minReplicaCount: 0
+  maxReplicaCount: 10
+  triggers:
+  - type: external-push
+    metadata:
+      scalerAddress: keda-add-ons-http-external-scaler.keda:9090
+      interceptorRoute: myapp
+"""
+
+
+def _secret_auth(docs: list[Any], name: str) -> dict[str, str]:
+    """secretTargetRef of the manifest's TriggerAuthentication, read from its Secret."""
+    (auth,) = [d for d in docs if d["kind"] == "TriggerAuthentication"]
+    assert auth["metadata"]["name"] == name
+    (secret,) = [d for d in docs if d["kind"] == "Secret"]
+    data = {k: base64.b64decode(v).decode() for k, v in secret["data"].items()}
+    return {ref["parameter"]: data[ref["key"]] for ref in auth["spec"]["secretTargetRef"]}
+
+
+@pytest.mark.parametrize(
+    ("manifest", "tls", "client_cert"),
+    [
+        pytest.param(KEDA_EXTERNAL, False, False, id="external"),
+        pytest.param(KEDA_EXTERNAL_TLS, True, True, id="external-with-certificates"),
+        # The deprecated tlsCertFile (a path) goes to the scaler and enables nothing: KEDA
+        # reads caCert/tlsClientCert/tlsClientKey from a TriggerAuthentication only.
+        pytest.param(KEDA_EXTERNAL_PUSH, False, False, id="external-push"),
+        pytest.param(HTTP_ADD_ON, False, False, id="http-add-on"),
+    ],
+)
+async def test_keda_documented_examples_apply_unchanged(
+    pool: ClientPool, pki: Pki, manifest: str, tls: bool, client_cert: bool
+) -> None:
+    def b64(data: bytes) -> str:
+        return base64.b64encode(data).decode()
+
+    text = manifest.replace("{ca}", b64(pki.ca.cert_pem))
+    text = text.replace("{cert}", b64(pki.client.cert_pem)).replace(
+        "{key}", b64(pki.client.key_pem)
+    )
+    docs = [d for d in yaml.safe_load_all(text) if d]
+    (raw,) = [d for d in docs if d["kind"] == "ScaledObject"]
+    so, problems = read_scaled_object({**raw, "metadata": {"namespace": "apps", **raw["metadata"]}})
+    assert problems == ()
+    for trig in so.triggers:
+        ref = trig.authentication_ref
+        auth = _secret_auth(docs, ref.name) if ref is not None else {}
+        prepared = default_registry().prepare(trigger_context(so, trig, auth_params=auth))
+        assert prepared.config.unknown_keys == ()
+        scaler = default_registry().construct(prepared, pool)
+        assert isinstance(scaler, ExternalScaler)
+        assert isinstance(scaler, ExternalPushScaler) == (trig.type == "external-push")
+        endpoint = endpoint_of(prepared.config)
+        assert endpoint.address == trig.metadata["scalerAddress"]
+        assert (endpoint.tls is not None) == tls
+        if endpoint.tls is not None:
+            assert endpoint.tls.verify
+            assert bool(endpoint.tls.cert and endpoint.tls.key) == client_cert
+        assert dict(scaler_metadata(prepared.trigger)) == dict(trig.metadata)
+        await scaler.aclose()

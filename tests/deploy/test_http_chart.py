@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import subprocess
-
 from localenv.controlplane import ControlPlane
 from localenv.helm import CHART, helm, set_args, template
-from localenv.paths import k8s_bin
 from scaler.commands.intercept import SOURCES, build_parser
 from tests.deploy.chart import Obj, grants, one, parse
+from tests.deploy.test_helm_chart import _kubectl_dry_run
 
 ON = {"interceptor.enabled": True}
 
@@ -70,22 +68,6 @@ def test_rendered_interceptor_passes_server_side_dry_run(
     control_plane: ControlPlane, namespace: str
 ) -> None:
     manifest = template({**ON}, namespace=namespace, extra=["--include-crds"])
-    proc = subprocess.run(
-        [
-            str(k8s_bin("kubectl")),
-            "--kubeconfig",
-            str(control_plane.kubeconfig),
-            "apply",
-            "--dry-run=server",
-            "-f",
-            "-",
-        ],
-        input=manifest,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.count("(server dry run)") == len(parse(manifest))
-    assert "httpscaledobjects.http.keda.sh" in proc.stdout
+    out = _kubectl_dry_run(control_plane.kubeconfig, manifest)
+    assert out.count("(server dry run)") == len(parse(manifest))
+    assert "httpscaledobjects.http.keda.sh" in out

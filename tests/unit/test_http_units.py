@@ -4,6 +4,7 @@ and the HTTPScaledObject -> ScaledObject mapping."""
 from __future__ import annotations
 
 import asyncio
+import copy
 from typing import Any
 
 import pytest
@@ -14,6 +15,7 @@ from scalers.http.backends import BackendIndex
 from scalers.http.feed import parse_addresses
 from scalers.http.routes import RouteTable, ServiceRef, parse_duration, parse_route
 from scalers.http.stats import RequestStats
+from tests.http_examples import ADDON_DOC_EXAMPLE
 
 
 def hso(name: str, hosts: list[str] | None, prefixes: list[str] | None = None, **spec: Any) -> Any:
@@ -210,29 +212,10 @@ def test_interceptor_addresses() -> None:
         parse_addresses(["nohost"])
 
 
-ADDON_EXAMPLE: dict[str, Any] = {
-    "apiVersion": "http.keda.sh/v1alpha1",
-    "kind": "HTTPScaledObject",
-    "metadata": {"name": "xkcd", "namespace": "ns", "uid": "u1"},
-    "spec": {
-        "hosts": ["myhost.com", "*.example.com"],
-        "pathPrefixes": ["/test"],
-        "scaleTargetRef": {
-            "name": "xkcd",
-            "kind": "Deployment",
-            "apiVersion": "apps/v1",
-            "service": "xkcd",
-            "port": 8080,
-        },
-        "replicas": {"min": 5, "max": 10},
-        "scaledownPeriod": 300,
-        "scalingMetric": {"requestRate": {"granularity": "1s", "targetValue": 100, "window": "1m"}},
-    },
-}
-
-
 def test_the_addon_example_maps_to_a_scaled_object() -> None:
-    so, problems = scaled_object_for(ADDON_EXAMPLE, ["tidal-interceptor-admin.tidal:9090"])
+    example = copy.deepcopy(ADDON_DOC_EXAMPLE)
+    example["metadata"].update(namespace="ns", uid="u1")
+    so, problems = scaled_object_for(example, ["tidal-interceptor-admin.tidal:9090"])
     assert problems == []
     spec = so["spec"]
     assert spec["scaleTargetRef"] == {"name": "xkcd", "kind": "Deployment", "apiVersion": "apps/v1"}

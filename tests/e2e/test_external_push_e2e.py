@@ -60,3 +60,32 @@ async def test_external_push_scales_from_zero_on_a_push(cluster: Cluster, kubeco
             assert refs
             assert all(r.namespace == cluster.ns for r in refs)
             assert all(dict(r.scalerMetadata)["interceptorRoute"] == "worker" for r in refs)
+
+
+async def test_unreachable_scaler_at_build_is_ready_false_then_recovers(
+    cluster: Cluster, kubeconfig: Path
+) -> None:
+    """GetMetricSpec fails while the object is built: Ready=False naming the call, and the
+    object is built again (not blocked until edited) once the scaler answers."""
+    state = ScalerState(metric="queue", target=2.0, values=[(0, 0.0)], active=False)
+    scaler = ThreadedServer(state)  # its port is chosen; nothing listens on it yet
+    await cluster.create_deployment(deployment("worker", replicas=0))
+    trigger = {"type": "external", "metadata": {"scalerAddress": scaler.address}}
+    await cluster.create_so(
+        scaled_object("worker", "worker", [trigger], pollingInterval=1, cooldownPeriod=300)
+    )
+    async with running_daemon(kubeconfig):
+        ready = await eventually(
+            lambda: cluster.condition("worker", "Ready"),
+            lambda c: c is not None and c["status"] == "False",
+            what="Ready=False",
+        )
+        assert "GetMetricSpec failed: UNAVAILABLE" in ready["message"]
+        with scaler:
+            await eventually(
+                lambda: cluster.condition("worker", "Ready"),
+                lambda c: c is not None and c["status"] == "True",
+                what="Ready=True once the scaler answers",
+            )
+            scaler.call(lambda: setattr(state, "active", True))
+            await eventually(lambda: cluster.replicas("worker"), lambda n: n == 1, what="0 -> 1")

@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 if TYPE_CHECKING:
+    from scaler.contract import EndpointSource
     from scaler.params import Config
 
 log = logging.getLogger(__name__)
@@ -92,6 +93,9 @@ class ClientPool:
     def __init__(self) -> None:
         self._entries: dict[ClientKey, _Entry] = {}
         self._closing: set[asyncio.Task[None]] = set()
+        # A Service's ready endpoints (scaler.contract.EndpointSource), when the daemon runs
+        # with a cluster: None in tools that build scalers without one (tidal check, tests).
+        self.endpoints: EndpointSource | None = None
 
     def __len__(self) -> int:
         return len(self._entries)

@@ -66,6 +66,15 @@ class TriggerContext:
     timeout: float = 3.0  # seconds; KEDA's global HTTP timeout default
 
 
+class EndpointSource(Protocol):
+    """The ready endpoints of a Service, for scalers that query every backend of it (the
+    daemon provides one through `ClientPool.endpoints`: scaler.kube.endpoints)."""
+
+    async def endpoints(self, namespace: str, service: str, port: str) -> list[str]:
+        """`host:port` of every ready endpoint of the Service's port (name or number)."""
+        ...
+
+
 @dataclass(frozen=True, slots=True)
 class MetricSpec:
     """One HPA metric: External (from the metrics API) or Resource (cpu/memory)."""

@@ -32,6 +32,7 @@ from scaler.clients import ClientPool
 from scaler.finalizers import Finalizers
 from scaler.inputs import Inputs
 from scaler.kube.client import KubeClient
+from scaler.kube.endpoints import EndpointDirectory
 from scaler.kube.events import EventRecorder
 from scaler.kube.lease import LeaderElector, LeaseSettings
 from scaler.kube.members import MemberLeases, MemberSettings
@@ -63,6 +64,8 @@ class Daemon:
         self.clock = clock
         self.telemetry = telemetry or Telemetry()
         self.clients = ClientPool()
+        self.endpoints = EndpointDirectory(kube, dict(settings.poll.endpoint_address_map))
+        self.clients.endpoints = self.endpoints
         self.store = MetricStore()
         self.targets = TargetCache(kube, settings.watch.namespace)
         self.events = EventRecorder(kube, settings.leader.identity)
@@ -232,3 +235,4 @@ class Daemon:
                     await self.members.release()
             await self.objects.close_all()
             await self.clients.aclose()
+            await self.endpoints.aclose()

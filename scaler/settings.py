@@ -7,6 +7,7 @@ one, so existing deployments keep working). Flags win over the environment.
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import math
 import os
 import socket
@@ -56,6 +57,8 @@ class PollSettings:
     max_concurrent: int = 200  # objects polled at once
     failing_log_every: int = 10  # repeat a failing trigger's warning every N polls
     push_recheck: float = 60.0  # seconds between re-checks of a source that could not push
+    # Endpoint addresses rewritten before they are dialled (scaler.kube.endpoints): FROM -> TO.
+    endpoint_address_map: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,6 +127,24 @@ def _seconds(text: str) -> float:
     if not math.isfinite(value):
         raise argparse.ArgumentTypeError(f"invalid duration {text!r}")
     return value
+
+
+def _address_map(text: str) -> tuple[tuple[str, str], ...]:
+    """``FROM=TO[,FROM=TO...]`` of IP addresses; anything else is a usage error."""
+    out: list[tuple[str, str]] = []
+    for item in (part.strip() for part in text.split(",")):
+        if not item:
+            continue
+        src, sep, dst = item.partition("=")
+        try:
+            ipaddress.ip_address(src.strip())
+            ipaddress.ip_address(dst.strip())
+        except ValueError:
+            sep = ""
+        if not sep:
+            raise argparse.ArgumentTypeError(f"invalid {item!r} (expected FROM=TO, IP addresses)")
+        out.append((src.strip(), dst.strip()))
+    return tuple(out)
 
 
 def _namespaced_name(text: str) -> str:
@@ -242,6 +263,14 @@ def build_parser(env: Mapping[str, str] | None = None) -> argparse.ArgumentParse
         help="default timeout of one scaler query, ms [env KEDA_HTTP_DEFAULT_TIMEOUT]",
     )
     a("--max-concurrent-polls", type=int, default=200, help="objects polled at the same time")
+    a(
+        "--endpoint-address-map",
+        type=_address_map,
+        default=_env(e, "TIDAL_ENDPOINT_ADDRESS_MAP"),
+        help="comma list of FROM=TO: Service endpoint addresses rewritten before Tidal dials "
+        "them (metrics-api aggregateFromKubeServiceEndpoints), for a cluster whose pod IPs "
+        "Tidal cannot reach directly [env TIDAL_ENDPOINT_ADDRESS_MAP]",
+    )
     a(
         "--metrics-address",
         default=_env(e, "TIDAL_METRICS_ADDRESS", default="0.0.0.0:8080"),
@@ -389,6 +418,7 @@ def settings_from_args(argv: Sequence[str], env: Mapping[str, str] | None = None
         poll=PollSettings(
             http_timeout=ns.http_timeout_ms / 1000.0,
             max_concurrent=ns.max_concurrent_polls,
+            endpoint_address_map=ns.endpoint_address_map,
         ),
         serve=ServeSettings(
             metrics_address=ns.metrics_address,

@@ -3,18 +3,26 @@
 ``GET <url>``; ``valueLocation`` is a GJSON-like dotted path (``components.worker.tasks``,
 ``items.0.value``, ``items.#`` for an array's length). The value may be a JSON number or a
 string holding a Kubernetes quantity ("12", "1.5", "10Mi"). Only ``format: json`` is supported
-(xml, yaml and prometheus are UnsupportedError), and ``aggregateFromKubeServiceEndpoints`` is
-not supported. Non-2xx, a missing path or a non-number are QueryErrors. Active when the value is
-strictly greater than ``activationTargetValue``.
+(xml, yaml and prometheus are UnsupportedError). Non-2xx, a missing path or a non-number are
+QueryErrors. Active when the value is strictly greater than ``activationTargetValue``.
+
+``aggregateFromKubeServiceEndpoints: "true"``: the URL's host names a Service
+(``<service>.<namespace>[.svc...]``); every ready endpoint of its EndpointSlices (the port the
+URL names, by number, or 80/443 by scheme) is asked the same path, at most 5 at a time, and the
+values are aggregated by ``aggregationType`` (average, sum, max, min) as KEDA does. Unlike
+KEDA, an endpoint that fails fails the sample: a sum or an average over the endpoints that
+happened to answer would report less load than there is (an error is never a lower value).
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import math
 import re
 from collections.abc import Iterable
 from typing import ClassVar
+from urllib.parse import urlsplit, urlunsplit
 
 from scaler.clients import ClientPool
 from scaler.contract import MetricSpec, Sample, TriggerContext, metric_name
@@ -31,6 +39,7 @@ from scalers.http_common import (
     validate_url,
 )
 
+ENDPOINT_CONCURRENCY = 5  # endpoints asked at once (KEDA's maxGoroutines)
 _QUANTITY = re.compile(
     r"([+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?)(Ki|Mi|Gi|Ti|Pi|Ei|n|u|m|k|M|G|T|P|E)?"
 )
@@ -97,8 +106,13 @@ class MetricsApiScaler:
                 f"metrics-api format '{config.get_str('format')}' is not supported by Tidal"
                 " (only json)"
             )
-        if config.get_bool("aggregateFromKubeServiceEndpoints"):
-            unsupported.append("aggregateFromKubeServiceEndpoints is not supported by Tidal")
+        if config.get_bool("aggregateFromKubeServiceEndpoints") and not problems:
+            host = urlsplit(config.get_str("url")).hostname or ""
+            if len(host.split(".")) < 2:
+                problems.append(
+                    f"invalid hostname {host} : expected at least 2 elements, first being "
+                    "service name and second being the namespace"
+                )
         if unsupported:
             raise UnsupportedError(unsupported + problems)
         return problems
@@ -116,14 +130,52 @@ class MetricsApiScaler:
         self._source = HttpSource(
             "metrics-api", self._url, auth, timeout_of(config, trigger), clients
         )
+        self._clients = clients
+        self._aggregate = config.get_bool("aggregateFromKubeServiceEndpoints")
+        self._aggregation = config.get_str("aggregationType")
 
     def metric_spec(self) -> MetricSpec:
         return self._spec
 
     async def sample(self, now: float) -> Sample:
-        body = await self._source.get(self._url)
-        value = self.value_from(body)
+        if self._aggregate:
+            value = await self._from_endpoints()
+        else:
+            value = self.value_from(await self._source.get(self._url))
         return Sample(value, value > self._activation, now)
+
+    async def _from_endpoints(self) -> float:
+        """KEDA's aggregateMetricsFromMultipleEndpoints, failing on any endpoint's failure."""
+        directory = self._clients.endpoints
+        if directory is None:
+            raise QueryError("aggregateFromKubeServiceEndpoints needs the daemon's cluster access")
+        url = urlsplit(self._url)
+        host = url.hostname or ""
+        service, namespace = host.split(".")[:2]
+        port = str(url.port or (443 if url.scheme == "https" else 80))
+        found = await directory.endpoints(namespace, service, port)
+        if not found:
+            raise QueryError(
+                f"metrics-api: no ready endpoints behind Service {namespace}/{service} port {port}"
+            )
+        gate = asyncio.Semaphore(ENDPOINT_CONCURRENCY)
+
+        async def one(address: str) -> float:
+            endpoint = urlunsplit((url.scheme, address, url.path, url.query, ""))
+            async with gate:
+                try:
+                    return self.value_from(await self._source.get(endpoint))
+                except QueryError as exc:
+                    raise QueryError(f"endpoint {address} of {namespace}/{service}: {exc}") from exc
+
+        values = await asyncio.gather(*(one(a) for a in found))
+        if self._aggregation == "sum":
+            return float(sum(values))
+        if self._aggregation == "max":
+            return max(values)
+        if self._aggregation == "min":
+            return min(values)
+        return sum(values) / len(values)
 
     def value_from(self, body: bytes) -> float:
         where = f"metrics-api {safe_url(self._url)}"

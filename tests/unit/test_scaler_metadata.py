@@ -532,16 +532,26 @@ def test_metrics_api_invalid_metadata(metadata: dict[str, str], problems: tuple[
     assert _problems("metrics-api", metadata) == problems
 
 
+def test_aggregating_from_service_endpoints_needs_service_and_namespace_in_the_host() -> None:
+    """KEDA's rule: the URL's host is <service>.<namespace>[...]."""
+    bad = {**API, "url": "http://stats/x", "aggregateFromKubeServiceEndpoints": "true"}
+    assert _problems("metrics-api", bad) == (
+        "invalid hostname stats : expected at least 2 elements, first being service name and "
+        "second being the namespace",
+    )
+    good = {
+        **API,
+        "url": "http://stats.shop.svc:8080/x",
+        "aggregateFromKubeServiceEndpoints": "true",
+    }
+    assert _build("metrics-api", good).metric_spec().name == "s0-metric-api-components-worker-tasks"
+
+
 @pytest.mark.parametrize(
     ("metadata", "fragment"),
     [
         pytest.param({"format": "xml"}, "format 'xml' is not supported", id="xml"),
         pytest.param({"format": "prometheus"}, "format 'prometheus'", id="prometheus-format"),
-        pytest.param(
-            {"aggregateFromKubeServiceEndpoints": "true"},
-            "aggregateFromKubeServiceEndpoints is not supported",
-            id="aggregate",
-        ),
     ],
 )
 def test_metrics_api_unsupported_features(metadata: dict[str, str], fragment: str) -> None:

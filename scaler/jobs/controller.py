@@ -32,13 +32,12 @@ from scaler.jobs.decide import (
     JobCounts,
     TriggerReading,
     decide_jobs,
-    finished_type,
-    is_pending,
     to_prune,
 )
+from scaler.jobs.owned import OwnedJobs
 from scaler.jobs.render import check_failed, paused_conditions, poll_conditions, status_patch
 from scaler.jobs.spec import GENERATION_ANNOTATION, NAME_LABEL, ScaledJob, read_scaled_job
-from scaler.jobs.writer import JobWriter, jobs_path, scaled_jobs_path
+from scaler.jobs.writer import JobWriter, scaled_jobs_path
 from scaler.kube.client import JSON, KubeClient
 from scaler.kube.events import EventRecorder
 from scaler.kube.objects_io import fetch_data
@@ -54,7 +53,6 @@ log = logging.getLogger(__name__)
 Key = tuple[str, str]
 UNSEEN_TTL = 60.0  # s: a created Job the watch has not shown by then is no longer counted
 REBUILD_AFTER = 3  # failing polls in a row before the triggers are built again (KEDA: 1)
-JOB_NAME_LABELS = ("batch.kubernetes.io/job-name", "job-name")
 
 
 @dataclass(slots=True)
@@ -82,51 +80,6 @@ class PollResult:
     pruned: int = 0
     running: int = 0
     pending: int = 0
-
-
-def _keep_job(obj: JSON) -> JSON:
-    meta = obj.get("metadata", {})
-    status = obj.get("status") or {}
-    return {
-        "metadata": {
-            "name": meta.get("name"),
-            "namespace": meta.get("namespace"),
-            "resourceVersion": meta.get("resourceVersion"),
-            "labels": {NAME_LABEL: (meta.get("labels") or {}).get(NAME_LABEL, "")},
-            "annotations": {
-                GENERATION_ANNOTATION: (meta.get("annotations") or {}).get(GENERATION_ANNOTATION)
-            },
-        },
-        "status": {
-            "conditions": [
-                {k: c.get(k) for k in ("type", "status", "lastTransitionTime")}
-                for c in status.get("conditions") or ()
-            ],
-            "completionTime": status.get("completionTime"),
-        },
-    }
-
-
-def _keep_pod(obj: JSON) -> JSON:
-    meta = obj.get("metadata", {})
-    labels = meta.get("labels") or {}
-    status = obj.get("status") or {}
-    job = next((labels[k] for k in JOB_NAME_LABELS if k in labels), "")
-    return {
-        "metadata": {
-            "name": meta.get("name"),
-            "namespace": meta.get("namespace"),
-            "resourceVersion": meta.get("resourceVersion"),
-            "job": job,
-        },
-        "status": {
-            "phase": status.get("phase"),
-            "conditions": [
-                {"type": c.get("type"), "status": c.get("status")}
-                for c in status.get("conditions") or ()
-            ],
-        },
-    }
 
 
 class ScaledJobController:
@@ -160,24 +113,7 @@ class ScaledJobController:
         self.scaled_jobs = Watcher(
             kube, scaled_jobs_path(ns), self._on_scaled_job, name="scaledjobs"
         )
-        self.jobs = Watcher(
-            kube,
-            jobs_path(ns) if ns else "/apis/batch/v1/jobs",
-            self._on_job,
-            label_selector=NAME_LABEL,
-            keep=_keep_job,
-            index=lambda j: (j["metadata"]["namespace"], j["metadata"]["labels"][NAME_LABEL]),
-            name="scaledjob jobs",
-        )
-        self.pods = Watcher(
-            kube,
-            namespaced("", "v1", "pods", ns) if ns else "/api/v1/pods",
-            self._ignore,
-            label_selector=NAME_LABEL,
-            keep=_keep_pod,
-            index=lambda p: (p["metadata"]["namespace"], p["metadata"]["job"]),
-            name="scaledjob pods",
-        )
+        self.owned = OwnedJobs(kube, ns, on_job=self._on_job)
         self.errors = Counter(
             "keda_scaled_job_errors",
             "The number of errors that have occurred for each ScaledJob",
@@ -187,9 +123,6 @@ class ScaledJobController:
         self.started = asyncio.Event()
 
     # ------------------------------------------------------------------ watches
-
-    async def _ignore(self, kind: EventType, obj: JSON) -> None:
-        return None
 
     async def _on_job(self, kind: EventType, obj: JSON) -> None:
         meta = obj.get("metadata", {})
@@ -244,9 +177,9 @@ class ScaledJobController:
     async def run(self) -> None:
         tasks: list[asyncio.Task[None]] = []
         try:
-            for w in (self.pods, self.jobs):
+            for w in self.owned.watchers:
                 tasks.append(asyncio.create_task(w.run(), name=f"watch {w.name}"))
-            for w in (self.pods, self.jobs):
+            for w in self.owned.watchers:
                 await w.synced.wait()
             tasks.append(asyncio.create_task(self.scaled_jobs.run(), name="watch scaledjobs"))
             await self.scaled_jobs.synced.wait()
@@ -311,7 +244,7 @@ class ScaledJobController:
             created = await self.writer.create_jobs(sj, decision.create)
             loop_now = asyncio.get_running_loop().time()
             for name in created:
-                if self._job(sj, name) is None:
+                if not self.owned.has(sj.namespace, name):
                     entry.unseen[name] = loop_now
         conditions = poll_conditions(sj, decision.active, bool(failed))
         await self._set_conditions(
@@ -394,28 +327,17 @@ class ScaledJobController:
         except Exception as exc:  # a plugin bug is this trigger's failure, nothing more
             raise ScalerError(f"{type(exc).__name__}: {exc}") from exc
 
-    def _owned_jobs(self, sj: ScaledJob) -> dict[Key, JSON]:
-        return self.jobs.indexed(sj.key)
-
-    def _job(self, sj: ScaledJob, name: str) -> JSON | None:
-        return self.jobs.objects.get((sj.namespace, name))
-
     def _counts(self, entry: _Entry) -> JobCounts:
+        """Running and pending Jobs (the watch's), plus the ones created but not seen yet."""
         sj = entry.sj
-        jobs = self._owned_jobs(sj)
+        jobs = self.owned.of(sj.key)
         loop_now = asyncio.get_running_loop().time()
         for name, at in list(entry.unseen.items()):
             if (sj.namespace, name) in jobs or loop_now - at > UNSEEN_TTL:
                 del entry.unseen[name]
-        conditions = sj.scaling.pending_pod_conditions
-        running = pending = len(entry.unseen)
-        for (ns, name), job in jobs.items():
-            if finished_type(job):
-                continue
-            running += 1
-            pods = self.pods.indexed((ns, name)).values()
-            pending += is_pending(pods, conditions)
-        return JobCounts(running, pending)
+        counts = self.owned.counts(sj.key, sj.scaling.pending_pod_conditions)
+        unseen = len(entry.unseen)
+        return JobCounts(counts.running + unseen, counts.pending + unseen)
 
     async def _rollout(self, entry: _Entry) -> None:
         """Rollout strategy `default`: the Jobs of another generation are deleted (with the
@@ -425,7 +347,7 @@ class ScaledJobController:
             generation = str(sj.generation)
             old = [
                 name
-                for (_, name), job in self._owned_jobs(sj).items()
+                for (_, name), job in self.owned.of(sj.key).items()
                 if job["metadata"]["annotations"].get(GENERATION_ANNOTATION) != generation
             ]
             if old:
@@ -441,7 +363,7 @@ class ScaledJobController:
     async def _prune(self, entry: _Entry) -> int:
         sj = entry.sj
         names = to_prune(
-            self._owned_jobs(sj).values(),
+            self.owned.of(sj.key).values(),
             sj.successful_history_limit,
             sj.failed_history_limit,
         )

@@ -23,6 +23,7 @@ from scaler.objects import (
     Trigger,
     freeze,
     parse_timestamp,
+    thaw,
 )
 
 Strategy = Literal["default", "custom", "accurate", "eager"]
@@ -127,10 +128,11 @@ class ScaledJob:
         )
 
     @property
-    def pod_spec(self) -> Mapping[str, Any] | None:
+    def pod_spec(self) -> dict[str, Any] | None:
+        """The Job template's pod spec as plain JSON (env resolution reads lists)."""
         template = self.job_spec.get("template")
         spec = template.get("spec") if isinstance(template, Mapping) else None
-        return spec if isinstance(spec, Mapping) else None
+        return thaw(spec) if isinstance(spec, Mapping) else None
 
 
 def parse_scaled_job(raw: Mapping[str, Any]) -> ScaledJob:

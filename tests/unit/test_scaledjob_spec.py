@@ -298,3 +298,26 @@ async def test_tidal_check_validates_scaled_jobs() -> None:
     # the trigger's metadata is parsed as the daemon parses it: listName is required
     assert any(x.startswith("sj.yaml:2: ScaledJob n/bad: spec.triggers[0]") for x in lines)
     assert not [x for x in lines if x.startswith("sj.yaml:0:")]
+
+
+@pytest.mark.parametrize(
+    ("env", "problem"),
+    [
+        pytest.param([{"name": "REDIS_ADDRESS", "value": "127.0.0.1:6379"}], False, id="set"),
+        pytest.param([], True, id="missing"),
+    ],
+)
+async def test_tidal_check_reads_env_from_the_job_template(
+    env: list[dict[str, str]], problem: bool
+) -> None:
+    body = minimal(
+        jobTargetRef={"template": {"spec": {"containers": [{"name": "c", "env": env}]}}},
+        triggers=[
+            {"type": "redis", "metadata": {"addressFromEnv": "REDIS_ADDRESS", "listName": "l"}}
+        ],
+    )
+    findings, _ = await check_documents([Document("sj.yaml", 0, body)])
+    # set: the address is read from the template's container, so nothing is reported
+    assert bool([f for f in findings if f.problem.field_path.startswith("spec.triggers[0]")]) is (
+        problem
+    ), findings

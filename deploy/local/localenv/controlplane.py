@@ -34,6 +34,7 @@ FIELD_MANAGER = "tidal-localenv"
 KCM_CONTROLLERS = (
     "deployment-controller",
     "replicaset-controller",
+    "job-controller",  # ScaledJobs' Jobs (scaler/jobs): it creates their pods, Pending without kwok
     "horizontal-pod-autoscaler-controller",
     "garbage-collector-controller",
     "namespace-controller",

@@ -56,6 +56,8 @@ LATENESS = "tidal_scheduler_lateness_seconds"
 # =freeze is an experiment, not a figure: like gc, plus gc.freeze() after Tidal's imports and
 # again (after a full collection) when the window starts, i.e. once every object is loaded.
 # Profilers skew CPU, lateness and RSS: take figures from a run without one.
+# TIDAL_BENCH_GC_THRESHOLD=g0,g1,g2 (with any TIDAL_BENCH_PROFILE, e.g. gc) sets the collector's
+# thresholds before Tidal starts: an experiment for the daemon's own settings, not a figure.
 PROFILE = os.environ.get("TIDAL_BENCH_PROFILE", "")
 # TIDAL_BENCH_SOURCE=<dir> runs Tidal from another copy of the source tree (its scaler/, scalers/
 # and metrics_api/ come first on PYTHONPATH), e.g. `git archive <commit>` unpacked, to measure a
@@ -64,6 +66,8 @@ SOURCE = os.environ.get("TIDAL_BENCH_SOURCE", "")
 PROFILE_WRAPPER = """
 import gc, os, signal, sys, time, tracemalloc
 mode, out = sys.argv.pop(1), sys.argv.pop(1)
+if os.environ.get("TIDAL_BENCH_GC_THRESHOLD"):
+    gc.set_threshold(*(int(x) for x in os.environ["TIDAL_BENCH_GC_THRESHOLD"].split(",")))
 if mode == "mem":
     tracemalloc.start(1)
 from scaler.cli import main

@@ -38,9 +38,13 @@ from localenv.paths import new_run_dir
 from localenv.process import free_port
 from localenv.pytest_http import InterceptorFactory, InterceptorProcess, PodBackends
 from localenv.tidal import tidal_process
+from scaler.clients import ClientPool
+from scaler.contract import TriggerContext
 from scaler.http_objects import HttpObjects
 from scaler.kube.client import JSON, KubeClient
 from scaler.kube.watch import Watcher
+from scaler.registry import default_registry
+from scalers.http.server import Interceptor, Listen
 
 NAME = "http_intercept"
 NS = "bench"
@@ -216,6 +220,50 @@ async def _warm_overhead(
     return out
 
 
+async def _push_wake(reps: int) -> list[float]:
+    """Request sent -> the `http` trigger's wakeups() yields: the interceptor's share of the
+    path to a /scale write (an in-process Interceptor with no backend, so every request is held;
+    the rest of the path is the daemon's sample, decision and write)."""
+    icpt = Interceptor("bench")
+    await icpt.on_route(
+        "ADDED",
+        {
+            "metadata": {"namespace": NS, "name": "wake"},
+            "spec": {
+                "hosts": ["wake.bench"],
+                "scaleTargetRef": {"name": "wake", "service": "wake", "port": 80},
+                "timeouts": {"conditionWait": "100ms"},
+            },
+        },
+    )
+    await icpt.start(Listen("127.0.0.1", 0), Listen("127.0.0.1", 0))
+    pool = ClientPool()
+    context = TriggerContext(
+        NS, "wake", 0, "http", "", {"interceptors": f"127.0.0.1:{icpt.admin_port}"}, timeout=5.0
+    )
+    scaler = default_registry().build(context, pool)
+    wakeups = scaler.wakeups()  # type: ignore[attr-defined]
+    out: list[float] = []
+    try:
+        await anext(wakeups)
+        async with aiohttp.ClientSession() as http:
+            for _ in range(reps):
+                sent = time.perf_counter()
+                request = asyncio.create_task(
+                    http.get(f"http://127.0.0.1:{icpt.proxy_port}/", headers={"Host": "wake.bench"})
+                )
+                await anext(wakeups)
+                out.append(time.perf_counter() - sent)
+                (await request).release()
+                await anext(wakeups)  # its end (503 after the 100 ms hold)
+    finally:
+        await wakeups.aclose()
+        await scaler.aclose()
+        await pool.aclose()
+        await icpt.aclose()
+    return out
+
+
 async def _rss_with_routes(kube: KubeClient, proxy: InterceptorProcess, n: int) -> float:
     sem = asyncio.Semaphore(32)
 
@@ -295,6 +343,8 @@ async def _run(quick: bool) -> Result:
     warm_seconds = 2.0 if quick else 10.0
     routes = 200 if quick else 1000
     seen = Seen()
+    progress(NAME, "request -> http trigger wake-up, in process")
+    wake = await _push_wake(20 if quick else 200)
     async with _environment(new_run_dir("bench-http")) as (kube, proxy, backends, port, task):
         watches = [
             Watcher(kube, f"/api/v1/namespaces/{NS}/pods", seen.on_pod, name="pods"),
@@ -334,6 +384,10 @@ async def _run(quick: bool) -> Result:
             ok=percentile(fmr, 99) <= 0.050,
         ),
         Row(
+            "request -> http trigger wake-up (interceptor + push stream), p50",
+            ms(percentile(wake, 50)),
+        ),
+        Row(
             "request arrival -> /scale write, p50",
             ms(percentile(r2s, 50)),
             "<= 20 ms",
@@ -359,6 +413,7 @@ async def _run(quick: bool) -> Result:
     raw = {
         "cold_forward_minus_ready_s": fmr,
         "request_to_scale_s": r2s,
+        "request_to_wake_s": wake,
         "warm_p50_proxy_s": percentile(warm["proxy"], 50),
         "warm_p50_direct_s": percentile(warm["direct"], 50),
         "warm_p99_proxy_s": p99_proxy,

@@ -20,14 +20,14 @@ import logging
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
-from typing import Any, Literal
+from typing import Literal
 
-from prometheus_client import CollectorRegistry, Counter
+from prometheus_client import Counter
 
-from scaler.builder import build_triggers
 from scaler.clients import ClientPool
 from scaler.contract import Sample
 from scaler.errors import ConfigError, KubeError, ScalerError, TidalError
+from scaler.jobs.build import build_scaled_job
 from scaler.jobs.decide import (
     JobCounts,
     TriggerReading,
@@ -40,13 +40,12 @@ from scaler.jobs.spec import GENERATION_ANNOTATION, NAME_LABEL, ScaledJob, read_
 from scaler.jobs.writer import JobWriter, scaled_jobs_path
 from scaler.kube.client import JSON, KubeClient
 from scaler.kube.events import EventRecorder
-from scaler.kube.objects_io import fetch_data
-from scaler.kube.paths import namespaced
 from scaler.kube.watch import EventType, Watcher
 from scaler.registry import Registry, default_registry
 from scaler.runtime import TriggerRuntime, close_scalers
 from scaler.scheduler import Scheduler
 from scaler.settings import Settings
+from scaler.telemetry import Telemetry
 
 log = logging.getLogger(__name__)
 
@@ -94,7 +93,7 @@ class ScaledJobController:
         owns: Callable[[Key], bool] = lambda key: True,
         registry: Registry | None = None,
         clients: ClientPool | None = None,
-        metrics: CollectorRegistry | None = None,
+        telemetry: Telemetry | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._kube = kube
@@ -105,6 +104,7 @@ class ScaledJobController:
         self._own_clients = clients is None
         self._clients = clients or ClientPool()
         self._clock = clock
+        self.telemetry = telemetry
         self.writer = JobWriter(kube, EventRecorder(kube, settings.leader.identity), may_write)
         self.entries: dict[Key, _Entry] = {}
         self.scheduler: Scheduler[Key] = Scheduler(lambda: asyncio.get_running_loop().time())
@@ -118,7 +118,7 @@ class ScaledJobController:
             "keda_scaled_job_errors",
             "The number of errors that have occurred for each ScaledJob",
             ["namespace", "scaledJob"],
-            registry=metrics,
+            registry=None if telemetry is None else telemetry.registry,
         )
         self.started = asyncio.Event()
 
@@ -164,6 +164,7 @@ class ScaledJobController:
 
     def _retire(self, entry: _Entry) -> None:
         entry.retired = True
+        self._forget_metrics(entry)
         if entry.triggers:
             task = asyncio.get_running_loop().create_task(close_scalers(entry.triggers))
             task.add_done_callback(lambda t: t.exception() if not t.cancelled() else None)
@@ -217,7 +218,14 @@ class ScaledJobController:
             return PollResult("invalid")
         if entry.triggers is None:
             try:
-                triggers = await self._build(sj)
+                triggers = await build_scaled_job(
+                    self._kube,
+                    sj,
+                    registry=self._registry,
+                    clients=self._clients,
+                    cluster_namespace=self._settings.watch.cluster_object_namespace,
+                    timeout=self._settings.poll.http_timeout,
+                )
             except ConfigError as exc:
                 entry.build_error = "; ".join(exc.problems)
             except KubeError as exc:
@@ -253,33 +261,6 @@ class ScaledJobController:
         pruned = await self._prune(entry)
         return PollResult(decision.branch, len(created), pruned, counts.running, counts.pending)
 
-    async def _build(self, sj: ScaledJob) -> tuple[TriggerRuntime, ...]:
-        """scaler.builder.build_triggers with the ScaledJob's view: env from its Job template,
-        TriggerAuthentications and Secrets read from the API when the build runs."""
-
-        async def fetch(kind: Literal["Secret", "ConfigMap"], ns: str, name: str) -> Any:
-            return await fetch_data(self._kube, kind, ns, name)
-
-        async def auth_lookup(kind: str, ns: str, name: str) -> Mapping[str, Any] | None:
-            if kind == "ClusterTriggerAuthentication":
-                path = f"/apis/keda.sh/v1alpha1/clustertriggerauthentications/{name}"
-            else:
-                path = namespaced("keda.sh", "v1alpha1", "triggerauthentications", ns, name)
-            body = await self._kube.get_or_none(path)
-            return None if body is None else dict(body.get("spec") or {})
-
-        built = await build_triggers(
-            sj.as_scaled_object(),
-            registry=self._registry,
-            clients=self._clients,
-            fetch=fetch,
-            auth_lookup=auth_lookup,
-            pod_spec=sj.pod_spec,
-            cluster_namespace=self._settings.watch.cluster_object_namespace,
-            timeout=self._settings.poll.http_timeout,
-        )
-        return tuple(built)
-
     async def _sample(
         self, entry: _Entry, triggers: tuple[TriggerRuntime, ...]
     ) -> tuple[list[TriggerReading], list[str]]:
@@ -296,6 +277,7 @@ class ScaledJobController:
         for t, result in zip(sampled, results, strict=True):
             if isinstance(result, Sample):
                 readings.append(TriggerReading(result.value, t.spec.target, result.active))
+                self._record(sj, t, result)
                 continue
             message = f"{t.spec.name}: {result}"
             failed.append(message)
@@ -326,6 +308,31 @@ class ScaledJobController:
             raise
         except Exception as exc:  # a plugin bug is this trigger's failure, nothing more
             raise ScalerError(f"{type(exc).__name__}: {exc}") from exc
+
+    def _labels(self, sj: ScaledJob, t: TriggerRuntime) -> tuple[str, ...]:
+        """KEDA's scaler labels with type "scaledjob" (the metric name is the trigger's)."""
+        return (
+            sj.namespace,
+            t.spec.name,
+            sj.name,
+            t.trigger.type,
+            str(t.trigger.index),
+            "scaledjob",
+        )
+
+    def _record(self, sj: ScaledJob, t: TriggerRuntime, sample: Sample) -> None:
+        if self.telemetry is not None:
+            labels = self._labels(sj, t)
+            self.telemetry.scaler_value.labels(*labels).set(sample.value)
+            self.telemetry.scaler_active.labels(*labels).set(1.0 if sample.active else 0.0)
+
+    def _forget_metrics(self, entry: _Entry) -> None:
+        if self.telemetry is None or not entry.triggers:
+            return
+        for t in entry.triggers:
+            for gauge in (self.telemetry.scaler_value, self.telemetry.scaler_active):
+                with contextlib.suppress(KeyError):
+                    gauge.remove(*self._labels(entry.sj, t))
 
     def _counts(self, entry: _Entry) -> JobCounts:
         """Running and pending Jobs (the watch's), plus the ones created but not seen yet."""

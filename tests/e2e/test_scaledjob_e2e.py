@@ -25,6 +25,7 @@ from scaler.jobs.writer import jobs_path, scaled_jobs_path
 from scaler.kube.client import JSON, KubeClient
 from scaler.kube.paths import namespaced
 from scaler.settings import WatchSettings
+from scaler.telemetry import Telemetry
 from tests.e2e.harness import Cluster, eventually, settings_for
 
 
@@ -37,7 +38,7 @@ async def running_controller(
         kubeconfig,
         watch=WatchSettings(namespace=namespace, cluster_object_namespace="tidal-system"),
     )
-    controller = ScaledJobController(kube, settings)
+    controller = ScaledJobController(kube, settings, telemetry=Telemetry())
     task = asyncio.create_task(controller.run())
     try:
         async with asyncio.timeout(30):
@@ -189,6 +190,18 @@ async def test_redis_list_creates_jobs_0_to_n_within_max(
         await eventually(view.jobs, lambda js: len(js) == 4, what="4 Jobs")
         await view.settled(lambda r: r.running == 4, "maxReplicaCount reached")
         assert len(await view.jobs()) == 4
+        telemetry = controller.telemetry
+        assert telemetry is not None
+        labels = {
+            "namespace": cluster.ns,
+            "metric": f"s0-redis-{key}",
+            "scaledObject": "worker",
+            "scaler": "redis",
+            "triggerIndex": "0",
+            "type": "scaledjob",
+        }
+        value = telemetry.registry.get_sample_value("keda_scaler_metrics_value", labels)
+        assert value == 13
         reasons = [e["reason"] for e in await cluster.events("worker")]
         assert "KEDAJobsCreated" in reasons
         assert "ScaledJobActive" in reasons

@@ -65,6 +65,7 @@ BUILTINS: Mapping[str, ScalerEntry] = {
     "kafka": _builtin("scalers.kafka.scaler:KafkaScaler", "kafka"),
     "nats-jetstream": _builtin("scalers.nats_jetstream:NatsJetStreamScaler", "nats"),
     "aws-s3": _builtin("scalers.s3:S3Scaler", "s3"),
+    "aws-sqs-queue": _builtin("scalers.aws_sqs:AwsSqsQueueScaler", "sqs"),
     "http": _builtin("scalers.http.scaler:HttpScaler"),
     "postgresql": _builtin("scalers.sql.postgresql:PostgreSQLScaler", "postgresql"),
     "mysql": _builtin("scalers.sql.mysql:MySQLScaler", "mysql"),

@@ -8,6 +8,7 @@ from localenv.pytest_brokers import *  # noqa: F403
 from localenv.pytest_http import *  # noqa: F403
 from localenv.pytest_kube import *  # noqa: F403
 from localenv.pytest_sql import *  # noqa: F403
+from localenv.pytest_sqs import *  # noqa: F403
 from scaler.logs import TextFormatter
 
 

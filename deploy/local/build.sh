@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Builds (or reuses) the local environment's binaries and jars in a versioned cache outside the repo.
 #
-#   deploy/local/build.sh [component ...]     components: k8s etcd minio kafka kafka4 helm kwok (default: all)
+#   deploy/local/build.sh [component ...]     components: k8s etcd minio kafka kafka4 helm kwok elasticmq (default: all)
 #
 # Cache: ${TIDAL_TOOLS_DIR:-$HOME/.cache/tidal/tools}/<component>-<version>/, with a `.complete` marker
 # holding a fingerprint of the recipe; a warm run only checks markers. Logs: $TIDAL_TOOLS_DIR/logs/.
@@ -21,6 +21,7 @@ KAFKA_VERSION=3.9.1
 KAFKA4_VERSION=4.1.1
 HELM_VERSION=v3.22.0
 KWOK_VERSION=v0.8.0
+ELASTICMQ_VERSION=1.6.11
 
 export GOTOOLCHAIN=local CGO_ENABLED=0
 export GOFLAGS="${GOFLAGS:--p=2}"
@@ -128,8 +129,19 @@ PY
   ls "$out/libs" | wc -l
 }
 
+build_elasticmq() {
+  # ElasticMQ (an SQS-compatible server, speaks SQS's JSON protocol) as its runtime classpath.
+  local work
+  work=$(mktemp -d)
+  cp "$HERE/tools/elasticmq/pom.xml" "$work/pom.xml"
+  (cd "$work" && mvn -B -q -Delasticmq.version="$ELASTICMQ_VERSION" package)
+  mv "$work/target/libs" "$1/libs"
+  rm -rf "$work"
+  ls "$1/libs" | wc -l
+}
+
 want=("$@")
-[[ ${#want[@]} -gt 0 ]] || want=(k8s etcd minio kafka kafka4 helm kwok)
+[[ ${#want[@]} -gt 0 ]] || want=(k8s etcd minio kafka kafka4 helm kwok elasticmq)
 total=${#want[@]} i=0
 for c in "${want[@]}"; do
   i=$((i + 1))
@@ -162,6 +174,9 @@ for c in "${want[@]}"; do
     kwok)
       d=$TOOLS/kwok-$KWOK_VERSION
       stage kwok "$d" "$KWOK_VERSION-fast-stages" build_kwok "$d" ;;
+    elasticmq)
+      d=$TOOLS/elasticmq-$ELASTICMQ_VERSION
+      stage elasticmq "$d" "$(fingerprint "$HERE/tools/elasticmq/pom.xml")-$ELASTICMQ_VERSION" build_elasticmq "$d" ;;
     *) echo "[build] unknown component: $c" >&2; exit 2 ;;
   esac
 done

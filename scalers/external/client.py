@@ -38,10 +38,13 @@ log = logging.getLogger(__name__)
 
 SERVICE = "/externalscaler.ExternalScaler/"
 KIND = "external-grpc"
-# KEDA's service config: spread calls over every address the name resolves to.
+# KEDA's service config: spread calls over every address the name resolves to. A channel that
+# lost its scaler retries the connection with backoff; gRPC's default cap (120 s) would keep
+# failing polls that long after the scaler is back: capped like Tidal's push loop (30 s).
 _OPTIONS: tuple[tuple[str, Any], ...] = (
     ("grpc.service_config", '{"loadBalancingConfig": [{"round_robin": {}}]}'),
     ("grpc.enable_retries", 0),
+    ("grpc.max_reconnect_backoff_ms", 30_000),
 )
 
 Req = TypeVar("Req")

@@ -19,7 +19,6 @@ from metrics_api.authz import (
     user_from_headers,
 )
 from metrics_api.quantity import milli_quantity
-from metrics_api.selector import SelectorError, parse_selector
 from metrics_api.source import (
     MetricElsewhere,
     MetricNotFound,
@@ -29,6 +28,7 @@ from metrics_api.source import (
     PeerReader,
 )
 from metrics_api.tls import TlsManager, peer_common_name
+from scaler.values import SelectorError, parse_selector
 
 log = logging.getLogger(__name__)
 

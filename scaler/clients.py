@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 if TYPE_CHECKING:
-    from scaler.contract import EndpointSource
+    from scaler.contract import EndpointSource, PodSource
     from scaler.params import Config
 
 log = logging.getLogger(__name__)
@@ -96,6 +96,7 @@ class ClientPool:
         # A Service's ready endpoints (scaler.contract.EndpointSource), when the daemon runs
         # with a cluster: None in tools that build scalers without one (tidal check, tests).
         self.endpoints: EndpointSource | None = None
+        self.pods: PodSource | None = None  # pods by label selector (scaler.kube.pods)
 
     def __len__(self) -> int:
         return len(self._entries)

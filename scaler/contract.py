@@ -75,6 +75,15 @@ class EndpointSource(Protocol):
         ...
 
 
+class PodSource(Protocol):
+    """How many pods a label selector matches (the daemon provides one through
+    `ClientPool.pods`: scaler.kube.pods)."""
+
+    async def count(self, namespace: str, selector: str) -> int:
+        """Pods matching `selector` in `namespace` ("" = all), not Succeeded or Failed."""
+        ...
+
+
 @dataclass(frozen=True, slots=True)
 class MetricSpec:
     """One HPA metric: External (from the metrics API) or Resource (cpu/memory)."""

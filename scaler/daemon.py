@@ -37,6 +37,7 @@ from scaler.kube.events import EventRecorder
 from scaler.kube.lease import LeaderElector, LeaseSettings
 from scaler.kube.members import MemberLeases, MemberSettings
 from scaler.kube.paths import ResourceMapper
+from scaler.kube.pods import PodCounter
 from scaler.kube.targets import TargetCache
 from scaler.kube.watch import Watcher
 from scaler.poller import Poller
@@ -66,6 +67,8 @@ class Daemon:
         self.clients = ClientPool()
         self.endpoints = EndpointDirectory(kube, dict(settings.poll.endpoint_address_map))
         self.clients.endpoints = self.endpoints
+        self.pods = PodCounter(kube)
+        self.clients.pods = self.pods
         self.store = MetricStore()
         self.targets = TargetCache(kube, settings.watch.namespace)
         self.events = EventRecorder(kube, settings.leader.identity)
@@ -236,3 +239,4 @@ class Daemon:
             await self.objects.close_all()
             await self.clients.aclose()
             await self.endpoints.aclose()
+            await self.pods.aclose()

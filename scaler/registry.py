@@ -62,6 +62,7 @@ BUILTINS: Mapping[str, ScalerEntry] = {
     "redis-sentinel-streams": _REDIS_STREAMS,
     "prometheus": _builtin("scalers.prometheus:PrometheusScaler"),
     "metrics-api": _builtin("scalers.metrics_api:MetricsApiScaler"),
+    "kubernetes-workload": _builtin("scalers.kubernetes_workload:KubernetesWorkloadScaler"),
     "kafka": _builtin("scalers.kafka.scaler:KafkaScaler", "kafka"),
     "nats-jetstream": _builtin("scalers.nats_jetstream:NatsJetStreamScaler", "nats"),
     "aws-s3": _builtin("scalers.s3:S3Scaler", "s3"),

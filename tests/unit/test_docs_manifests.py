@@ -8,6 +8,7 @@ A block that is a KEDA-shaped example Tidal deliberately does not run carries a
 from __future__ import annotations
 
 import asyncio
+import base64
 import re
 from pathlib import Path
 
@@ -36,6 +37,13 @@ CORPUS_VALUES = {
     "AwsEndpoint": "http://127.0.0.1:9000",
     "AwsAccessKeyID": "YWNjZXNz",
     "AwsSecretAccessKey": "c2VjcmV0",
+    # Base64 of a libpq URL and of a Go MySQL DSN.
+    "PostgreSQLConnectionStringBase64": base64.b64encode(
+        b"postgresql://user:password@127.0.0.1:5432/test_db?sslmode=disable"
+    ).decode(),
+    "MySQLConnectionString": base64.b64encode(
+        b"user:password@tcp(127.0.0.1:3306)/test_db"
+    ).decode(),
 }
 
 

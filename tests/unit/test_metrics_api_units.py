@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from metrics_api.app import status_body
-from metrics_api.selector import SelectorError, parse_selector
+from scaler.values import SelectorError, parse_selector
 
 SO = "scaledobject.keda.sh/name"
 

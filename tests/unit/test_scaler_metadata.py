@@ -615,3 +615,42 @@ def test_metric_names(kind: str, metadata: dict[str, str], index: int, name: str
     scaler: Scaler = _build(kind, metadata, index=index)
     assert scaler.metric_spec().name == name
     assert scaler.metric_spec().kind == "External"
+
+
+@pytest.mark.parametrize(
+    ("metadata", "problems"),
+    [
+        pytest.param(
+            {"podSelector": "app in (", "value": "1"},
+            ("error parsing pod selector: unbalanced parentheses",),
+            id="bad-selector",
+        ),
+        pytest.param(
+            {"podSelector": "app=a", "value": "0"},
+            ("value must be a float greater than 0",),
+            id="value-zero",
+        ),
+        pytest.param(
+            {"podSelector": ",", "value": "1"},
+            ("error parsing pod selector: invalid selector term ''",),
+            id="empty-selector",
+        ),
+    ],
+)
+def test_kubernetes_workload_invalid_metadata(
+    metadata: dict[str, str], problems: tuple[str, ...]
+) -> None:
+    assert _problems("kubernetes-workload", metadata) == problems
+
+
+@pytest.mark.parametrize(
+    ("namespace", "name"),
+    [
+        pytest.param("", "s0-workload-ns", id="the-objects-namespace"),
+        pytest.param("shop", "s0-workload-shop", id="another-namespace"),
+        pytest.param("*", "s0-workload-", id="every-namespace"),
+    ],
+)
+def test_kubernetes_workload_metric_names_are_kedas(namespace: str, name: str) -> None:
+    metadata = {"podSelector": "app=a", "value": "2", "namespace": namespace}
+    assert _build("kubernetes-workload", metadata).metric_spec().name == name

@@ -183,15 +183,17 @@ class ExternalScaler:
         """GetMetricSpec on a channel of its own, in a worker thread with its own event loop,
         waited for at most the timeout (plus the TLS pinning of ``unsafeSsl``). Blocks the
         caller's loop meanwhile: only for a core that did not await `prepare()`."""
-        with concurrent.futures.ThreadPoolExecutor(1, "tidal-external-spec") as pool:
-            future = pool.submit(asyncio.run, self._spec_on_own_channel())
-            try:
-                return future.result(timeout=2 * self._timeout + 1.0)
-            except ScalerError as exc:
-                raise MetricSpecUnavailable(str(exc)) from exc
-            except concurrent.futures.TimeoutError as exc:
-                error = call_error(self._endpoint, "GetMetricSpec", TimeoutError())
-                raise MetricSpecUnavailable(str(error)) from exc
+        pool = concurrent.futures.ThreadPoolExecutor(1, "tidal-external-spec")
+        future = pool.submit(asyncio.run, self._spec_on_own_channel())
+        try:
+            return future.result(timeout=2 * self._timeout + 1.0)
+        except ScalerError as exc:
+            raise MetricSpecUnavailable(str(exc)) from exc
+        except concurrent.futures.TimeoutError as exc:
+            error = call_error(self._endpoint, "GetMetricSpec", TimeoutError())
+            raise MetricSpecUnavailable(str(error)) from exc
+        finally:
+            pool.shutdown(wait=False)  # a late thread ends on its own deadline
 
     async def _spec_on_own_channel(self) -> pb.GetMetricSpecResponse:
         endpoint, timeout = self._endpoint, self._timeout

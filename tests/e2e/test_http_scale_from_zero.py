@@ -92,6 +92,11 @@ async def test_warm_requests_carry_no_cold_start_header_and_unknown_hosts_get_40
             async with http.post(proxy.url + "/upload", data=payload, headers={"Host": HOST}) as r:
                 assert r.status == 200
                 assert (await r.json())["bytes"] == len(payload)
+            size = 5_000_000  # streamed back chunk by chunk, no Content-Length
+            async with http.get(proxy.url + f"/big/{size}", headers={"Host": HOST}) as r:
+                assert r.status == 200
+                assert "Content-Length" not in r.headers
+                assert len(await r.read()) == size
             async with http.ws_connect(proxy.url + "/ws", headers={"Host": HOST}) as ws:
                 await ws.send_str("ping")
                 msg = await ws.receive(timeout=10)

@@ -68,6 +68,15 @@ class PodBackends:
             async for msg in ws:
                 await ws.send_str(f"{self.name}:{msg.data}")
             return ws
+        if request.path.startswith("/big/"):  # /big/<n>: n bytes, chunked (no Content-Length)
+            big = web.StreamResponse()
+            await big.prepare(request)
+            left = int(request.path.rsplit("/", 1)[1])
+            while left > 0:
+                await big.write(b"x" * min(left, 65536))
+                left -= 65536
+            await big.write_eof()
+            return big
         local = request.transport.get_extra_info("sockname")[0] if request.transport else ""
         rid = request.headers.get("X-Request-Id", "")
         self.arrived.setdefault(rid, time.perf_counter())

@@ -74,7 +74,9 @@ class _Entry:
 class PollResult:
     """What one poll saw and did (for logs and tests)."""
 
-    branch: Literal["paused", "invalid", "inactive", "to-min", "strategy", "skipped"]
+    branch: Literal[
+        "paused", "invalid", "inactive", "to-min", "strategy", "skipped", "not-owned", "fenced"
+    ]
     created: int = 0
     pruned: int = 0
     running: int = 0
@@ -202,9 +204,14 @@ class ScaledJobController:
 
     async def poll(self, key: Key) -> None:
         entry = self.entries.get(key)
-        if entry is None or not self._owns(key) or not self._may_write():
+        if entry is None:
             return
-        result = await self._poll(entry)
+        if not self._owns(key):
+            result = PollResult("not-owned")  # another replica's (sharded)
+        elif not self._may_write():
+            result = PollResult("fenced")  # not the leader: no sample, no write
+        else:
+            result = await self._poll(entry)
         if not entry.retired:
             self.last[key] = result
 

@@ -414,3 +414,52 @@ async def test_rollout_strategy_on_update(
         if kept:
             await view.settled(lambda r: r.running == 2, "the old Jobs still counted")
             assert {j["metadata"]["name"] for j in await view.jobs()} == old
+
+
+async def test_fenced_and_paused_write_nothing(
+    cluster: Cluster, kubeconfig: Path, redis_server: RedisServer, redis: aioredis.Redis
+) -> None:
+    """With work waiting: while `may_write()` says no (not the leader), no Job and no status;
+    paused (autoscaling.keda.sh/paused), Paused=True and no Job; unpaused, the Jobs come."""
+    key = f"{cluster.ns}-fenced"
+    await redis.rpush(key, "a", "b")
+    leader = False
+    kube = await KubeClient.from_kubeconfig(str(kubeconfig))
+    settings = settings_for(
+        kubeconfig,
+        watch=WatchSettings(namespace=cluster.ns, cluster_object_namespace="tidal-system"),
+    )
+    controller = ScaledJobController(kube, settings, may_write=lambda: leader)
+    task = asyncio.create_task(controller.run())
+    try:
+        view = Jobs(cluster, controller, "fenced")
+        await view.create(scaled_job("fenced", [redis_list(redis_server.address, key)]))
+        await view.settled(lambda r: r.branch == "fenced", "polls of a replica that may not write")
+        assert await view.jobs() == []
+        assert "status" not in await view.sj()
+
+        await cluster.kube.merge_patch(
+            scaled_jobs_path(cluster.ns, "fenced"),
+            {"metadata": {"annotations": {"autoscaling.keda.sh/paused": "true"}}},
+        )
+        leader = True
+        await view.settled(lambda r: r.branch == "paused", "paused polls")
+        paused = await view.condition("Paused")
+        assert paused is not None
+        assert (paused["status"], paused["reason"]) == ("True", "ScaledJobPaused")
+        assert await view.jobs() == []
+
+        await cluster.kube.merge_patch(
+            scaled_jobs_path(cluster.ns, "fenced"),
+            {"metadata": {"annotations": {"autoscaling.keda.sh/paused": "false"}}},
+        )
+        await eventually(view.jobs, lambda js: len(js) == 2, what="2 Jobs once unpaused")
+        paused = await eventually(
+            lambda: view.condition("Paused"), lambda c: c is not None and c["status"] == "False"
+        )
+        assert paused["reason"] == "ScaledJobUnpaused"
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        await kube.aclose()

@@ -54,14 +54,28 @@ class ProxyMetrics:
             registry=r,
         )
 
+        # Label children per target, looked up once (labels() costs more than observe()).
+        self._children: dict[Key, tuple[Histogram, Histogram]] = {}
+        self._codes: dict[tuple[Key, int], Counter] = {}
+
+    def _of(self, key: Key) -> tuple[Histogram, Histogram]:
+        children = self._children.get(key)
+        if children is None:
+            children = (self.concurrency_seen.labels(*key), self.duration.labels(*key))
+            self._children[key] = children
+        return children
+
     def concurrency(self, key: Key, in_flight: int) -> None:
-        self.concurrency_seen.labels(*key).observe(in_flight)
+        self._of(key)[0].observe(in_flight)
         self.in_flight.inc()
 
     def request(self, key: Key, code: int, seconds: float) -> None:
         self.in_flight.dec()
-        self.requests.labels(*key, str(code)).inc()
-        self.duration.labels(*key).observe(seconds)
+        counter = self._codes.get((key, code))
+        if counter is None:
+            counter = self._codes[(key, code)] = self.requests.labels(*key, str(code))
+        counter.inc()
+        self._of(key)[1].observe(seconds)
 
     def cold_start(self, key: Key, outcome: str, seconds: float) -> None:
         self.cold_start_wait.labels(*key, outcome).observe(seconds)

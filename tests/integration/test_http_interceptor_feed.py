@@ -168,7 +168,14 @@ async def test_held_requests_beyond_the_bound_get_503_at_once(
             assert await get() == (503, "7")
             await icpt.on_pod("ADDED", ready_pod(backend.port))
             assert [s for s, _ in await asyncio.gather(*held)] == [200] * 5
-        assert 'outcome="queue_full"' in (await _metrics(icpt))
+        metrics = await _metrics(icpt)
+        assert 'outcome="queue_full"' in metrics
+        labels = f'name="{NAME}",namespace="{NS}"'  # the exposition sorts label names
+        assert f'tidal_interceptor_requests_total{{code="200",{labels}}} 5.0' in metrics
+        assert f'tidal_interceptor_requests_total{{code="503",{labels}}} 1.0' in metrics
+        assert f"tidal_interceptor_request_duration_seconds_count{{{labels}}} 6.0" in metrics
+        assert f"tidal_interceptor_concurrency_count{{{labels}}} 6.0" in metrics
+        assert "tidal_interceptor_in_flight 0.0" in metrics
     finally:
         await icpt.aclose()
 

@@ -1,5 +1,6 @@
-"""`tidal check FILE|DIR|- ...`: validate ScaledObject and (Cluster)TriggerAuthentication
-manifests offline, with the checks the admission webhook and the daemon make."""
+"""`tidal check FILE|DIR|- ...`: validate ScaledObject, ScaledJob and
+(Cluster)TriggerAuthentication manifests offline, with the checks the admission webhook and the
+daemon make."""
 
 from __future__ import annotations
 
@@ -16,15 +17,17 @@ import yaml
 
 from scaler.manifest_set import SKIP_MARK, Document, check_documents
 
-SUMMARY = "validate ScaledObject/TriggerAuthentication manifests offline (as the webhook does)"
+SUMMARY = "validate ScaledObject/ScaledJob/TriggerAuthentication manifests offline"
 
 DESCRIPTION = """\
-Checks every ScaledObject, TriggerAuthentication and ClusterTriggerAuthentication in the
-given YAML files (multi-document), directories (*.yaml, *.yml, recursively) or standard input
+Checks every ScaledObject, ScaledJob, TriggerAuthentication and ClusterTriggerAuthentication in
+the given YAML files (multi-document), directories (*.yaml, *.yml, recursively) or standard input
 (-), with the same code the admission webhook and the daemon run: KEDA's replica bounds,
 fallback and trigger rules, trigger metadata parsed as the daemon parses it, one ScaledObject
 per workload, no foreign HPA unless transferred, cpu/memory triggers against the workload's
-container requests, and TriggerAuthentication sources Tidal can read.
+container requests, and TriggerAuthentication sources Tidal can read. ScaledJobs: KEDA's
+scaling and rollout strategies, the Job template, and their triggers' metadata with env read
+from the template's containers (docs/scaledjob.md).
 
 The input is one set, standing in for the cluster: two ScaledObjects on one workload, an HPA
 manifest, the Deployment, TriggerAuthentication, Secret or LimitRange a ScaledObject relies on

@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
+import yaml
 
 from localenv.kwok import Kwok
 from localenv.redis import RedisServer
@@ -27,6 +28,7 @@ from scaler.kube.paths import namespaced
 from scaler.settings import WatchSettings
 from scaler.telemetry import Telemetry
 from tests.e2e.harness import Cluster, eventually, settings_for
+from tests.unit.test_scaledjob_spec import KEDA_SAMPLE, KEDA_SPEC
 
 
 @contextlib.asynccontextmanager
@@ -463,3 +465,13 @@ async def test_fenced_and_paused_write_nothing(
         with contextlib.suppress(asyncio.CancelledError):
             await task
         await kube.aclose()
+
+
+async def test_keda_documented_scaledjobs_apply_unchanged(cluster: Cluster) -> None:
+    """The ScaledJobs of KEDA's docs (tests/unit/test_scaledjob_spec.py) are accepted by the
+    ScaledJob CRD (deploy/crds/keda.sh_scaledjobs.yaml) as written."""
+    for text in (KEDA_SAMPLE, KEDA_SPEC):
+        body = yaml.safe_load(text)
+        body["metadata"].pop("namespace", None)
+        created = await cluster.kube.create(scaled_jobs_path(cluster.ns), body)
+        assert created["spec"] == body["spec"]

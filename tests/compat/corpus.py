@@ -17,6 +17,7 @@ underscores and non-ASCII letters stay). The type-specific parts:
 | aws-s3 | none in a KEDA release: Tidal's `aws-s3-<bucketName>[-<prefix>]` (docs/s3.md) |
 | postgresql | `postgresql` (neither the query nor the database appears) |
 | mysql | `mysql-<dbName>`; with a connection string, what follows its last `/` |
+| aws-sqs-queue | `aws-sqs-<queueName>`, the last segment of the queue URL |
 
 `{StartMin}` / `{EndMin}` in a name are the cron minutes filled in at run time.
 """
@@ -38,6 +39,7 @@ from tests.compat.sources import (
     S3Objects,
     Source,
     SqlTasks,
+    SqsMessages,
 )
 
 TOPIC_60 = "Payments.Settlement.EU-West-1.Production.Invoice_Events.V2_0"
@@ -231,6 +233,17 @@ CASES: tuple[Case, ...] = (
         deployment="mysql-test-deployment",
         replicas=2,
         what="KEDA's e2e query; Go DSN from a TriggerAuthentication, database `test_db`",
+    ),
+    Case(
+        id="aws-sqs-queue-Payments_EU-Settlement.fifo",
+        manifest="aws-sqs-queue-fifo.yaml",
+        source=lambda c: SqsMessages(c.elasticmq, "Payments_EU-Settlement.fifo"),
+        keda_names={"aws-sqs-queue-test-so": ("s0-aws-sqs-Payments_EU-Settlement-fifo",)},
+        scaled_object="aws-sqs-queue-test-so",
+        deployment="aws-sqs-queue-test-deployment",
+        replicas=2,
+        what="KEDA's e2e manifest (+ awsEndpoint): keys from a Secret, FIFO queue URL, target 1,"
+        " activation 5, maxReplicaCount 2",
     ),
 )
 

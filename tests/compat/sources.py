@@ -31,6 +31,7 @@ from nats.aio.client import Client as NatsClient
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from nats.js.errors import NotFoundError
 
+from localenv.elasticmq import ElasticMqServer
 from localenv.kafka import KafkaBroker
 from localenv.minio import MinioServer
 from localenv.mysql import MysqlServer
@@ -96,6 +97,7 @@ class Components:
     app: AppServer
     postgres: PostgresServer
     mysql: MysqlServer
+    elasticmq: ElasticMqServer
 
 
 class Source(Protocol):
@@ -392,6 +394,54 @@ class S3Objects:
 
     async def drain(self) -> None:
         await asyncio.to_thread(self._drain)
+
+    async def close(self) -> None:
+        pass
+
+
+@dataclass
+class SqsMessages:
+    """Messages waiting in a FIFO queue of ElasticMQ (the drain is PurgeQueue, as KEDA's e2e)."""
+
+    server: ElasticMqServer
+    queue: str  # ends in ".fifo"
+    starts_active: bool = False
+    _sqs: Any = None
+    _url: str = ""
+
+    @property
+    def values(self) -> dict[str, str]:
+        def b64(text: str) -> str:
+            return base64.b64encode(text.encode()).decode()
+
+        return {
+            "AwsAccessKeyIDBase64": b64(self.server.access_key),
+            "AwsSecretAccessKeyBase64": b64(self.server.secret_key),
+            "AwsRegion": self.server.region,
+            "AwsEndpoint": self.server.endpoint,
+            "SqsQueue": self.server.queue_url(self.queue),
+        }
+
+    def _prepare(self) -> None:
+        self._sqs = self.server.client()
+        attributes = {"FifoQueue": "true", "ContentBasedDeduplication": "true"}
+        self._url = self._sqs.create_queue(QueueName=self.queue, Attributes=attributes)["QueueUrl"]
+        self._sqs.purge_queue(QueueUrl=self._url)
+
+    def _fill(self) -> None:
+        for i in range(WORK):
+            self._sqs.send_message(
+                QueueUrl=self._url, MessageBody=f"Message - {i}", MessageGroupId=f"g{i % 3}"
+            )
+
+    async def prepare(self) -> None:
+        await asyncio.to_thread(self._prepare)
+
+    async def fill(self) -> None:
+        await asyncio.to_thread(self._fill)
+
+    async def drain(self) -> None:
+        await asyncio.to_thread(self._sqs.purge_queue, QueueUrl=self._url)
 
     async def close(self) -> None:
         pass

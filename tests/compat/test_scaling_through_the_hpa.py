@@ -27,6 +27,7 @@ import pytest_asyncio
 
 from localenv.certs import extension_server_certs
 from localenv.controlplane import ControlPlane
+from localenv.elasticmq import ElasticMqServer
 from localenv.kafka import KafkaBroker
 from localenv.minio import MinioServer
 from localenv.mysql import MysqlServer
@@ -92,6 +93,7 @@ async def corpus(
     minio_server: MinioServer,
     postgres_server: PostgresServer,
     mysql_server: MysqlServer,
+    elasticmq_server: ElasticMqServer,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> AsyncIterator[Corpus]:
     app = await AppServer(api_key="compat-api-key").start()
@@ -107,6 +109,7 @@ async def corpus(
         app=app,
         postgres=postgres_server,
         mysql=mysql_server,
+        elasticmq=elasticmq_server,
     )
     certs = extension_server_certs(["tidal-metrics.tidal-system.svc"])
     tls = tmp_path_factory.mktemp("compat-tls")

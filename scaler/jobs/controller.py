@@ -137,8 +137,8 @@ class ScaledJobController:
         meta = obj.get("metadata", {})
         key = (str(meta.get("namespace", "")), str(meta.get("name", "")))
         old = self.entries.get(key)
-        if kind == "DELETED":
-            self._remove(key)
+        if kind == "DELETED" or meta.get("deletionTimestamp"):
+            self._remove(key)  # being deleted: no more Jobs; garbage collection takes its own
             return
         sj, problems = read_scaled_job(obj)
         if old is not None and _same_spec(old.sj, sj):

@@ -475,3 +475,24 @@ async def test_keda_documented_scaledjobs_apply_unchanged(cluster: Cluster) -> N
         body["metadata"].pop("namespace", None)
         created = await cluster.kube.create(scaled_jobs_path(cluster.ns), body)
         assert created["spec"] == body["spec"]
+
+
+async def test_deleting_the_scaled_job_removes_its_jobs(
+    cluster: Cluster, kubeconfig: Path, redis_server: RedisServer, redis: aioredis.Redis
+) -> None:
+    """The Jobs are owned by their ScaledJob: the garbage collector deletes them with it, and
+    the controller forgets it (no poll, nothing more created)."""
+    key = f"{cluster.ns}-gone"
+    await redis.rpush(key, "a", "b")
+    async with running_controller(kubeconfig, cluster.ns) as controller:
+        view = Jobs(cluster, controller, "gone")
+        await view.create(scaled_job("gone", [redis_list(redis_server.address, key)]))
+        await eventually(view.jobs, lambda js: len(js) == 2, what="2 Jobs")
+        await cluster.kube.delete(scaled_jobs_path(cluster.ns, "gone"))
+        await eventually(view.jobs, lambda js: js == [], what="the Jobs garbage-collected")
+
+        async def known() -> bool:
+            return view.key in controller.entries
+
+        await eventually(known, lambda k: not k, what="the ScaledJob forgotten")
+        assert view.key not in controller.last

@@ -33,7 +33,7 @@ from typing import ClassVar
 import grpc
 import grpc.aio
 
-from scaler.clients import ClientPool, TlsSettings
+from scaler.clients import ClientKey, ClientPool, TlsSettings
 from scaler.contract import MetricSpec, Sample, TriggerContext, metric_name, normalize_metric_detail
 from scaler.errors import KubeError, QueryError, ScalerError
 from scaler.params import Config, Param
@@ -50,6 +50,8 @@ from scalers.external.client import (
 log = logging.getLogger(__name__)
 
 REWAKE_AFTER = 5.0  # seconds: a sustained isActive=true wakes the object again at most this often
+SILENT_FOR = 30.0  # seconds: a scaler whose synchronous GetMetricSpec timed out is not re-asked
+_SILENT: dict[ClientKey, float] = {}  # endpoint -> when its synchronous GetMetricSpec timed out
 
 
 def scaler_metadata(trigger: TriggerContext) -> dict[str, str]:
@@ -139,6 +141,7 @@ class ExternalScaler:
         answer = await self._channel.unary(
             "GetMetricSpec", self._ref, pb.GetMetricSpecResponse.FromString, self._timeout
         )
+        _SILENT.pop(self._endpoint.key, None)  # it answers again
         self._set_spec(answer)
 
     def metric_spec(self) -> MetricSpec:
@@ -182,7 +185,24 @@ class ExternalScaler:
     def _blocking_spec(self) -> pb.GetMetricSpecResponse:
         """GetMetricSpec on a channel of its own, in a worker thread with its own event loop,
         waited for at most the timeout (plus the TLS pinning of ``unsafeSsl``). Blocks the
-        caller's loop meanwhile: only for a core that did not await `prepare()`."""
+        caller's loop meanwhile: only for a core that did not await `prepare()`. A scaler that
+        let such a call time out is not asked this way again for `SILENT_FOR` seconds (the
+        builds of its other objects fail at once instead of each holding the loop)."""
+        key = self._endpoint.key
+        since = _SILENT.get(key)
+        if since is not None and time.monotonic() - since < SILENT_FOR:
+            raise MetricSpecUnavailable(
+                f"{self._endpoint.describe()}: GetMetricSpec failed: no answer in time"
+                f" (a call in the last {SILENT_FOR:g} s timed out; not asked again yet)"
+            )
+        try:
+            return self._blocking_call()
+        except MetricSpecUnavailable as exc:
+            if "DEADLINE_EXCEEDED" in str(exc) or "no answer in time" in str(exc):
+                _SILENT[key] = time.monotonic()
+            raise
+
+    def _blocking_call(self) -> pb.GetMetricSpecResponse:
         pool = concurrent.futures.ThreadPoolExecutor(1, "tidal-external-spec")
         future = pool.submit(asyncio.run, self._spec_on_own_channel())
         try:

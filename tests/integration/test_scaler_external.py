@@ -8,7 +8,7 @@ import asyncio
 import base64
 import contextlib
 import threading
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,6 +30,7 @@ from scaler.registry import default_registry
 from scaler.runtime import TriggerRuntime
 from scaler.telemetry import Telemetry
 from scalers.external import externalscaler_pb2 as pb
+from scalers.external import scaler as external_scaler
 from scalers.external.scaler import (
     ExternalPushScaler,
     ExternalScaler,
@@ -177,6 +178,13 @@ class Server:
             self.state.push(None)
             await self._server.stop(grace=None)
             self._server = None
+
+
+@pytest.fixture(autouse=True)
+def _forget_silent_scalers() -> Iterator[None]:
+    """Ports are reused across tests: a timed-out scaler of one test is not another's."""
+    yield
+    external_scaler._SILENT.clear()
 
 
 @pytest.fixture
@@ -585,6 +593,21 @@ async def test_server_that_accepts_and_never_answers_is_an_error(pool: ClientPoo
             with pytest.raises((ScalerError, KubeError), match=r"DEADLINE_EXCEEDED|in time"):
                 scaler.metric_spec()
         await scaler.aclose()
+
+
+async def test_a_silent_scaler_holds_one_build_not_every_build(pool: ClientPool) -> None:
+    """The synchronous spec path blocks the daemon's loop: after one call to a scaler timed
+    out, the builds of its other objects fail at once instead of waiting again."""
+    async with _silent_acceptor() as address:
+        first, second = _build(pool, _trigger(address)), _build(pool, _trigger(address, index=1))
+        with pytest.raises(KubeError, match="DEADLINE_EXCEEDED"):
+            first.metric_spec()
+        with pytest.raises(KubeError, match="not asked again yet"):
+            second.metric_spec()
+        with pytest.raises(ScalerError, match="DEADLINE_EXCEEDED"):  # prepare() still asks
+            await second.prepare()
+        for scaler in (first, second):
+            await scaler.aclose()
 
 
 async def test_scaler_that_hangs_mid_call_is_an_error(

@@ -40,7 +40,7 @@ class ProxyMetrics:
         self.cold_start_wait = Histogram(
             "tidal_interceptor_cold_start_wait_seconds",
             "How long a request was held for a ready backend, by outcome "
-            "(forwarded, failover, timeout, queue_full).",
+            "(forwarded, failover, timeout, queue_full, placeholder).",
             (*labels, "outcome"),
             buckets=_COLD_BUCKETS,
             registry=r,

@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+import re
 import time
 from dataclasses import dataclass
 
@@ -125,6 +126,9 @@ class Proxy:
     async def _serve(self, request: web.Request, route: Route, start: float) -> web.StreamResponse:
         addresses = self.backends.addresses(route.service)
         waited: float | None = None
+        if not addresses and route.placeholder is not None:
+            self.metrics.cold_start(route.key, "placeholder", 0.0)
+            return placeholder_page(route, request.headers.get("X-Request-ID", ""))
         if not addresses:
             held = self.held.get(route.key, 0)
             if held >= self.settings.max_held:
@@ -290,6 +294,34 @@ async def _pump(
         else:
             break
     await sink.close()
+
+
+_TEMPLATE_FIELD = re.compile(r"\{\{\s*\.(\w+)\s*\}\}")
+DEFAULT_PLACEHOLDER = (
+    "<!DOCTYPE html>\n<html><head><title>{{.ServiceName}} is starting</title>"
+    '<meta http-equiv="refresh" content="{{.RefreshInterval}}"></head>'
+    "<body><h1>{{.ServiceName}} is starting...</h1></body></html>\n"
+)
+
+
+def placeholder_page(route: Route, request_id: str) -> web.Response:
+    """``placeholderConfig``: the page served at once while the workload has no backend; the
+    add-on's template fields (ServiceName, Namespace, RefreshInterval, RequestID, Timestamp)."""
+    page = route.placeholder
+    assert page is not None
+    values = {
+        "ServiceName": route.service.name,
+        "Namespace": route.key[0],
+        "RefreshInterval": str(page.refresh),
+        "RequestID": request_id,
+        "Timestamp": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+    body = _TEMPLATE_FIELD.sub(
+        lambda m: values.get(m.group(1), m.group(0)), page.content or DEFAULT_PLACEHOLDER
+    )
+    headers: CIMultiDict[str] = CIMultiDict(page.headers)
+    headers.setdefault("Content-Type", "text/html; charset=utf-8")
+    return web.Response(status=page.status, body=body.encode(), headers=headers)
 
 
 def _host(ip: str) -> str:

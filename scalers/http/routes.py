@@ -50,6 +50,16 @@ class ServiceRef:
 
 
 @dataclass(frozen=True, slots=True)
+class Placeholder:
+    """``spec.placeholderConfig``: answer at once with a page instead of holding the request."""
+
+    status: int = 503
+    refresh: int = 5
+    headers: tuple[tuple[str, str], ...] = ()
+    content: str = ""  # Go-template-style {{.ServiceName}} etc.; empty: a built-in page
+
+
+@dataclass(frozen=True, slots=True)
 class Route:
     """One HTTPScaledObject's routing and holding rules."""
 
@@ -62,6 +72,7 @@ class Route:
     failover: ServiceRef | None = None
     problems: tuple[str, ...] = field(default=())
     headers: tuple[tuple[str, str | None], ...] = ()  # (name, value or None: present)
+    placeholder: Placeholder | None = None
 
     @property
     def name(self) -> str:
@@ -124,6 +135,21 @@ def parse_route(obj: Mapping[str, Any]) -> Route:
         failover,
         tuple(problems),
         headers,
+        _placeholder(spec.get("placeholderConfig")),
+    )
+
+
+def _placeholder(config: object) -> Placeholder | None:
+    if not isinstance(config, Mapping) or config.get("enabled") is not True:
+        return None
+    status = config.get("statusCode")
+    refresh = config.get("refreshInterval")
+    headers = config.get("headers") if isinstance(config.get("headers"), Mapping) else {}
+    return Placeholder(
+        status if isinstance(status, int) and 200 <= status < 600 else 503,
+        refresh if isinstance(refresh, int) and refresh > 0 else 5,
+        tuple((str(k), str(v)) for k, v in (headers or {}).items()),
+        str(config.get("content") or ""),
     )
 
 

@@ -184,3 +184,43 @@ async def _metrics(icpt: Interceptor) -> str:
     url = f"http://127.0.0.1:{icpt.admin_port}/metrics"
     async with aiohttp.ClientSession() as http, http.get(url) as r:
         return await r.text()
+
+
+async def test_placeholder_config_answers_at_once_and_still_wakes_the_workload(
+    backend: PodBackends, pool: ClientPool
+) -> None:
+    icpt = await _interceptor("placeholder", backend.port)
+    placeholder = {
+        "enabled": True,
+        "refreshInterval": 3,
+        "statusCode": 202,
+        "headers": {"X-Service-Status": "warming-up"},
+        "content": "{{.ServiceName}} in {{ .Namespace }} refreshes in {{.RefreshInterval}} s"
+        " ({{.RequestID}})",
+    }
+    await icpt.on_route(
+        "MODIFIED", {**HSO, "spec": {**HSO["spec"], "placeholderConfig": placeholder}}
+    )
+    scaler = default_registry().build(_trigger([icpt]), pool)
+    try:
+        wakeups = scaler.wakeups()  # type: ignore[attr-defined]
+        await anext(wakeups)
+        await scaler.sample(0.0)
+        url = f"http://127.0.0.1:{icpt.proxy_port}/"
+        async with aiohttp.ClientSession() as http:
+            headers = {"Host": HOST, "X-Request-ID": "abc"}
+            async with http.get(url, headers=headers) as r:
+                assert r.status == 202
+                assert r.headers["X-Service-Status"] == "warming-up"
+                assert await r.text() == f"{NAME} in {NS} refreshes in 3 s (abc)"
+            await asyncio.wait_for(anext(wakeups), 10)  # the daemon heard of it
+            assert (await scaler.sample(0.0)).active
+            await icpt.on_pod("ADDED", ready_pod(backend.port))
+            async with http.get(url, headers=headers) as r:
+                assert r.status == 200
+                assert (await r.json())["id"] == "abc"  # forwarded, headers and all
+        await wakeups.aclose()
+        assert 'outcome="placeholder"' in await _metrics(icpt)
+    finally:
+        await scaler.aclose()
+        await icpt.aclose()

@@ -8,6 +8,7 @@ Everything runs on one event loop. `Daemon` only wires the parts, each a module 
 * scaler.builder — an object's scalers built from its spec, auth and references;
 * scaler.poller — one poll: build if needed, sample, decide (scaler.decide);
 * scaler.actuator — the leader's writes: /scale, the HPA, status, Events, the finalizer;
+* scaler.jobs — ScaledJobs: their own watch, poll loop and writes (Jobs, status, Events);
 * scaler.kube.lease or scaler.kube.members — who writes: one elected leader, or (`--shards
   auto`) every replica for the objects the member ring (scaler.shards) gives it.
 
@@ -31,6 +32,7 @@ from scaler.builder import Builder
 from scaler.clients import ClientPool
 from scaler.finalizers import Finalizers
 from scaler.inputs import Inputs
+from scaler.jobs.controller import ScaledJobController
 from scaler.kube.client import KubeClient
 from scaler.kube.endpoints import EndpointDirectory
 from scaler.kube.events import EventRecorder
@@ -60,6 +62,7 @@ class Daemon:
         registry: Registry | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
+        registry = registry or default_registry()
         self.settings = settings
         self.kube = kube
         self.clock = clock
@@ -142,7 +145,7 @@ class Daemon:
         builder = Builder(
             kube,
             settings,
-            registry=registry or default_registry(),
+            registry=registry,
             clients=self.clients,
             mapper=ResourceMapper(kube),
             targets=self.targets,
@@ -164,6 +167,16 @@ class Daemon:
             settings=settings.poll,
             clock=clock,
             may_write=self._may_write,
+        )
+        self.jobs = ScaledJobController(
+            kube,
+            settings,
+            may_write=self._may_write,
+            owns=self.owns,
+            registry=registry,
+            clients=self.clients,
+            telemetry=self.telemetry,
+            clock=clock,
         )
         self.started = asyncio.Event()
 
@@ -218,6 +231,7 @@ class Daemon:
             tasks.append(asyncio.create_task(self.so_watcher.run(), name="watch scaledobjects"))
             await self.so_watcher.synced.wait()
             self._rebalance()  # the ring may have changed while the list was read
+            tasks.append(asyncio.create_task(self.jobs.run(), name="scaledjobs"))
             # Everything loaded so far lives as long as the daemon: move it out of the
             # collector's reach, so full collections stop pausing the loop for 0.5 s at 1000
             # objects (measured by benchmarks/daemon_scale.py).

@@ -37,6 +37,10 @@ CORPUS_VALUES = {
     "AwsEndpoint": "http://127.0.0.1:9000",
     "AwsAccessKeyID": "YWNjZXNz",
     "AwsSecretAccessKey": "c2VjcmV0",
+    "AwsAccessKeyIDBase64": "YWNjZXNz",
+    "AwsSecretAccessKeyBase64": "c2VjcmV0",
+    "AwsRegion": "us-east-1",
+    "SqsQueue": "http://127.0.0.1:9324/000000000000/Payments_EU-Settlement.fifo",
     # Base64 of a libpq URL and of a Go MySQL DSN.
     "PostgreSQLConnectionStringBase64": base64.b64encode(
         b"postgresql://user:password@127.0.0.1:5432/test_db?sslmode=disable"

@@ -77,8 +77,15 @@ def nats_mix(env: ScaleEnv, window: float) -> dict[str, Any]:
         progress(env.name, "NATS mix: PATCHing every ScaledObject to nats-jetstream")
         t0 = time.monotonic()
         asyncio.run(env.write_scaled_objects(_patch(server), patch=True))
+        moved = 0
         while True:
-            metrics = env.scrape(timeout=30)
+            try:  # a scrape while Tidal rebuilds 1000 objects on a loaded machine may time out
+                metrics = env.scrape(timeout=60)
+            except OSError as exc:
+                progress(env.name, f"NATS mix: scrape failed ({exc}); again")
+                if time.monotonic() - t0 > 300:
+                    raise
+                continue
             moved = sum(1 for k in metrics if k.startswith(VALUES) and METRIC in k)
             progress(env.name, f"NATS mix: {moved}/{env.objects} objects serve the NATS metric")
             if moved >= env.objects or time.monotonic() - t0 > 300:

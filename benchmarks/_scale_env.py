@@ -427,7 +427,7 @@ class ScaleEnv:
         self.tidal.stop()
         self.start_tidal()
 
-    def scrape(self, timeout: float = 10.0) -> dict[str, float]:
+    def scrape(self, timeout: float = 60.0) -> dict[str, float]:
         url = self.metrics_url()
         with urllib.request.urlopen(url, timeout=timeout) as resp:
             return parse_metrics(resp.read().decode())

@@ -173,7 +173,11 @@ def _wait_push(env: ScaleEnv, timeout: float) -> float | None:
     """Seconds until every object's push subscription is up (None: not within timeout)."""
     t0 = time.monotonic()
     while time.monotonic() - t0 < timeout:
-        up = sum_prefix(env.scrape(timeout=30), PUSH_UP)
+        try:
+            up = sum_prefix(env.scrape(), PUSH_UP)
+        except OSError as exc:
+            progress(NAME, f"scrape failed ({exc}); again")
+            continue
         progress(NAME, f"push subscriptions up: {up:.0f}/{env.objects}")
         if up >= env.objects:
             return time.monotonic() - t0
@@ -212,7 +216,11 @@ def _scenario(sc: Scenario, quick: bool) -> dict[str, Any]:
                 raw["push_on"] = _steady(env, sc.window, floor, scraper)
                 raw["event_to_replicas"] = asyncio.run(activation_latency(env, sc.events))
             if sc.nats and os.environ.get("TIDAL_BENCH_NATS", "1") != "0":
-                raw["nats"] = nats_mix(env, 10.0 if quick else 30.0)
+                try:
+                    raw["nats"] = nats_mix(env, 10.0 if quick else 30.0)
+                except Exception as exc:  # the Redis figures above still count
+                    progress(NAME, f"NATS mix failed: {exc!r}")
+                    raw["nats_error"] = repr(exc)
         finally:
             scraper.stop()
             floor.stop()

@@ -374,6 +374,8 @@ class ScaleEnv:
             argv,
             self.run_dir,
             ready=lambda: _ready_url(f"http://127.0.0.1:{port}/readyz"),
+            # A restart with 10,000 objects lists them all before /readyz says so.
+            timeout=max(60.0, self.objects / 50),
             env={"PYTHONPATH": SOURCE} if SOURCE else None,
         ).start()
         if self.api and certs is not None:

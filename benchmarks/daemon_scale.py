@@ -185,8 +185,9 @@ def _wait_push(env: ScaleEnv, timeout: float) -> float | None:
     return None
 
 
-def _scenario(sc: Scenario, quick: bool) -> dict[str, Any]:
-    raw: dict[str, Any] = {"objects": sc.objects, "polling_interval_s": sc.polling}
+def _scenario(sc: Scenario, quick: bool, raw: dict[str, Any]) -> None:
+    """Run one scenario, filling `raw` as it goes (what was measured survives a failure)."""
+    raw.update(objects=sc.objects, polling_interval_s=sc.polling)
     with ScaleEnv(NAME, sc.objects, polling=sc.polling) as env:
         assert env.redis_server is not None
         raw["run_dir"] = str(env.run_dir)
@@ -224,7 +225,6 @@ def _scenario(sc: Scenario, quick: bool) -> dict[str, Any]:
         finally:
             scraper.stop()
             floor.stop()
-    return raw
 
 
 def run(out: Path, quick: bool) -> Result:
@@ -240,7 +240,12 @@ def run(out: Path, quick: bool) -> Result:
     t0 = time.monotonic()
     for i, sc in enumerate(scenarios, 1):
         progress(NAME, f"scenario {i}/{len(scenarios)}: {sc.label}")
-        raw[sc.label] = data = _scenario(sc, quick)
+        raw[sc.label] = data = {}
+        try:
+            _scenario(sc, quick, data)
+        except Exception as exc:  # the other scenarios still run; the table says what failed
+            progress(NAME, f"{sc.label} failed: {exc!r}")
+            data["error"] = repr(exc)
         rows += _rows(sc, data)
     raw["total_s"] = round(time.monotonic() - t0)
     return Result(NAME, rows, raw)
@@ -270,6 +275,8 @@ def _cpu_budget(sc: Scenario) -> str:
 
 def _rows(sc: Scenario, data: dict[str, Any]) -> list[Row]:
     n = sc.label
+    if "push_off" not in data:
+        return [Row(f"{n}: the run failed", str(data.get("error", "?"))[:200], "", "", False)]
     legs = [leg for _, leg in _legs(sc, data)]
     which = "push off / on" if len(legs) == 2 else "push off"
     ready = data["ready"]["all_ready_s"]

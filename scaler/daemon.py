@@ -9,6 +9,7 @@ Everything runs on one event loop. `Daemon` only wires the parts, each a module 
 * scaler.poller — one poll: build if needed, sample, decide (scaler.decide);
 * scaler.actuator — the leader's writes: /scale, the HPA, status, Events, the finalizer;
 * scaler.jobs — ScaledJobs: their own watch, poll loop and writes (Jobs, status, Events);
+* scaler.http_objects — HTTPScaledObjects into the ScaledObjects they own (--http-interceptors);
 * scaler.kube.lease or scaler.kube.members — who writes: one elected leader, or (`--shards
   auto`) every replica for the objects the member ring (scaler.shards) gives it.
 
@@ -31,6 +32,7 @@ from scaler.actuator import Actuator
 from scaler.builder import Builder
 from scaler.clients import ClientPool
 from scaler.finalizers import Finalizers
+from scaler.http_objects import HttpObjects
 from scaler.inputs import Inputs
 from scaler.jobs.controller import ScaledJobController
 from scaler.kube.client import KubeClient
@@ -178,6 +180,14 @@ class Daemon:
             telemetry=self.telemetry,
             clock=clock,
         )
+        self.http_objects: HttpObjects | None = None
+        if settings.poll.http_interceptors:
+            self.http_objects = HttpObjects(
+                kube,
+                self._may_reconcile,
+                interceptors=settings.poll.http_interceptors,
+                namespace=settings.watch.namespace,
+            )
         self.started = asyncio.Event()
 
     @property
@@ -196,6 +206,16 @@ class Daemon:
         if self.members is not None:
             return self.members.may_write()
         return self.leader is None or self.leader.is_leader
+
+    def _may_reconcile(self) -> bool:
+        """Cluster-wide reconciles (HTTPScaledObjects): the writer, or with shards the ring's
+        first member alone (one writer, whichever replicas come and go)."""
+        if not self._may_write():
+            return False
+        members = self.members
+        return members is None or (
+            bool(members.ring.members) and members.ring.members[0].identity == members.identity
+        )
 
     def owns(self, key: tuple[str, str]) -> bool:
         """Whether this replica polls and writes the object (always, unless sharded)."""
@@ -232,6 +252,8 @@ class Daemon:
             await self.so_watcher.synced.wait()
             self._rebalance()  # the ring may have changed while the list was read
             tasks.append(asyncio.create_task(self.jobs.run(), name="scaledjobs"))
+            if self.http_objects is not None:
+                tasks.append(asyncio.create_task(self.http_objects.run(), name="httpscaledobjects"))
             # Everything loaded so far lives as long as the daemon: move it out of the
             # collector's reach, so full collections stop pausing the loop for 0.5 s at 1000
             # objects (measured by benchmarks/daemon_scale.py).

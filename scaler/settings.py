@@ -57,6 +57,9 @@ class PollSettings:
     max_concurrent: int = 200  # objects polled at once
     failing_log_every: int = 10  # repeat a failing trigger's warning every N polls
     push_recheck: float = 60.0  # seconds between re-checks of a source that could not push
+    # tidal intercept's admin addresses (host:port): when set, HTTPScaledObjects are reconciled
+    # into ScaledObjects whose http triggers stream from them (scaler.http_objects).
+    http_interceptors: tuple[str, ...] = ()
     # Endpoint addresses rewritten before they are dialled (scaler.kube.endpoints): FROM -> TO.
     endpoint_address_map: tuple[tuple[str, str], ...] = ()
 
@@ -264,6 +267,13 @@ def build_parser(env: Mapping[str, str] | None = None) -> argparse.ArgumentParse
     )
     a("--max-concurrent-polls", type=int, default=200, help="objects polled at the same time")
     a(
+        "--http-interceptors",
+        default=_env(e, "TIDAL_HTTP_INTERCEPTORS"),
+        help="comma list of tidal intercept admin addresses (host:port; a headless Service "
+        "name resolves to every replica): reconcile HTTPScaledObjects into ScaledObjects "
+        "reading them; empty = HTTPScaledObjects are not handled [env TIDAL_HTTP_INTERCEPTORS]",
+    )
+    a(
         "--endpoint-address-map",
         type=_address_map,
         default=_env(e, "TIDAL_ENDPOINT_ADDRESS_MAP"),
@@ -419,6 +429,9 @@ def settings_from_args(argv: Sequence[str], env: Mapping[str, str] | None = None
             http_timeout=ns.http_timeout_ms / 1000.0,
             max_concurrent=ns.max_concurrent_polls,
             endpoint_address_map=ns.endpoint_address_map,
+            http_interceptors=tuple(
+                a.strip() for a in ns.http_interceptors.split(",") if a.strip()
+            ),
         ),
         serve=ServeSettings(
             metrics_address=ns.metrics_address,

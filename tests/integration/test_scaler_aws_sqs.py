@@ -323,13 +323,15 @@ async def test_a_hung_server_fails_in_the_timeout_and_stalls_no_other_object(
 ) -> None:
     """Through a proxy that accepts and never answers: a ScalerError (no zero) once the 1 s
     timeout passes, while an object reading the healthy server, sampled at the same moment,
-    answers first; a second sample of the hung one joins the request still in flight."""
+    answers first; once the proxy passes traffic again, the same object reads the queue."""
     _fill(sqs_queue, 2, 0, 0)
     with FaultProxy(("127.0.0.1", elasticmq_server.port), name="proxy-sqs-hung") as proxy:
         proxy.blackhole()
         hung_meta = _meta(elasticmq_server, sqs_queue.url, awsEndpoint=f"http://{proxy.address}")
         hung = _scaler(pool, _trigger(hung_meta, timeout=1.0))
-        healthy = _scaler(pool, _trigger(_meta(elasticmq_server, sqs_queue.url), timeout=1.0))
+        # The healthy object's client is made and warm before the race (3 s: its own hub).
+        healthy = _scaler(pool, _trigger(_meta(elasticmq_server, sqs_queue.url), timeout=3.0))
+        assert (await healthy.sample(0.0)).value == 2.0
         hung_task = asyncio.ensure_future(hung.sample(0.0))
         healthy_task = asyncio.ensure_future(healthy.sample(0.0))
         done, _ = await asyncio.wait({hung_task, healthy_task}, return_when=asyncio.FIRST_COMPLETED)

@@ -37,15 +37,17 @@ from scaler.errors import ScalerError
 from scaler.params import Config, Param
 from scalers.aws_sqs_hub import QueueCounts, SqsHub, SqsTarget, close_hub
 
-# SQS queue names: up to 80 letters, digits, '-' and '_'; FIFO queues end in ".fifo".
-_QUEUE_NAME = re.compile(r"[A-Za-z0-9_-]{1,80}(\.fifo)?")
+# SQS queue names: 1 to 80 characters (".fifo" included) of letters, digits, '-' and '_';
+# FIFO queues end in ".fifo".
+_QUEUE_NAME = re.compile(r"[A-Za-z0-9_-]+(\.fifo)?")
+MAX_QUEUE_NAME = 80
 
 
 def queue_name(queue_url: str) -> str:
     """The queue's name from a queue URL or a bare name; ValueError with KEDA's words if none."""
     parts = urllib.parse.urlsplit(queue_url)
     if not parts.scheme and "/" not in queue_url:
-        if _QUEUE_NAME.fullmatch(queue_url):
+        if _QUEUE_NAME.fullmatch(queue_url) and len(queue_url) <= MAX_QUEUE_NAME:
             return queue_url
         raise ValueError(f"invalid queueURL '{queue_url}': not a URL nor a valid queue name")
     if parts.scheme not in ("http", "https") or not parts.hostname:

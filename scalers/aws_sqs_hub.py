@@ -265,6 +265,8 @@ class SqsHub:
         return ScalerError(f"{where}: {detail}")
 
     async def aclose(self) -> None:
+        if self._closed:
+            return
         self._closed = True
         for task in list(self._rounds.values()):
             task.cancel()

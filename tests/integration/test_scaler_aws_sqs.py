@@ -26,7 +26,7 @@ from scaler.clients import ClientPool
 from scaler.contract import TriggerContext
 from scaler.errors import ConfigError, QueryError, ScalerError, UnsupportedError
 from scaler.registry import build_scaler, prepare
-from scalers.aws_sqs import AwsSqsQueueScaler
+from scalers.aws_sqs import AwsSqsQueueScaler, queue_name
 from tests.integration.sql_helpers import documents, guarded, manifest_auth, of_kind, trigger
 
 VISIBLE, IN_FLIGHT, DELAYED = 3, 2, 4
@@ -221,6 +221,28 @@ async def test_a_bare_queue_name_is_resolved_once(
 
 
 # -- configuration errors ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("queue_url", "expected"),
+    [
+        pytest.param("https://sqs.eu-west-1.amazonaws.com/123456789012/orders", "orders", id="aws"),
+        pytest.param("http://127.0.0.1:9324/000000000000/jobs.fifo", "jobs.fifo", id="fifo"),
+        pytest.param("Orders_EU-1", "Orders_EU-1", id="bare-name"),
+        pytest.param("q" * 80, "q" * 80, id="bare-name-80-chars"),
+        pytest.param("q" * 81, None, id="bare-name-81-chars"),
+        pytest.param("https://sqs.eu-west-1.amazonaws.com/123/orders/", None, id="trailing-slash"),
+        pytest.param("https://sqs.eu-west-1.amazonaws.com/orders", None, id="no-account"),
+        pytest.param("https://user:pw@sqs.example/123/orders", None, id="credentials-in-url"),
+        pytest.param("orders queue", None, id="space-in-name"),
+    ],
+)
+def test_queue_names_are_read_as_keda_reads_them(queue_url: str, expected: str | None) -> None:
+    if expected is None:
+        with pytest.raises(ValueError, match="queueURL"):
+            queue_name(queue_url)
+    else:
+        assert queue_name(queue_url) == expected
 
 
 @pytest.mark.parametrize(

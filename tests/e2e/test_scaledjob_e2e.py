@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -33,14 +33,16 @@ from tests.unit.test_scaledjob_spec import KEDA_SAMPLE, KEDA_SPEC
 
 @contextlib.asynccontextmanager
 async def running_controller(
-    kubeconfig: Path, namespace: str
+    kubeconfig: Path, namespace: str, may_write: Callable[[], bool] = lambda: True
 ) -> AsyncIterator[ScaledJobController]:
     kube = await KubeClient.from_kubeconfig(str(kubeconfig))
     settings = settings_for(
         kubeconfig,
         watch=WatchSettings(namespace=namespace, cluster_object_namespace="tidal-system"),
     )
-    controller = ScaledJobController(kube, settings, telemetry=Telemetry())
+    controller = ScaledJobController(
+        kube, settings, may_write=lambda: may_write(), telemetry=Telemetry()
+    )
     task = asyncio.create_task(controller.run())
     try:
         async with asyncio.timeout(30):
@@ -496,3 +498,70 @@ async def test_deleting_the_scaled_job_removes_its_jobs(
 
         await eventually(known, lambda k: not k, what="the ScaledJob forgotten")
         assert view.key not in controller.last
+
+
+async def mark_running(cluster: Cluster, pods: list[JSON]) -> None:
+    """What a kubelet would report for a started pod (the fake: no kubelet runs here)."""
+    for pod in pods:
+        await cluster.kube.merge_patch(
+            namespaced("", "v1", "pods", cluster.ns, pod["metadata"]["name"]) + "/status",
+            {"status": {"phase": "Running"}},
+        )
+
+
+@pytest.mark.parametrize(
+    ("strategy", "total"),
+    [pytest.param("default", 6, id="default"), pytest.param("eager", 9, id="eager")],
+)
+async def test_documented_eager_example(
+    cluster: Cluster,
+    kubeconfig: Path,
+    redis_server: RedisServer,
+    redis: aioredis.Redis,
+    strategy: str,
+    total: int,
+) -> None:
+    """KEDA's docs: maxReplicaCount 10, long Jobs, 3 messages then 3 more. `default` ends with
+    6 Jobs (6 queued - 3 running), `eager` with 9 (min(10 - 3 running, 6) more). The first
+    Jobs' pods are reported Running through the pod status API (see the module docstring);
+    until they are, the controller is fenced (`may_write`) once it has made the first 3, so no
+    poll sees them still Pending (eager counts a pending Job twice, as KEDA does)."""
+    key = f"{cluster.ns}-eager"
+    await redis.rpush(key, "a", "b", "c")
+    second = False
+    view: Jobs | None = None
+
+    def may_write() -> bool:
+        if second:
+            return True
+        if view is None:
+            return False
+        entry = view.controller.entries.get(view.key)
+        made = len(view.controller.owned.of(view.key)) + (len(entry.unseen) if entry else 0)
+        return made < 3
+
+    async with running_controller(kubeconfig, cluster.ns, may_write) as controller:
+        view = Jobs(cluster, controller, "long")
+        await view.create(
+            scaled_job(
+                "long",
+                [redis_list(redis_server.address, key)],
+                maxReplicaCount=10,
+                scalingStrategy={"strategy": strategy},
+            )
+        )
+        await eventually(view.jobs, lambda js: len(js) == 3, what="3 Jobs")
+        await view.settled(lambda r: r.branch == "fenced", "fenced with 3 Jobs")
+        pods = await eventually(view.pods, lambda ps: len(ps) == 3, what="their pods")
+        await mark_running(cluster, pods)
+
+        async def counts() -> tuple[int, int]:
+            c = controller.owned.counts(view.key, ())
+            return c.running, c.pending
+
+        await eventually(counts, lambda c: c == (3, 0), what="3 running, none pending")
+        await redis.rpush(key, "d", "e", "f")
+        second = True
+        await eventually(view.jobs, lambda js: len(js) == total, what=f"{total} Jobs")
+        await view.settled(lambda r: r.running == total, f"{total} Jobs, no more")
+        assert len(await view.jobs()) == total

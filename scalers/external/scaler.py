@@ -119,6 +119,8 @@ class ExternalScaler:
                 tls.check()
             except ValueError as exc:
                 problems.append(f"TLS material: {exc}")
+            except TypeError:  # the ssl module refuses non-ASCII PEM text this way
+                problems.append("TLS material: a certificate or key is not ASCII PEM text")
         return problems
 
     def __init__(self, config: Config, trigger: TriggerContext, clients: ClientPool) -> None:

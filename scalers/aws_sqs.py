@@ -75,13 +75,16 @@ class AwsSqsQueueScaler:
     PARAMS: ClassVar[tuple[Param, ...]] = (
         Param("queueURL", sources=("metadata", "env"), required=True),
         Param("queueLength", "int", sources=("metadata",), default=5, above=0, doc="HPA target"),
-        Param("activationQueueLength", "int", sources=("metadata",), default=0, minimum=0),
+        # KEDA sets no bound: a negative activation keeps the object always active.
+        Param("activationQueueLength", "int", sources=("metadata",), default=0),
         Param("awsRegion", sources=("metadata", "auth"), required=True),
         Param("awsEndpoint", sources=("metadata",)),
         Param("scaleOnInFlight", "bool", sources=("metadata",), default=True),
         Param("scaleOnDelayed", "bool", sources=("metadata",), default=False),
         # Required unless an unsupported identity was asked for (validate says which).
-        Param("awsAccessKeyID", sources=("auth", "env")),
+        # KEDA: authParams (also spelled awsAccessKeyId), then the metadata (an access key ID
+        # is no secret), then awsAccessKeyIDFromEnv; the secret key never from the metadata.
+        Param("awsAccessKeyID", aliases=("awsAccessKeyId",), sources=("auth", "metadata", "env")),
         Param("awsSecretAccessKey", sources=("auth", "env"), secret=True),
         Param("awsSessionToken", sources=("auth", "env"), secret=True),
         Param("awsRoleArn", sources=("metadata", "auth")),

@@ -141,6 +141,7 @@ async def test_an_empty_queue_is_a_real_zero(
         pytest.param("3", 3, False, id="equal-to-activation-is-inactive"),
         pytest.param("3", 4, True, id="above-activation-is-active"),
         pytest.param("0", 1, True, id="default-activation-one-message"),
+        pytest.param("-1", 0, True, id="negative-activation-always-active"),
     ],
 )
 async def test_activation_is_strictly_above_activation_queue_length(
@@ -610,6 +611,42 @@ async def test_a_session_token_goes_with_the_requests(
     scaler = _scaler(pool, _trigger(meta, auth))
     assert (await scaler.sample(0.0)).value == 0.0
     assert counting.seen == [("GetQueueAttributes", "ASIATEMPORARY", True)]
+    await scaler.aclose()
+
+
+@pytest.mark.parametrize(
+    ("metadata", "auth", "env"),
+    [
+        pytest.param(
+            {}, {"awsAccessKeyId": "AKIDALIAS", "awsSecretAccessKey": "s"}, {}, id="auth-alias"
+        ),
+        pytest.param(
+            {"awsAccessKeyID": "AKIDALIAS", "awsSecretAccessKeyFromEnv": "SK"},
+            {},
+            {"SK": "s"},
+            id="id-in-metadata-secret-from-env",
+        ),
+        pytest.param(
+            {"awsAccessKeyIDFromEnv": "AK", "awsSecretAccessKeyFromEnv": "SK"},
+            {},
+            {"AK": "AKIDALIAS", "SK": "s"},
+            id="both-from-env",
+        ),
+    ],
+)
+async def test_credentials_come_from_where_keda_reads_them(
+    elasticmq_server: ElasticMqServer,
+    sqs_queue: SqsQueue,
+    counting: CountingProxy,
+    pool: ClientPool,
+    metadata: dict[str, str],
+    auth: dict[str, str],
+    env: dict[str, str],
+) -> None:
+    meta = {**_meta(elasticmq_server, sqs_queue.url, awsEndpoint=counting.endpoint), **metadata}
+    scaler = _scaler(pool, _trigger(meta, auth, env))
+    assert (await scaler.sample(0.0)).value == 0.0
+    assert counting.seen == [("GetQueueAttributes", "AKIDALIAS", False)]
     await scaler.aclose()
 
 

@@ -428,14 +428,7 @@ async def test_fenced_and_paused_write_nothing(
     key = f"{cluster.ns}-fenced"
     await redis.rpush(key, "a", "b")
     leader = False
-    kube = await KubeClient.from_kubeconfig(str(kubeconfig))
-    settings = settings_for(
-        kubeconfig,
-        watch=WatchSettings(namespace=cluster.ns, cluster_object_namespace="tidal-system"),
-    )
-    controller = ScaledJobController(kube, settings, may_write=lambda: leader)
-    task = asyncio.create_task(controller.run())
-    try:
+    async with running_controller(kubeconfig, cluster.ns, lambda: leader) as controller:
         view = Jobs(cluster, controller, "fenced")
         await view.create(scaled_job("fenced", [redis_list(redis_server.address, key)]))
         await view.settled(lambda r: r.branch == "fenced", "polls of a replica that may not write")
@@ -462,11 +455,6 @@ async def test_fenced_and_paused_write_nothing(
             lambda: view.condition("Paused"), lambda c: c is not None and c["status"] == "False"
         )
         assert paused["reason"] == "ScaledJobUnpaused"
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
-        await kube.aclose()
 
 
 async def test_keda_documented_scaledjobs_apply_unchanged(cluster: Cluster) -> None:

@@ -553,3 +553,36 @@ async def test_documented_eager_example(
         await eventually(view.jobs, lambda js: len(js) == total, what=f"{total} Jobs")
         await view.settled(lambda r: r.running == total, f"{total} Jobs, no more")
         assert len(await view.jobs()) == total
+
+
+@pytest.mark.parametrize(
+    ("calculation", "jobs"),
+    [
+        pytest.param("max", 3, id="max"),
+        pytest.param("min", 2, id="min"),
+        pytest.param("avg", 3, id="avg-rounds-up"),
+        pytest.param("sum", 5, id="sum"),
+    ],
+)
+async def test_multiple_scalers_calculation_over_two_lists(
+    cluster: Cluster,
+    kubeconfig: Path,
+    redis_server: RedisServer,
+    redis: aioredis.Redis,
+    calculation: str,
+    jobs: int,
+) -> None:
+    """Two Redis lists of 3 and 2 items (target 1 each): the Jobs created follow
+    multipleScalersCalculation."""
+    first, second = f"{cluster.ns}-a", f"{cluster.ns}-b"
+    await redis.rpush(first, "1", "2", "3")
+    await redis.rpush(second, "1", "2")
+    triggers = [redis_list(redis_server.address, first), redis_list(redis_server.address, second)]
+    async with running_controller(kubeconfig, cluster.ns) as controller:
+        view = Jobs(cluster, controller, "two")
+        await view.create(
+            scaled_job("two", triggers, scalingStrategy={"multipleScalersCalculation": calculation})
+        )
+        await eventually(view.jobs, lambda js: len(js) == jobs, what=f"{jobs} Jobs")
+        await view.settled(lambda r: r.running == jobs, f"{jobs} Jobs, no more")
+        assert len(await view.jobs()) == jobs

@@ -11,8 +11,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from localenv.certs import LOOPBACK_IPS, issue, new_ca
+from scaler.kube.paths import namespaced
 from tests.e2e.harness import Cluster, deployment, eventually, running_daemon, scaled_object
-from tests.integration.test_scaler_external import ScalerState, ThreadedServer
+from tests.integration.test_scaler_external import Pki, ScalerState, ThreadedServer
 
 
 def _gauge(gauge: Any) -> Any:
@@ -89,3 +91,65 @@ async def test_unreachable_scaler_at_build_is_ready_false_then_recovers(
             )
             scaler.call(lambda: setattr(state, "active", True))
             await eventually(lambda: cluster.replicas("worker"), lambda n: n == 1, what="0 -> 1")
+
+
+async def test_external_over_mutual_tls_from_a_trigger_authentication(
+    cluster: Cluster, kubeconfig: Path
+) -> None:
+    """KEDA's certificate example: caCert, tlsClientCert and tlsClientKey read from a Secret by
+    a TriggerAuthentication; the scaler requires the client certificate."""
+    ca = new_ca("tidal-e2e-external-ca")
+    pki = Pki(
+        ca,
+        issue(ca, "external-scaler", ip_addresses=LOOPBACK_IPS, server=True),
+        issue(ca, "tidal", client=True),
+        new_ca("unused"),
+    )
+    state = ScalerState(metric="jobs", target=3.0, values=[(0, 0.0)], active=False)
+    with ThreadedServer(state, tls=pki, mtls=True) as scaler:
+        await cluster.kube.create(
+            namespaced("", "v1", "secrets", cluster.ns),
+            {
+                "apiVersion": "v1",
+                "kind": "Secret",
+                "metadata": {"name": "certificate"},
+                "stringData": {
+                    "ca.crt": pki.ca.cert_pem.decode(),
+                    "tls.crt": pki.client.cert_pem.decode(),
+                    "tls.key": pki.client.key_pem.decode(),
+                },
+            },
+        )
+        refs = [("caCert", "ca.crt"), ("tlsClientCert", "tls.crt"), ("tlsClientKey", "tls.key")]
+        await cluster.kube.create(
+            namespaced("keda.sh", "v1alpha1", "triggerauthentications", cluster.ns),
+            {
+                "apiVersion": "keda.sh/v1alpha1",
+                "kind": "TriggerAuthentication",
+                "metadata": {"name": "keda-trigger-auth"},
+                "spec": {
+                    "secretTargetRef": [
+                        {"parameter": p, "name": "certificate", "key": k} for p, k in refs
+                    ]
+                },
+            },
+        )
+        await cluster.create_deployment(deployment("worker", replicas=0))
+        trigger = {
+            "type": "external",
+            "metadata": {"scalerAddress": scaler.address, "extraKey": "demo"},
+            "authenticationRef": {"name": "keda-trigger-auth"},
+        }
+        await cluster.create_so(
+            scaled_object("worker", "worker", [trigger], pollingInterval=1, cooldownPeriod=300)
+        )
+        async with running_daemon(kubeconfig):
+            await eventually(
+                lambda: cluster.condition("worker", "Ready"),
+                lambda c: c is not None and c["status"] == "True",
+                what="Ready=True",
+            )
+            scaler.call(lambda: setattr(state, "active", True))
+            await eventually(lambda: cluster.replicas("worker"), lambda n: n == 1, what="0 -> 1")
+        metadata = dict(state.refs[-1].scalerMetadata)
+        assert metadata == {"scalerAddress": scaler.address, "extraKey": "demo"}

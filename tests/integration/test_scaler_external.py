@@ -334,9 +334,9 @@ class ThreadedServer:
     (metric_spec() without prepare()) and for the daemon's e2e test. Change its answers and
     push with `call` (its state belongs to the server's loop)."""
 
-    def __init__(self, state: ScalerState) -> None:
+    def __init__(self, state: ScalerState, tls: Pki | None = None, mtls: bool = False) -> None:
         self.state = state
-        self.server = Server(state)
+        self.server = Server(state, tls, mtls)
         self.address = self.server.address
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)

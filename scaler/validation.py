@@ -373,5 +373,21 @@ def _from_parser(p: FieldProblem) -> Problem:
     return Problem(p.path, p.message, hint)
 
 
+# Trigger types documented in a page of their own (the rest: docs/scalers.md).
+_TRIGGER_DOCS = {
+    "kafka": "docs/kafka.md",
+    "nats-jetstream": "docs/nats.md",
+    "aws-s3": "docs/s3.md",
+    "aws-sqs-queue": "docs/aws-sqs.md",
+    "postgresql": "docs/sql.md",
+    "mysql": "docs/sql.md",
+    "rabbitmq": "docs/rabbitmq.md",
+    "external": "docs/external.md",
+    "external-push": "docs/external.md",
+    "http": "docs/http.md",
+}
+
+
 def _trigger_hint(trigger_type: str) -> str:
-    return f"see the {trigger_type} trigger's parameters in docs/scalers.md"
+    page = _TRIGGER_DOCS.get(trigger_type, "docs/scalers.md")
+    return f"see the {trigger_type} trigger's parameters in {page}"

@@ -7,10 +7,12 @@ import asyncio
 import copy
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+from scaler import validation
 from scaler.admission import keep_hpa
 from scaler.builder import build_triggers
 from scaler.clients import ClientPool
@@ -176,8 +178,8 @@ SINGLE_OBJECT = [
         id="metadata-missing-required",
     ),
     pytest.param(
-        so(triggers=[{"type": "rabbitmq", "metadata": {"queueName": "q"}}]),
-        ("spec.triggers[0].type", "unknown trigger type 'rabbitmq'"),
+        so(triggers=[{"type": "gcp-pubsub", "metadata": {"subscriptionName": "q"}}]),
+        ("spec.triggers[0].type", "unknown trigger type 'gcp-pubsub'"),
         id="unknown-trigger-type",
     ),
     pytest.param(
@@ -577,3 +579,20 @@ def test_limit_range_defaults_count_container_defaults_only() -> None:
         {"spec": {"limits": [{"type": "Container", "default": {"memory": "0"}}]}},
     ]
     assert limit_range_defaults(ranges) == frozenset({"cpu"})
+
+
+@pytest.mark.parametrize(
+    ("trigger_type", "page"),
+    [
+        pytest.param("redis", "docs/scalers.md", id="in-the-common-page"),
+        pytest.param("kafka", "docs/kafka.md", id="kafka"),
+        pytest.param("aws-sqs-queue", "docs/aws-sqs.md", id="aws-sqs"),
+        pytest.param("external-push", "docs/external.md", id="external-push"),
+    ],
+)
+def test_trigger_hints_point_at_the_page_documenting_the_trigger(
+    trigger_type: str, page: str
+) -> None:
+    hint = validation._trigger_hint(trigger_type)
+    assert hint.endswith(page)
+    assert (Path(__file__).resolve().parents[2] / page).exists()

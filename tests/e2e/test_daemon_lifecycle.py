@@ -197,7 +197,12 @@ async def test_statefulset_and_custom_resource_scale_targets(
         await r.aclose()
         await eventually(lambda: cluster.replicas("db", "statefulsets"), lambda n: n == 1)
         await eventually(widget, lambda n: n == 1, what="widget 0 -> 1")
-        so = await cluster.get_so("w")
+        # The status is written after the /scale write (the same poll): wait for it.
+        so = await eventually(
+            lambda: cluster.get_so("w"),
+            lambda o: "scaleTargetKind" in (o.get("status") or {}),
+            what="the Widget object's status",
+        )
         assert so["status"]["scaleTargetKind"] == "example.tidal/v1.Widget"
         assert so["status"]["scaleTargetGVKR"]["resource"] == "widgets"
 

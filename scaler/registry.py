@@ -70,6 +70,7 @@ BUILTINS: Mapping[str, ScalerEntry] = {
     "http": _builtin("scalers.http.scaler:HttpScaler"),
     "postgresql": _builtin("scalers.sql.postgresql:PostgreSQLScaler", "postgresql"),
     "mysql": _builtin("scalers.sql.mysql:MySQLScaler", "mysql"),
+    "rabbitmq": _builtin("scalers.rabbitmq:RabbitMQScaler", "rabbitmq"),
     "external": _builtin("scalers.external.scaler:ExternalScaler", "external"),
     "external-push": _builtin("scalers.external.scaler:ExternalPushScaler", "external"),
     **dict.fromkeys(sorted(RESOURCE_TRIGGER_TYPES), _RESOURCE),

@@ -7,6 +7,7 @@ import pytest
 from localenv.pytest_brokers import *  # noqa: F403
 from localenv.pytest_http import *  # noqa: F403
 from localenv.pytest_kube import *  # noqa: F403
+from localenv.pytest_rabbitmq import *  # noqa: F403
 from localenv.pytest_sql import *  # noqa: F403
 from localenv.pytest_sqs import *  # noqa: F403
 from scaler.logs import TextFormatter

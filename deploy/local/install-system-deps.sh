@@ -22,6 +22,7 @@ fi
 command -v redis-server >/dev/null || need+=(redis-server)
 compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || need+=(postgresql)
 command -v mariadb-install-db >/dev/null || need+=(mariadb-server)
+[[ -x /usr/lib/rabbitmq/bin/rabbitmq-server ]] || need+=(rabbitmq-server)
 command -v prometheus >/dev/null || [[ -x /usr/bin/prometheus ]] || need+=(prometheus)
 command -v mvn >/dev/null || need+=(maven)
 command -v java >/dev/null || need+=(openjdk-17-jre-headless)

@@ -73,9 +73,9 @@ def test_known_types_cover_every_builtin() -> None:
 
 def test_unknown_type_lists_known_types() -> None:
     with pytest.raises(ConfigError) as info:
-        build_scaler(_trigger("rabbitmq", {}), ClientPool())
+        build_scaler(_trigger("gcp-pubsub", {}), ClientPool())
     message = str(info.value)
-    assert message.startswith("unknown trigger type 'rabbitmq'; known types: ")
+    assert message.startswith("unknown trigger type 'gcp-pubsub'; known types: ")
     assert "cron" in message
     assert "redis-streams" in message
 

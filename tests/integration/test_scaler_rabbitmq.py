@@ -13,12 +13,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from urllib.parse import quote
 
 import aiormq
 import pytest
 
+from localenv.certs import new_ca
+from localenv.faultbrokers import tls_server_context
 from localenv.faultproxy import FaultProxy
 from localenv.process import free_port
 from localenv.pytest_rabbitmq import RabbitVhost
@@ -668,3 +670,55 @@ def test_configuration_problems_are_config_errors(
         prepare(trigger("rabbitmq", {**base, **meta}, auth))
     assert problem in str(info.value)
     assert "secret-pw" not in str(info.value)
+
+
+# -- TLS --------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def tls_proxy(
+    jobs: RabbitVhost, request: pytest.FixtureRequest
+) -> Iterator[tuple[FaultProxy, str]]:
+    """A proxy terminating TLS (a certificate for 127.0.0.1 from a fresh CA) in front of the
+    broker's AMQP or management port: the broker as amqps:// or https:// (Debian's broker runs
+    without TLS listeners here). Yields the proxy and the CA's PEM."""
+    protocol = request.param
+    ca = new_ca(f"rabbitmq-test-{protocol}")
+    upstream = jobs.server.port if protocol == "amqp" else jobs.server.http_port
+    with FaultProxy((jobs.server.host, upstream), name=f"proxy-rabbitmq-tls-{protocol}") as proxy:
+        proxy.terminate_tls(tls_server_context(ca))
+        yield proxy, ca.cert_pem.decode()
+
+
+def _tls_host(v: RabbitVhost, proxy: FaultProxy, protocol: str) -> str:
+    plain = amqp_host(v, port=proxy.port) if protocol == "amqp" else http_host(v, port=proxy.port)
+    return plain.replace(f"{protocol}://", f"{protocol}s://", 1)
+
+
+@pytest.mark.parametrize(
+    ("tls_proxy", "protocol"),
+    [pytest.param("amqp", "amqp", id="amqps"), pytest.param("http", "http", id="https")],
+    indirect=["tls_proxy"],
+)
+async def test_tls_with_the_ca_from_trigger_authentication(
+    jobs: RabbitVhost, pool: ClientPool, tls_proxy: tuple[FaultProxy, str], protocol: str
+) -> None:
+    """tls: enable with the CA from the TriggerAuthentication reads the queue; another CA, or
+    none (the system store), is a ScalerError naming the certificate check; unsafeSsl reads it
+    without a CA, as KEDA documents."""
+    proxy, ca_pem = tls_proxy
+    meta = {"host": _tls_host(jobs, proxy, protocol), "queueName": "jobs"}
+    trusted = scaler(pool, meta, {"tls": "enable", "ca": ca_pem})
+    assert (await guarded(trusted.sample(0.0))).value == 7.0
+    other = new_ca("rabbitmq-test-other").cert_pem.decode()
+    untrusted = scaler(pool, meta, {"tls": "enable", "ca": other})
+    system = scaler(pool, meta, timeout=2.0)
+    for failing in (untrusted, system):
+        with pytest.raises(ScalerError) as info:
+            await guarded(failing.sample(0.0))
+        assert not isinstance(info.value, QueryError)
+        assert "CERTIFICATE_VERIFY_FAILED" in str(info.value) or "certificate" in str(info.value)
+    unsafe = scaler(pool, {**meta, "unsafeSsl": "true"})
+    assert (await guarded(unsafe.sample(0.0))).value == 7.0
+    for each in (trusted, untrusted, system, unsafe):
+        await each.aclose()

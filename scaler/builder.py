@@ -18,7 +18,7 @@ from scaler.admission import ownership_problem
 from scaler.auth import Fetch, resolve_auth_params, resolve_container_env
 from scaler.clients import ClientPool
 from scaler.contract import Scaler, fold_metric_name
-from scaler.errors import ConfigError, KubeError, TidalError
+from scaler.errors import ConfigError, KubeError, ScalerError, TidalError
 from scaler.kube.client import JSON, KubeClient
 from scaler.kube.objects_io import fetch_data
 from scaler.kube.paths import GVKR, ResourceMapper
@@ -170,6 +170,9 @@ class Builder:
             # Transient: try again next poll.
             error = ConfigError(f"scale target: {exc}")
             return BuildFailure(error, target, frozenset(read), retry=True)
+        except ScalerError as exc:
+            # A source the spec depends on did not answer (prepare()): try again next poll.
+            return BuildFailure(ConfigError(str(exc)), target, frozenset(read), retry=True)
         loop_now = asyncio.get_running_loop().time()
         return Build(target, tuple(built), frozenset(read), loop_now)
 
@@ -253,6 +256,13 @@ async def build_triggers(
     try:
         for trig, prep in prepared:
             scaler = registry.construct(prep, clients)
+            prepare = getattr(scaler, "prepare", None)
+            if callable(prepare):  # the spec comes from the source (external: GetMetricSpec)
+                try:
+                    await prepare()
+                except TidalError as exc:
+                    await scaler.aclose()
+                    raise ScalerError(f"trigger {trig.index} ({trig.type}): {exc}") from exc
             built.append(TriggerRuntime(trig, scaler.metric_spec(), _sampled(prep, scaler)))
     except TidalError:
         await close_scalers(built)

@@ -8,6 +8,9 @@ group `tidal.scalers`) imports only this module and `scaler.params`, `scaler.err
 * ``validate(config, trigger)``: a static hook returning cross-field problems (may be left out);
 * ``SAMPLED``: False only for cpu/memory, which the HPA reads itself (may be left out: True);
 * ``__init__(self, config, trigger, clients)``: build from the typed config; no I/O;
+* optionally ``async prepare()``: I/O that ``metric_spec()`` needs (the external scalers ask
+  their server for it); awaited once by the core after construction, before ``metric_spec()``;
+  a `ScalerError` fails the build, reported and retried at the next poll;
 * ``metric_spec()``: the HPA metric this trigger produces (name ``s<index>-<type>-<detail>``);
 * ``async sample(now)``: read the source once and return a `Sample`; raise `ScalerError` /
   `QueryError` on any failure -- never return a made-up 0;

@@ -28,7 +28,7 @@ from localenv.rabbitmq import RabbitMQServer
 from scaler.clients import ClientPool
 from scaler.errors import ConfigError, QueryError, ScalerError
 from scaler.registry import build_scaler, prepare
-from scalers.rabbitmq import RabbitMQScaler
+from scalers.rabbitmq import QueueStats, RabbitMQScaler, combine, evaluate
 from scalers.rabbitmq_sources import AmqpHub, ManagementHub
 from tests.integration.sql_helpers import documents, guarded, manifest_auth, of_kind, trigger
 
@@ -722,3 +722,52 @@ async def test_tls_with_the_ca_from_trigger_authentication(
     assert (await guarded(unsafe.sample(0.0))).value == 7.0
     for each in (trusted, untrusted, system, unsafe):
         await each.aclose()
+
+
+# -- KEDA's arithmetic (no broker) ----------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("mode", "stats", "activation", "value", "active"),
+    [
+        pytest.param("QueueLength", (7, 0, 0), 7.0, 7.0, False, id="length-at-activation"),
+        pytest.param("MessageRate", (0, 2.5, 0), 2.0, 2.5, True, id="rate-above"),
+        pytest.param("MessageRate", (9, 0, 0), 5.0, 0.0, True, id="rate-zero-backlog-active"),
+        pytest.param("DeliverGetRate", (0, 0, 4), 4.0, 4.0, False, id="deliver-at-activation"),
+        pytest.param("PublishedToDeliveredRatio", (0, 6, 3), 1.0, 2.0, True, id="ratio"),
+        pytest.param(
+            "PublishedToDeliveredRatio", (0, 6, 0), 1.5, 1.5, True, id="ratio-nothing-delivered"
+        ),
+        pytest.param("PublishedToDeliveredRatio", (0, 0, 3), 0.5, 0.0, False, id="ratio-idle"),
+        pytest.param(
+            "ExpectedQueueConsumptionTime", (40, 10, 5), 0.0, 9.0, True, id="eqct"
+        ),  # (10 - 5) / 5 + 40 / 5
+        pytest.param(
+            "ExpectedQueueConsumptionTime", (40, 10, 0), 3.0, 3.0, True, id="eqct-no-delivery"
+        ),
+    ],
+)
+def test_mode_values_and_activity_are_kedas(
+    mode: str,
+    stats: tuple[float, float, float],
+    activation: float,
+    value: float,
+    active: bool,
+) -> None:
+    assert evaluate(mode, QueueStats(*stats), activation) == (value, active)
+
+
+@pytest.mark.parametrize(
+    ("operation", "expected"),
+    [
+        pytest.param("sum", (10.0, 3.0, 6.0), id="sum"),
+        pytest.param("max", (7.0, 2.0, 4.0), id="max"),
+        pytest.param("avg", (3.0, 1.0, 2.0), id="avg-messages-truncated"),
+    ],
+)
+def test_regex_operations_combine_counts_and_rates(
+    operation: str, expected: tuple[float, float, float]
+) -> None:
+    queues = [QueueStats(7, 2, 4), QueueStats(3, 1, 2), QueueStats(0, 0, 0)]
+    combined = combine(queues, operation)
+    assert (combined.messages, combined.publish_rate, combined.deliver_get_rate) == expected

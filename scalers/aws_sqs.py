@@ -35,6 +35,7 @@ from scaler.clients import ClientPool, Lease
 from scaler.contract import MetricSpec, Sample, TriggerContext, metric_name
 from scaler.errors import ScalerError
 from scaler.params import Config, Param
+from scalers.aws_common import endpoint_problems
 from scalers.aws_sqs_hub import QueueCounts, SqsHub, SqsTarget, close_hub
 
 # SQS queue names: 1 to 80 characters (".fifo" included) of letters, digits, '-' and '_';
@@ -58,17 +59,6 @@ def queue_name(queue_url: str) -> str:
     if len(segments) != 3 or not segments[2]:
         raise ValueError("cannot get queueName from queueURL")
     return segments[2]
-
-
-def _endpoint_problems(endpoint: str) -> list[str]:
-    parts = urllib.parse.urlsplit(endpoint)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        return [f"invalid awsEndpoint '{endpoint}': expected http(s)://host[:port]"]
-    if parts.username is not None or parts.password is not None:
-        return ["invalid awsEndpoint: credentials in the URL are not allowed (use awsAccessKeyID)"]
-    if parts.query or parts.fragment:
-        return [f"invalid awsEndpoint '{endpoint}': no query or fragment allowed"]
-    return []
 
 
 class AwsSqsQueueScaler:
@@ -101,7 +91,7 @@ class AwsSqsQueueScaler:
             problems.append(str(exc))
         endpoint = config.opt_str("awsEndpoint")
         if endpoint is not None:
-            problems.extend(_endpoint_problems(endpoint))
+            problems.extend(endpoint_problems(endpoint))
         identity: list[str] = []
         if config.opt_str("awsRoleArn") is not None:
             identity.append(

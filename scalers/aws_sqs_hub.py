@@ -34,9 +34,10 @@ import boto3
 from botocore import exceptions as boto_errors
 from botocore.config import Config as BotoConfig
 
-from scaler.clients import ClientKey, fingerprint
+from scaler.clients import ClientKey
 from scaler.errors import QueryError, ScalerError
 from scaler.params import redact
+from scalers.aws_common import AwsTarget
 
 if TYPE_CHECKING:
     from mypy_boto3_sqs.client import SQSClient
@@ -68,29 +69,11 @@ T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True, repr=False)
-class SqsTarget:
+class SqsTarget(AwsTarget):
     """How to reach SQS with one identity; repr shows no credentials."""
 
-    endpoint: str | None  # None: AWS's endpoint for `region`
-    region: str
-    access_key: str
-    secret_key: str
-    session_token: str | None
-    timeout: float
-
-    @property
-    def where(self) -> str:
-        return self.endpoint or f"aws/{self.region}"
-
     def key(self) -> ClientKey:
-        return ClientKey(
-            "sqs",
-            f"{self.where}|{self.region}|{self.timeout}",
-            fingerprint(self.access_key, self.secret_key, self.session_token),
-        )
-
-    def secrets(self) -> tuple[str, ...]:
-        return tuple(s for s in (self.secret_key, self.session_token) if s)
+        return ClientKey("sqs", f"{self.where}|{self.region}|{self.timeout}", self.credentials())
 
     def __repr__(self) -> str:
         return f"SqsTarget({self.where}, region={self.region})"

@@ -27,7 +27,6 @@ import asyncio
 import logging
 import re
 import threading
-import urllib.parse
 from collections.abc import AsyncIterator, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -38,10 +37,11 @@ import botocore.session
 from botocore import exceptions as boto_errors
 from botocore.config import Config as BotoConfig
 
-from scaler.clients import ClientKey, ClientPool, Lease, fingerprint
+from scaler.clients import ClientKey, ClientPool, Lease
 from scaler.contract import MetricSpec, Sample, TriggerContext, metric_name
 from scaler.errors import QueryError, ScalerError
 from scaler.params import Config, Param, redact
+from scalers.aws_common import AwsTarget, endpoint_problems
 from scalers.s3_events import (
     EVENT_PARAMS,
     EventsTarget,
@@ -77,31 +77,16 @@ _AUTH_CODES = frozenset(
 
 
 @dataclass(frozen=True, slots=True, repr=False)
-class S3Target:
+class S3Target(AwsTarget):
     """How to reach one S3 store with one identity; repr shows no credentials."""
 
-    endpoint: str | None  # None: AWS, by region
-    region: str
     path_style: bool
-    access_key: str
-    secret_key: str
-    session_token: str | None
-    timeout: float
-
-    @property
-    def where(self) -> str:
-        return self.endpoint or f"aws/{self.region}"
 
     def key(self) -> ClientKey:
         style = "path" if self.path_style else "auto"
         return ClientKey(
-            "s3",
-            f"{self.where}|{self.region}|{style}|{self.timeout}",
-            fingerprint(self.access_key, self.secret_key, self.session_token),
+            "s3", f"{self.where}|{self.region}|{style}|{self.timeout}", self.credentials()
         )
-
-    def secrets(self) -> tuple[str, ...]:
-        return tuple(s for s in (self.secret_key, self.session_token) if s)
 
     def __repr__(self) -> str:
         return f"S3Target({self.where}, region={self.region}, path_style={self.path_style})"
@@ -211,17 +196,6 @@ async def _close_s3_client(client: S3Client) -> None:
 # -- parameters ----------------------------------------------------------------------------------
 
 
-def _endpoint_problems(endpoint: str) -> list[str]:
-    parts = urllib.parse.urlsplit(endpoint)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        return [f"invalid awsEndpoint '{endpoint}': expected http(s)://host[:port]"]
-    if parts.username is not None or parts.password is not None:
-        return ["invalid awsEndpoint: credentials in the URL are not allowed (use awsAccessKeyID)"]
-    if parts.query or parts.fragment:
-        return [f"invalid awsEndpoint '{endpoint}': no query or fragment allowed"]
-    return []
-
-
 def _metric_detail(bucket: str, prefix: str, delimiter: str) -> str:
     detail = f"aws-s3-{bucket}"
     trimmed = prefix.rstrip("/" + delimiter)
@@ -297,7 +271,7 @@ class S3Scaler:
             )
         endpoint = config.opt_str("awsEndpoint")
         if endpoint is not None:
-            problems.extend(_endpoint_problems(endpoint))
+            problems.extend(endpoint_problems(endpoint))
         if (
             config.opt_str("awsRoleArn") is not None
             or config.opt_str("identityOwner") == "operator"

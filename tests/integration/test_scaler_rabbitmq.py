@@ -771,3 +771,26 @@ def test_regex_operations_combine_counts_and_rates(
     queues = [QueueStats(7, 2, 4), QueueStats(3, 1, 2), QueueStats(0, 0, 0)]
     combined = combine(queues, operation)
     assert (combined.messages, combined.publish_rate, combined.deliver_get_rate) == expected
+
+
+@BOTH_PROTOCOLS
+async def test_a_broker_that_stops_answering_on_an_open_connection_fails_then_recovers(
+    jobs: RabbitVhost, pool: ClientPool, protocol: str
+) -> None:
+    """The connection is up, then every answer is held back 30 s (the proxy's delay): the
+    sample fails with a ScalerError after the 1 s timeout, never a 0; answers flowing again,
+    the next sample reads the queue."""
+    server = jobs.server
+    upstream = server.port if protocol == "amqp" else server.http_port
+    make = amqp_host if protocol == "amqp" else http_host
+    with FaultProxy((server.host, upstream), name=f"proxy-rabbitmq-slow-{protocol}") as proxy:
+        s = scaler(pool, {"host": make(jobs, port=proxy.port), "queueName": "jobs"}, timeout=1.0)
+        assert (await guarded(s.sample(0.0))).value == 7.0
+        proxy.delay(30.0)
+        with pytest.raises(ScalerError) as info:
+            await guarded(s.sample(1.0))
+        assert not isinstance(info.value, QueryError)
+        assert "no answer within 1 s" in str(info.value)
+        proxy.pass_through()
+        assert (await guarded(s.sample(2.0))).value == 7.0
+        await s.aclose()

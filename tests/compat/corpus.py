@@ -18,6 +18,7 @@ underscores and non-ASCII letters stay). The type-specific parts:
 | postgresql | `postgresql` (neither the query nor the database appears) |
 | mysql | `mysql-<dbName>`; with a connection string, what follows its last `/` |
 | aws-sqs-queue | `aws-sqs-<queueName>`, the last segment of the queue URL |
+| rabbitmq | `rabbitmq-<queueName>`, the queue name query-escaped (`url.QueryEscape`) |
 
 `{StartMin}` / `{EndMin}` in a name are the cron minutes filled in at run time.
 """
@@ -34,6 +35,7 @@ from tests.compat.sources import (
     KafkaLag,
     NatsLag,
     PrometheusGauge,
+    RabbitQueue,
     RedisList,
     RedisStreamLag,
     S3Objects,
@@ -244,6 +246,17 @@ CASES: tuple[Case, ...] = (
         replicas=2,
         what="KEDA's e2e manifest (+ awsEndpoint): keys from a Secret, FIFO queue URL, target 1,"
         " activation 5, maxReplicaCount 2",
+    ),
+    Case(
+        id="rabbitmq-queue-amqp-hello",
+        manifest="rabbitmq-queue-amqp.yaml",
+        source=lambda c: RabbitQueue(c.rabbitmq),
+        keda_names={"rmq-queue-amqp-test-so": ("s0-rabbitmq-hello",)},
+        scaled_object="rmq-queue-amqp-test-so",
+        deployment="rmq-queue-amqp-test-deployment",
+        replicas=3,
+        what="KEDA's e2e manifest: AMQP URI from the worker's envFrom Secret (hostFromEnv),"
+        " QueueLength target 10, activation 5, maxReplicaCount 4",
     ),
 )
 

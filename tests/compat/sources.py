@@ -38,6 +38,7 @@ from localenv.mysql import MysqlServer
 from localenv.nats import NatsServer
 from localenv.postgres import PostgresServer
 from localenv.prometheus import PrometheusServer
+from localenv.rabbitmq import RabbitMQServer
 from localenv.redis import RedisServer
 from tests.integration.kafka_helpers import Cluster as KafkaCluster
 
@@ -98,6 +99,7 @@ class Components:
     postgres: PostgresServer
     mysql: MysqlServer
     elasticmq: ElasticMqServer
+    rabbitmq: RabbitMQServer
 
 
 class Source(Protocol):
@@ -522,6 +524,43 @@ class CronWindow:
 
     async def drain(self) -> None:
         pass  # the window closes at EndMin
+
+    async def close(self) -> None:
+        pass
+
+
+@dataclass
+class RabbitQueue:
+    """KEDA's e2e queue `hello` in vhost '/', read with KEDA's e2e user and password; work is
+    30 messages (3 replicas at KEDA's target 10, past its activation 5), drained by a purge."""
+
+    server: RabbitMQServer
+    queue: str = "hello"
+    user: str = "rmq-queue-amqp-test-user"
+    password: str = "rmq-queue-amqp-test-password"
+    starts_active: bool = False
+
+    @property
+    def values(self) -> dict[str, str]:
+        url = f"amqp://{self.user}:{self.password}@{self.server.host}:{self.server.port}/"
+        return {
+            "RabbitMQConnection": url,
+            "RabbitMQConnectionBase64": base64.b64encode(url.encode()).decode(),
+        }
+
+    def _prepare(self) -> None:
+        self.server.add_user(self.user, self.password, "/")
+        self.server.declare_queue(self.queue)
+        self.server.purge_queue(self.queue)
+
+    async def prepare(self) -> None:
+        await asyncio.to_thread(self._prepare)
+
+    async def fill(self) -> None:
+        await asyncio.to_thread(self.server.publish, self.queue, 2 * WORK)
+
+    async def drain(self) -> None:
+        await asyncio.to_thread(self.server.purge_queue, self.queue)
 
     async def close(self) -> None:
         pass

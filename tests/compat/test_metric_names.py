@@ -44,7 +44,19 @@ DUMMY = {
     "MySQLConnectionString": base64.b64encode(
         b"test-user:test-password@tcp(127.0.0.1:3306)/test_db"
     ).decode(),
+    "RabbitMQConnection": "amqp://u:p@127.0.0.1:5672/",
+    "RabbitMQConnectionBase64": base64.b64encode(b"amqp://u:p@127.0.0.1:5672/").decode(),
 }
+
+
+def _secrets(docs: list[Any]) -> dict[str, dict[str, str]]:
+    return {
+        s["metadata"]["name"]: {
+            **{k: base64.b64decode(v).decode() for k, v in s.get("data", {}).items()},
+            **s.get("stringData", {}),
+        }
+        for s in of_kind(docs, "Secret")
+    }
 
 
 def _auth(docs: list[Any], ref: Mapping[str, str] | None) -> dict[str, str]:
@@ -54,20 +66,23 @@ def _auth(docs: list[Any], ref: Mapping[str, str] | None) -> dict[str, str]:
     (ta,) = [
         t for t in of_kind(docs, "TriggerAuthentication") if t["metadata"]["name"] == ref["name"]
     ]
-    secrets = {
-        s["metadata"]["name"]: {
-            **{k: base64.b64decode(v).decode() for k, v in s.get("data", {}).items()},
-            **s.get("stringData", {}),
-        }
-        for s in of_kind(docs, "Secret")
-    }
+    secrets = _secrets(docs)
     return {r["parameter"]: secrets[r["name"]][r["key"]] for r in ta["spec"]["secretTargetRef"]}
 
 
 def _env(docs: list[Any], deployment: str) -> dict[str, str]:
+    """The container's env: `envFrom` Secrets of the manifest first, then literal `env`."""
     (dep,) = [d for d in of_kind(docs, "Deployment") if d["metadata"]["name"] == deployment]
     container = dep["spec"]["template"]["spec"]["containers"][0]
-    return {e["name"]: e["value"] for e in container.get("env", []) if "value" in e}
+    secrets = _secrets(docs)
+    env: dict[str, str] = {}
+    for source in container.get("envFrom", []):
+        ref = source.get("secretRef")
+        if ref:
+            prefix = source.get("prefix", "")
+            env.update({prefix + k: v for k, v in secrets.get(ref["name"], {}).items()})
+    env.update({e["name"]: e["value"] for e in container.get("env", []) if "value" in e})
+    return env
 
 
 def _name(trigger_type: str, metadata: Mapping[str, str], index: int = 0, **ctx: Any) -> str:
@@ -268,6 +283,20 @@ EDGES = [
         "s0-mysql-stats-db-2024",
         None,
         id="mysql-database-dot-colon",
+    ),
+    pytest.param(
+        "rabbitmq",
+        {"host": "amqp://127.0.0.1:5672/", "queueName": "orders.eu/1 (high)"},
+        "s0-rabbitmq-orders-eu-2F1+-28high-29",  # url.QueryEscape, then NormalizeString
+        None,
+        id="rabbitmq-queue-query-escaped",
+    ),
+    pytest.param(
+        "rabbitmq",
+        {"host": "http://127.0.0.1:15672/", "queueName": "^.*incoming$", "useRegex": "true"},
+        "s0-rabbitmq--5E--2Aincoming-24",
+        None,
+        id="rabbitmq-regex-from-kedas-docs",
     ),
 ]
 

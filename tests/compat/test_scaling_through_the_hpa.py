@@ -35,6 +35,7 @@ from localenv.nats import NatsServer
 from localenv.postgres import PostgresServer
 from localenv.prometheus import PrometheusServer
 from localenv.pytest_kube import ApiServiceRegistrar
+from localenv.rabbitmq import RabbitMQServer
 from localenv.redis import RedisServer
 from scaler.kube.client import KubeClient
 from scaler.settings import ServeSettings
@@ -94,6 +95,7 @@ async def corpus(
     postgres_server: PostgresServer,
     mysql_server: MysqlServer,
     elasticmq_server: ElasticMqServer,
+    rabbitmq_server: RabbitMQServer,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> AsyncIterator[Corpus]:
     app = await AppServer(api_key="compat-api-key").start()
@@ -110,6 +112,7 @@ async def corpus(
         postgres=postgres_server,
         mysql=mysql_server,
         elasticmq=elasticmq_server,
+        rabbitmq=rabbitmq_server,
     )
     certs = extension_server_certs(["tidal-metrics.tidal-system.svc"])
     tls = tmp_path_factory.mktemp("compat-tls")

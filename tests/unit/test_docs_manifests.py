@@ -41,6 +41,8 @@ CORPUS_VALUES = {
     "AwsSecretAccessKeyBase64": "c2VjcmV0",
     "AwsRegion": "us-east-1",
     "SqsQueue": "http://127.0.0.1:9324/000000000000/Payments_EU-Settlement.fifo",
+    "RabbitMQConnection": "amqp://user:password@127.0.0.1:5672/",
+    "RabbitMQConnectionBase64": base64.b64encode(b"amqp://user:password@127.0.0.1:5672/").decode(),
     # Base64 of a libpq URL and of a Go MySQL DSN.
     "PostgreSQLConnectionStringBase64": base64.b64encode(
         b"postgresql://user:password@127.0.0.1:5432/test_db?sslmode=disable"

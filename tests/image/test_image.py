@@ -225,6 +225,7 @@ def test_every_scaler_and_its_system_data_load(image: Image, tmp_path: Path) -> 
         "prometheus",
         "postgresql",
         "mysql",
+        "rabbitmq",
     ):
         assert f"'{trigger}'" in out, out
 

@@ -1,10 +1,12 @@
 """`tidal intercept [flags]`: the HTTP interceptor, until SIGTERM (then it drains) or SIGINT.
 
-It watches HTTPScaledObjects (its routes), Services, and the backend sources chosen with
-``--backends``: ``endpointslices`` (a cluster's published endpoints), ``pods`` (ready Pods of the
-Service's selector: seen the moment they turn Ready, and the source that works where
-EndpointSlices cannot hold the pods' addresses), or both (the default). The proxy itself lives in
-`scalers.http` (loaded by name: the core never imports a plugin); see docs/http.md.
+It watches HTTPScaledObjects (its routes), Services, ConfigMaps (placeholder pages named by
+``placeholderConfig.contentConfigMap``; ``--no-placeholder-configmaps`` skips them), and the
+backend sources chosen with ``--backends``: ``endpointslices`` (a cluster's published
+endpoints), ``pods`` (ready Pods of the Service's selector: seen the moment they turn Ready, and
+the source that works where EndpointSlices cannot hold the pods' addresses), or both (the
+default). The proxy itself lives in `scalers.http` (loaded by name: the core never imports a
+plugin); see docs/http.md.
 """
 
 from __future__ import annotations
@@ -42,6 +44,12 @@ def build_parser() -> argparse.ArgumentParser:
         default="endpointslices,pods",
         help="backend sources, comma-separated: endpointslices, pods",
     )
+    p.add_argument(
+        "--placeholder-configmaps",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="watch ConfigMaps for placeholderConfig.contentConfigMap pages",
+    )
     p.add_argument("--max-held", type=int, default=20_000, help="held requests per target")
     p.add_argument("--retry-after", type=int, default=5, help="Retry-After of a 503 (s)")
     p.add_argument(
@@ -75,7 +83,11 @@ def _keep(obj: JSON) -> JSON:
 
 
 def watchers(
-    kube: KubeClient, interceptor: Any, namespace: str, sources: set[str]
+    kube: KubeClient,
+    interceptor: Any,
+    namespace: str,
+    sources: set[str],
+    config_maps: bool = True,
 ) -> list[Watcher]:
     found = [
         Watcher(
@@ -88,6 +100,16 @@ def watchers(
             kube, _path(namespace, "services"), interceptor.on_service, name="services", keep=_keep
         ),
     ]
+    if config_maps:
+        found.append(
+            Watcher(
+                kube,
+                _path(namespace, "configmaps"),
+                interceptor.on_config_map,
+                name="configmaps",
+                keep=_keep,
+            )
+        )
     if "pods" in sources:
         found.append(
             Watcher(kube, _path(namespace, "pods"), interceptor.on_pod, name="pods", keep=_keep)
@@ -120,7 +142,7 @@ async def run(args: argparse.Namespace, stop: asyncio.Event, drain: asyncio.Even
     tasks: list[asyncio.Task[None]] = []
     try:
         await interceptor.start(http.Listen.parse(args.listen), http.Listen.parse(args.admin))
-        found = watchers(kube, interceptor, args.namespace, sources)
+        found = watchers(kube, interceptor, args.namespace, sources, args.placeholder_configmaps)
         tasks = [asyncio.create_task(w.run(), name=f"watch-{w.name}") for w in found]
         await asyncio.gather(*(w.synced.wait() for w in found))
         interceptor.ready.set()

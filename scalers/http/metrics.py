@@ -45,7 +45,7 @@ class ProxyMetrics:
             buckets=_COLD_BUCKETS,
             registry=r,
         )
-        self.in_flight = Gauge(
+        self.in_flight = Gauge(  # read at scrape time (`set_function`), not per request
             "tidal_interceptor_in_flight", "Requests in flight on this replica.", registry=r
         )
         self.stream_subscribers = Gauge(
@@ -67,10 +67,8 @@ class ProxyMetrics:
 
     def concurrency(self, key: Key, in_flight: int) -> None:
         self._of(key)[0].observe(in_flight)
-        self.in_flight.inc()
 
     def request(self, key: Key, code: int, seconds: float) -> None:
-        self.in_flight.dec()
         counter = self._codes.get((key, code))
         if counter is None:
             counter = self._codes[(key, code)] = self.requests.labels(*key, str(code))

@@ -21,6 +21,7 @@ import itertools
 import logging
 import re
 import time
+from collections.abc import AsyncIterator, Iterable, Mapping
 from dataclasses import dataclass
 
 import aiohttp
@@ -31,6 +32,15 @@ from scalers.http.backends import Address, BackendIndex
 from scalers.http.metrics import ProxyMetrics
 from scalers.http.routes import Key, Route, RouteTable, ServiceRef
 from scalers.http.stats import RequestStats
+from scalers.http.upstream import (
+    BackendError,
+    ConnectFailed,
+    Exchange,
+    Head,
+    Pool,
+    chunk,
+    request_head,
+)
 
 log = logging.getLogger(__name__)
 
@@ -79,7 +89,11 @@ class Proxy:
         self.held: dict[Key, int] = {}
         self._signals: dict[str, asyncio.Event] = {}
         self._rr = itertools.count()
-        self._session: aiohttp.ClientSession | None = None
+        # ConfigMap data by (namespace, name), for placeholderConfig.contentConfigMap: kept
+        # current by the interceptor's ConfigMap watch, never read per request from the API.
+        self.config_maps: dict[tuple[str, str], Mapping[str, str]] = {}
+        self._session: aiohttp.ClientSession | None = None  # WebSockets only
+        self.pool = Pool(settings.connections_per_backend, settings.connect_timeout)
 
     # -- lifecycle ------------------------------------------------------------------------------
 
@@ -94,6 +108,7 @@ class Proxy:
         return self._session
 
     async def aclose(self) -> None:
+        self.pool.close()
         if self._session is not None:
             await self._session.close()
 
@@ -105,7 +120,7 @@ class Proxy:
 
     # -- the request path -------------------------------------------------------------------------
 
-    async def handle(self, request: web.Request) -> web.StreamResponse:
+    async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
         route = self.routes.match(request.host, request.path, request.headers)
         if route is None:
             return web.Response(status=404, text="no HTTPScaledObject routes this host and path\n")
@@ -123,12 +138,16 @@ class Proxy:
             self.stats.finished(key)
             self.metrics.request(key, code, time.monotonic() - start)
 
-    async def _serve(self, request: web.Request, route: Route, start: float) -> web.StreamResponse:
+    async def _serve(
+        self, request: web.BaseRequest, route: Route, start: float
+    ) -> web.StreamResponse:
         addresses = self.backends.addresses(route.service)
         waited: float | None = None
         if not addresses and route.placeholder is not None:
             self.metrics.cold_start(route.key, "placeholder", 0.0)
-            return placeholder_page(route, request.headers.get("X-Request-ID", ""))
+            return placeholder_page(
+                route, request.headers.get("X-Request-ID", ""), self.config_maps
+            )
         if not addresses:
             held = self.held.get(route.key, 0)
             if held >= self.settings.max_held:
@@ -176,7 +195,7 @@ class Proxy:
 
     async def _forward(
         self,
-        request: web.Request,
+        request: web.BaseRequest,
         route: Route,
         ref: ServiceRef,
         addresses: tuple[Address, ...],
@@ -185,81 +204,99 @@ class Proxy:
         if request.headers.get("Upgrade", "").lower() == "websocket":
             return await self._websocket(request, route, ref, addresses)
         headers = _forward_headers(request)
-        data = request.content if request.body_exists else None
+        body: bytes | AsyncIterator[bytes] | None = None
+        if request.body_exists:
+            length = request.content_length
+            if length is not None and length <= SMALL_BODY:
+                body = await request.read()  # small: sent with the head in one write
+            elif length is not None:
+                body = request.content.iter_any()
+            else:
+                headers.append(("Transfer-Encoding", "chunked"))
+                body = _chunked(request)
+        head = request_head(request.method, request.raw_path, headers)
         deadline = time.monotonic() + max(route.wait, self.settings.connect_timeout)
-        timeout = aiohttp.ClientTimeout(
-            total=None,
-            sock_connect=self.settings.connect_timeout,
-            sock_read=route.response_header_timeout,
-        )
+        pool = self.pool
         while True:
-            ip, port = self._pick(addresses)
-            url = f"http://{_host(ip)}:{port}{request.rel_url}"
+            address = self._pick(addresses)
             try:
-                upstream = await self.session().request(
-                    request.method,
-                    url,
-                    headers=headers,
-                    data=data,
-                    allow_redirects=False,
-                    timeout=timeout,
-                )
-                break
-            except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError):
-                # Nothing was sent (refused, or not connected within sock_connect): safe to
-                # retry on another (or the same, restarted) backend.
+                conn, reused = await pool.acquire(address)
+            except ConnectFailed:
+                # Nothing was sent (refused, or not connected in time): safe to retry on
+                # another (or the same, restarted) backend.
                 if time.monotonic() > deadline:
                     return web.Response(status=502, text="backend refused the connection\n")
                 await asyncio.sleep(CONNECT_RETRY_DELAY)
                 addresses = self.backends.addresses(ref) or addresses
-            except (aiohttp.ClientError, TimeoutError) as exc:
+                continue
+            exchange = Exchange(conn, route.response_header_timeout)
+            try:
+                await exchange.send(head, body)
+                answer = await exchange.read_head(request.method)
+                break
+            except BackendError as exc:
+                pool.release(conn, False)
+                if reused and not conn.buffer and not isinstance(body, AsyncIterator):
+                    continue  # a kept-alive connection the backend had closed: send again
                 log.info(
                     "backend request failed",
-                    extra={"route": route.name, "backend": f"{ip}:{port}", "error": repr(exc)},
+                    extra={
+                        "route": route.name,
+                        "backend": f"{address[0]}:{address[1]}",
+                        "error": str(exc),
+                    },
                 )
                 return web.Response(status=502, text="backend request failed\n")
-        async with upstream:
-            out: CIMultiDict[str] = CIMultiDict()
-            for name, value in upstream.headers.items():
-                if name.lower() not in HOP_BY_HOP:
-                    out.add(name, value)
-            if waited is not None:
-                out[COLD_START_HEADER] = str(round(waited * 1000))
-            length = upstream.content_length
-            if length is not None and length <= SMALL_BODY:
-                # A small answer of known length: read it, send it with its headers in one
-                # write (a third fewer send() calls per request than streaming it).
-                try:
-                    body = await upstream.read()
-                except (aiohttp.ClientError, TimeoutError):
-                    return web.Response(status=502, text="backend answer broke off\n")
-                out.popall("Content-Length", None)
-                return web.Response(
-                    status=upstream.status, reason=upstream.reason, body=body, headers=out
-                )
-            response = web.StreamResponse(
-                status=upstream.status, reason=upstream.reason, headers=out
-            )
+            except BaseException:
+                pool.release(conn, False)
+                raise
+        try:
+            return await self._answer(request, exchange, answer, waited)
+        finally:
+            pool.release(conn, exchange.complete)
+
+    async def _answer(
+        self, request: web.BaseRequest, exchange: Exchange, answer: Head, waited: float | None
+    ) -> web.StreamResponse:
+        listed = _connection_listed(answer.headers)
+        out: CIMultiDict[str] = CIMultiDict(
+            (name, value)
+            for name, value in answer.headers
+            if name.lower() not in HOP_BY_HOP and name.lower() not in listed
+        )
+        if waited is not None:
+            out[COLD_START_HEADER] = str(round(waited * 1000))
+        if answer.length is not None and answer.length <= SMALL_BODY:
+            # A small answer of known length: read it, send it with its headers in one write.
             try:
-                await response.prepare(request)
-                async for chunk in upstream.content.iter_any():
-                    await response.write(chunk)
-                await response.write_eof()
-            except (aiohttp.ClientError, TimeoutError, ConnectionError):
-                # The backend broke off mid-body (the client sees a short body), or the client
-                # went away: nothing more to do for this request.
-                return response
+                body = await exchange.read_all()
+            except BackendError:
+                return web.Response(status=502, text="backend answer broke off\n")
+            out.popall("Content-Length", None)
+            return web.Response(status=answer.status, reason=answer.reason, body=body, headers=out)
+        response = web.StreamResponse(status=answer.status, reason=answer.reason, headers=out)
+        try:
+            await response.prepare(request)
+            async for piece in exchange.chunks():
+                await response.write(piece)
+            await response.write_eof()
+        except (BackendError, ConnectionError, RuntimeError):
+            # The backend broke off mid-body (the client sees a short body), or the client
+            # went away (RuntimeError: aiohttp's "transport closed"): nothing more to do.
+            pass
         return response
 
     async def _websocket(
-        self, request: web.Request, route: Route, ref: ServiceRef, addresses: tuple[Address, ...]
+        self,
+        request: web.BaseRequest,
+        route: Route,
+        ref: ServiceRef,
+        addresses: tuple[Address, ...],
     ) -> web.StreamResponse:
         ip, port = self._pick(addresses)
         url = f"http://{_host(ip)}:{port}{request.rel_url}"
         headers = {
-            k: v
-            for k, v in _forward_headers(request).items()
-            if not k.lower().startswith("sec-websocket")
+            k: v for k, v in _forward_headers(request) if not k.lower().startswith("sec-websocket")
         }
         protocols = [
             p.strip() for p in request.headers.get("Sec-WebSocket-Protocol", "").split(",")
@@ -304,11 +341,19 @@ DEFAULT_PLACEHOLDER = (
 )
 
 
-def placeholder_page(route: Route, request_id: str) -> web.Response:
+def placeholder_page(
+    route: Route, request_id: str, config_maps: Mapping[tuple[str, str], Mapping[str, str]]
+) -> web.Response:
     """``placeholderConfig``: the page served at once while the workload has no backend; the
-    add-on's template fields (ServiceName, Namespace, RefreshInterval, RequestID, Timestamp)."""
+    add-on's template fields (ServiceName, Namespace, RefreshInterval, RequestID, Timestamp).
+    The template is the ``contentConfigMap`` key when that ConfigMap has it, else ``content``,
+    else a built-in page."""
     page = route.placeholder
     assert page is not None
+    template = page.content or DEFAULT_PLACEHOLDER
+    if page.config_map is not None:
+        name, key = page.config_map
+        template = (config_maps.get((route.key[0], name)) or {}).get(key) or template
     values = {
         "ServiceName": route.service.name,
         "Namespace": route.key[0],
@@ -316,9 +361,7 @@ def placeholder_page(route: Route, request_id: str) -> web.Response:
         "RequestID": request_id,
         "Timestamp": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
-    body = _TEMPLATE_FIELD.sub(
-        lambda m: values.get(m.group(1), m.group(0)), page.content or DEFAULT_PLACEHOLDER
-    )
+    body = _TEMPLATE_FIELD.sub(lambda m: values.get(m.group(1), m.group(0)), template)
     headers: CIMultiDict[str] = CIMultiDict(page.headers)
     headers.setdefault("Content-Type", "text/html; charset=utf-8")
     return web.Response(status=page.status, body=body.encode(), headers=headers)
@@ -328,18 +371,50 @@ def _host(ip: str) -> str:
     return f"[{ip}]" if ":" in ip else ip
 
 
-def _forward_headers(request: web.Request) -> CIMultiDict[str]:
-    connection_listed = {
-        h.strip().lower() for h in request.headers.get("Connection", "").split(",") if h.strip()
-    }
-    headers: CIMultiDict[str] = CIMultiDict()
-    for name, value in request.headers.items():
+def _connection_listed(headers: Iterable[tuple[str, str]]) -> set[str]:
+    """Header names a ``Connection`` header lists (hop-by-hop for this one connection)."""
+    listed: set[str] = set()
+    for name, value in headers:
+        if name.lower() == "connection":
+            listed.update(h.strip().lower() for h in value.split(",") if h.strip())
+    return listed
+
+
+def _forward_headers(request: web.BaseRequest) -> list[tuple[str, str]]:
+    """The client's headers for the backend: hop-by-hop ones dropped, X-Forwarded-* added."""
+    items = request.headers.items()
+    listed = _connection_listed(items) if "Connection" in request.headers else set()
+    headers: list[tuple[str, str]] = []
+    prior: str | None = None
+    forwarded_host = forwarded_proto = has_host = False
+    for name, value in items:
         lower = name.lower()
-        if lower not in HOP_BY_HOP and lower not in connection_listed:
-            headers.add(name, value)
+        if lower in HOP_BY_HOP or lower in listed:
+            continue
+        if lower == "x-forwarded-for":
+            prior = value if prior is None else f"{prior}, {value}"
+            continue
+        if lower == "x-forwarded-host":
+            forwarded_host = True
+        elif lower == "x-forwarded-proto":
+            forwarded_proto = True
+        elif lower == "host":
+            has_host = True
+        headers.append((name, value))
     peer = request.remote or ""
-    prior = request.headers.get("X-Forwarded-For")
-    headers["X-Forwarded-For"] = f"{prior}, {peer}" if prior else peer
-    headers.setdefault("X-Forwarded-Host", request.host)
-    headers.setdefault("X-Forwarded-Proto", request.scheme)
+    headers.append(("X-Forwarded-For", f"{prior}, {peer}" if prior else peer))
+    if not forwarded_host:
+        headers.append(("X-Forwarded-Host", request.host))
+    if not forwarded_proto:
+        headers.append(("X-Forwarded-Proto", request.scheme))
+    if not has_host:
+        headers.append(("Host", request.host))
     return headers
+
+
+async def _chunked(request: web.BaseRequest) -> AsyncIterator[bytes]:
+    """A request body of unknown length, re-framed as chunks for the backend."""
+    async for data in request.content.iter_any():
+        if data:
+            yield chunk(data)
+    yield chunk(b"")

@@ -23,6 +23,8 @@ DEFAULT_FAILOVER_WAIT = 30.0  # coldStartTimeoutFailoverRef.timeoutSeconds defau
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h)")
 _UNIT = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
 
+MAX_CACHED_HOSTS = 4096
+PAGE_KEY = "template"  # the contentConfigMap key read when none is named
 Key = tuple[str, str]  # (namespace, HTTPScaledObject name)
 
 
@@ -57,6 +59,7 @@ class Placeholder:
     refresh: int = 5
     headers: tuple[tuple[str, str], ...] = ()
     content: str = ""  # Go-template-style {{.ServiceName}} etc.; empty: a built-in page
+    config_map: tuple[str, str] | None = None  # contentConfigMap (name, key): beats `content`
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,6 +89,9 @@ class Route:
             if got is None or (value is not None and got != value):
                 return None
         return len(self.headers), sum(1 for _, v in self.headers if v is not None)
+
+
+_NO_HEADERS = (0, 0)
 
 
 def _service_ref(ns: str, ref: Mapping[str, Any], what: str, problems: list[str]) -> ServiceRef:
@@ -150,7 +156,17 @@ def _placeholder(config: object) -> Placeholder | None:
         refresh if isinstance(refresh, int) and refresh > 0 else 5,
         tuple((str(k), str(v)) for k, v in (headers or {}).items()),
         str(config.get("content") or ""),
+        _config_map(config.get("contentConfigMap")),
     )
+
+
+def _config_map(ref: object) -> tuple[str, str] | None:
+    """``contentConfigMap``: a ConfigMap name (key `PAGE_KEY`) or ``{name, key}``."""
+    if isinstance(ref, str) and ref:
+        return ref, PAGE_KEY
+    if isinstance(ref, Mapping) and ref.get("name"):
+        return str(ref["name"]), str(ref.get("key") or PAGE_KEY)
+    return None
 
 
 class RouteTable:
@@ -159,6 +175,7 @@ class RouteTable:
     def __init__(self) -> None:
         self._routes: dict[Key, Route] = {}
         self._by_host: dict[str, list[Route]] = {}
+        self._patterns: dict[str, tuple[str, ...]] = {}  # Host header -> patterns to try
 
     def __len__(self) -> int:
         return len(self._routes)
@@ -193,11 +210,12 @@ class RouteTable:
         """The route of the most specific host pattern that has one for `path` and `headers`:
         the longest path prefix wins, then the most specific header match (more headers, then
         more with values); a route without headers is the fallback of those with some."""
-        host = _strip_port(host.lower())
-        candidates: list[str] = [host]
-        parts = host.split(".")
-        candidates += ["*." + ".".join(parts[i:]) for i in range(1, len(parts))]
-        candidates.append("*")
+        candidates = self._patterns.get(host)
+        if candidates is None:
+            candidates = _patterns(host)
+            if len(self._patterns) >= MAX_CACHED_HOSTS:
+                self._patterns.clear()  # Host headers are the client's to choose: stay bounded
+            self._patterns[host] = candidates
         seen: Mapping[str, str] = headers if headers is not None else {}
         for pattern in candidates:  # most specific host first
             best: Route | None = None
@@ -213,6 +231,13 @@ class RouteTable:
             if best is not None:
                 return best
         return None
+
+
+def _patterns(host: str) -> tuple[str, ...]:
+    """The host patterns a Host header matches, most specific first."""
+    host = _strip_port(host.lower())
+    parts = host.split(".")
+    return (host, *("*." + ".".join(parts[i:]) for i in range(1, len(parts))), "*")
 
 
 def _strip_port(host: str) -> str:

@@ -56,13 +56,14 @@ class Interceptor:
         self.routes = RouteTable()
         self.stats = RequestStats(replica)
         self.metrics = ProxyMetrics()
+        self.metrics.in_flight.set_function(self.stats.total_inflight)
         self.backends = BackendIndex(changed=self._changed)
         self.proxy = Proxy(
             self.routes, self.backends, self.stats, self.metrics, settings or ProxySettings()
         )
         self.ready = asyncio.Event()
         self.draining = False
-        self._proxy_runner: web.AppRunner | None = None
+        self._proxy_runner: web.BaseRunner | None = None
         self._proxy_site: web.TCPSite | None = None
         self._admin_runner: web.AppRunner | None = None
         self.proxy_port = 0
@@ -91,16 +92,26 @@ class Interceptor:
     async def on_pod(self, kind: EventType, obj: Mapping[str, Any]) -> None:
         self.backends.set_pod(obj, deleted=kind == "DELETED")
 
+    async def on_config_map(self, kind: EventType, obj: Mapping[str, Any]) -> None:
+        """ConfigMaps whose keys may be placeholder pages (``contentConfigMap``)."""
+        meta = obj.get("metadata") or {}
+        key = (str(meta.get("namespace", "")), str(meta.get("name", "")))
+        data = obj.get("data") or {}
+        if kind == "DELETED" or not data:
+            self.proxy.config_maps.pop(key, None)
+        else:
+            self.proxy.config_maps[key] = {str(k): str(v) for k, v in data.items()}
+
     async def on_slice(self, kind: EventType, obj: Mapping[str, Any]) -> None:
         self.backends.set_slice(obj, deleted=kind == "DELETED")
 
     # -- servers ----------------------------------------------------------------------------------
 
     async def start(self, proxy: Listen, admin: Listen) -> None:
-        app = web.Application(handler_args={"max_field_size": 65536})
-        app.router.add_route("*", "/{tail:.*}", self.proxy.handle)
-        self._proxy_runner = web.AppRunner(
-            app, handle_signals=False, access_log=None, shutdown_timeout=SHUTDOWN_TIMEOUT
+        # The low-level server: every request goes to the proxy, so no router, no middlewares.
+        server = web.Server(self.proxy.handle, access_log=None, max_field_size=65536)
+        self._proxy_runner = web.ServerRunner(
+            server, handle_signals=False, shutdown_timeout=SHUTDOWN_TIMEOUT
         )
         await self._proxy_runner.setup()
         self._proxy_site = web.TCPSite(
@@ -178,7 +189,7 @@ class Interceptor:
         return web.Response(text=f"ok {len(self.routes)} routes\n")
 
 
-def _bound_port(runner: web.AppRunner) -> int:
+def _bound_port(runner: web.BaseRunner) -> int:
     for address in runner.addresses:
         if isinstance(address, tuple):
             return int(address[1])

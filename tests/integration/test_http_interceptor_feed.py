@@ -224,3 +224,83 @@ async def test_placeholder_config_answers_at_once_and_still_wakes_the_workload(
     finally:
         await scaler.aclose()
         await icpt.aclose()
+
+
+CHUNKED_ANSWER = (
+    b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nX-Backend: raw\r\n"
+    b"Connection: keep-alive, X-Private\r\nX-Private: hop\r\n\r\n"
+    b"5;ext=1\r\nhello\r\n6\r\n world\r\n0\r\nX-Trailer: t\r\n\r\n"
+)
+
+
+async def test_the_forward_path_keeps_connections_alive_dechunks_and_resends_on_a_closed_one(
+    backend: PodBackends,
+) -> None:
+    """A raw HTTP/1.1 backend (exact bytes: chunk extensions, trailers, a Connection-listed
+    header, and closing its kept-alive connection after two answers) checks the interceptor's
+    own backend client. aiohttp's server would never send these, hence the hand-written one."""
+    connections = 0
+    requests: list[bytes] = []
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal connections
+        connections += 1
+        for _ in range(2):  # two answers per connection, then the backend closes it
+            try:
+                head = await reader.readuntil(b"\r\n\r\n")
+            except asyncio.IncompleteReadError:
+                break
+            requests.append(head)
+            writer.write(CHUNKED_ANSWER)
+            await writer.drain()
+        writer.close()
+
+    raw = await asyncio.start_server(serve, "127.0.0.1", 0)
+    port = raw.sockets[0].getsockname()[1]
+    icpt = await _interceptor("raw", port)
+    await icpt.on_pod("ADDED", ready_pod(port))
+    url = f"http://127.0.0.1:{icpt.proxy_port}/path?q=1"
+    try:
+        async with aiohttp.ClientSession() as http:
+            for i in range(5):
+                headers = {"Host": HOST, "Connection": "keep-alive, X-Drop", "X-Drop": "x"}
+                async with http.get(url, headers=headers) as r:
+                    assert (r.status, await r.text()) == (200, "hello world"), i
+                    assert r.headers["X-Backend"] == "raw"
+                    assert "X-Private" not in r.headers  # listed in the backend's Connection
+                    assert "X-Trailer" not in r.headers
+    finally:
+        await icpt.aclose()
+        raw.close()
+    assert len(requests) == 5  # each request reached the backend exactly once
+    assert connections == 3  # kept alive two by two; a closed one was replaced, not reused
+    first = requests[0].decode()
+    assert first.startswith("GET /path?q=1 HTTP/1.1\r\n")
+    assert f"Host: {HOST}\r\n" in first
+    assert "X-Drop" not in first  # listed in the client's Connection: hop-by-hop
+    assert "X-Forwarded-For: 127.0.0.1\r\n" in first
+
+
+async def test_an_upload_of_unknown_length_is_streamed_to_the_backend(
+    backend: PodBackends,
+) -> None:
+    icpt = await _interceptor("upload", backend.port)
+    await icpt.on_pod("ADDED", ready_pod(backend.port))
+
+    async def body() -> AsyncIterator[bytes]:
+        for _ in range(40):
+            yield b"y" * 100_000
+
+    try:
+        async with (
+            aiohttp.ClientSession() as http,
+            http.post(
+                f"http://127.0.0.1:{icpt.proxy_port}/up",
+                data=body(),
+                headers={"Host": HOST, "X-Request-Id": "up"},
+            ) as r,
+        ):
+            assert r.status == 200
+            assert (await r.json())["bytes"] == 4_000_000
+    finally:
+        await icpt.aclose()

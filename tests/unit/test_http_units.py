@@ -1,5 +1,5 @@
 """The HTTP interceptor's pure parts: routing, backend discovery, the push stream's coalescing,
-and the HTTPScaledObject -> ScaledObject mapping."""
+the backend client's answer-head parsing, and the HTTPScaledObject -> ScaledObject mapping."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from scalers.http.backends import BackendIndex
 from scalers.http.feed import parse_addresses
 from scalers.http.routes import RouteTable, ServiceRef, parse_duration, parse_route
 from scalers.http.stats import RequestStats
+from scalers.http.upstream import BackendError, _parse_head
 from tests.http_examples import ADDON_DOC_EXAMPLE
 
 
@@ -287,3 +288,82 @@ def test_a_longer_prefix_beats_a_header_match() -> None:
     t.put(parse_route(hso("only-headers", ["h"], headers=[{"name": "X-Needed"}])))
     t.delete(("ns", "canary"))
     assert t.match("h", "/", {}) is None  # headers required, no fallback: no route
+
+
+@pytest.mark.parametrize(
+    ("raw", "method", "expected"),
+    [
+        pytest.param(
+            b"HTTP/1.1 200 OK\r\nContent-Length: 12\r\n\r\n",
+            "GET",
+            (200, "OK", 12, False, True),
+            id="length-keep-alive",
+        ),
+        pytest.param(
+            b"HTTP/1.1 201 Created\r\nTransfer-Encoding: gzip, chunked\r\n\r\n",
+            "POST",
+            (201, "Created", None, True, True),
+            id="chunked",
+        ),
+        pytest.param(
+            b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 1\r\n\r\n",
+            "GET",
+            (200, "OK", 1, False, False),
+            id="connection-close",
+        ),
+        pytest.param(
+            b"HTTP/1.0 200 OK\r\n\r\n", "GET", (200, "OK", None, False, False), id="until-eof"
+        ),
+        pytest.param(
+            b"HTTP/1.0 200 OK\r\nConnection: keep-alive\r\nContent-Length: 0\r\n\r\n",
+            "GET",
+            (200, "OK", 0, False, True),
+            id="http10-keep-alive",
+        ),
+        pytest.param(
+            b"HTTP/1.1 200 OK\r\nContent-Length: 99\r\n\r\n",
+            "HEAD",
+            (200, "OK", 0, False, True),
+            id="head-has-no-body",
+        ),
+        pytest.param(
+            b"HTTP/1.1 304 Not Modified\r\nTransfer-Encoding: chunked\r\n\r\n",
+            "GET",
+            (304, "Not Modified", 0, False, True),
+            id="304-has-no-body",
+        ),
+    ],
+)
+def test_answer_heads_frame_the_body(
+    raw: bytes, method: str, expected: tuple[int, str, int | None, bool, bool]
+) -> None:
+    head = _parse_head(raw, method)
+    assert (head.status, head.reason, head.length, head.chunked, head.keep_alive) == expected
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        pytest.param(b"SSH-2.0-OpenSSH\r\n\r\n", id="not-http"),
+        pytest.param(b"HTTP/1.1 200 OK\r\nContent-Length: -1\r\n\r\n", id="bad-length"),
+        pytest.param(b"HTTP/1.1 200 OK\r\nno colon\r\n\r\n", id="bad-header"),
+    ],
+)
+def test_a_malformed_answer_head_is_a_backend_error(raw: bytes) -> None:
+    with pytest.raises(BackendError):
+        _parse_head(raw, "GET")
+
+
+@pytest.mark.parametrize(
+    ("ref", "expected"),
+    [
+        pytest.param("pages", ("pages", "template"), id="name-default-key"),
+        pytest.param({"name": "pages", "key": "a.html"}, ("pages", "a.html"), id="name-and-key"),
+        pytest.param({"key": "a.html"}, None, id="no-name"),
+    ],
+)
+def test_content_config_map_reference(ref: object, expected: tuple[str, str] | None) -> None:
+    config = {"enabled": True, "contentConfigMap": ref}
+    route = parse_route(hso("page", ["h"], placeholderConfig=config))
+    assert route.placeholder is not None
+    assert route.placeholder.config_map == expected

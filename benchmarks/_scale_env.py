@@ -570,6 +570,8 @@ async def create_and_wait_ready(env: ScaleEnv, timeout: float, polling: int = 1)
                 # An overloaded apiserver answers a LIST of thousands with 504 after 60 s:
                 # the next LIST tells, the run goes on.
                 progress(env.name, f"LIST of scaledobjects failed ({type(exc).__name__}); again")
+                if time.monotonic() - first[0] > timeout:
+                    raise
                 continue
             ready = ready_count(items)
             elapsed = time.monotonic() - first[0]

@@ -20,9 +20,10 @@ metric is then unavailable, never a zero.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -139,16 +140,30 @@ class _Elem:
 
 _Node = _Num | _Const | _Var | _Unary | _Binary | _Cond | _Call | _Array | _Pred | _Elem
 
-# Binary operators by precedence, lowest first (expr-lang's order).
-_LEVELS: tuple[tuple[str, ...], ...] = (
-    ("??",),
-    ("||",),
-    ("&&",),
-    ("==", "!="),
-    ("<", "<=", ">", ">="),
-    ("+", "-"),
-    ("*", "/", "%"),
-)
+# expr-lang's precedences (parser/operator/operator.go): binary operators, and unary ones whose
+# operand takes every binary operator of a precedence at least theirs (`-a ** 2` is -(a ** 2),
+# `-a * b` is (-a) * b).
+_BINARY: dict[str, int] = {
+    "||": 10,
+    "&&": 15,
+    "==": 20,
+    "!=": 20,
+    "<": 20,
+    "<=": 20,
+    ">": 20,
+    ">=": 20,
+    "+": 30,
+    "-": 30,
+    "*": 60,
+    "/": 60,
+    "%": 60,
+    "**": 100,
+    "^": 100,
+    "??": 500,
+}
+_RIGHT_ASSOCIATIVE = frozenset({"**", "^"})
+_UNARY: dict[str, int] = {"!": 50, "-": 90, "+": 90}
+MAX_ARRAY = 100  # items of an array literal
 
 
 def _round(x: float) -> float:
@@ -216,10 +231,8 @@ class _Parser:
         return node
 
     def expression(self) -> _Node:
-        self.depth += 1
-        if self.depth > MAX_DEPTH:
-            raise FormulaError(f"formula nested deeper than {MAX_DEPTH} levels")
-        try:
+        """A whole expression: binary operators, then the (lowest) ternary."""
+        with self._nested():
             test = self.binary(0)
             if self.peek().kind == "op" and self.peek().text == "?":
                 self.take()
@@ -227,31 +240,37 @@ class _Parser:
                 self.expect(":")
                 return _Cond(test, then, self.expression())
             return test
-        finally:
-            self.depth -= 1
 
-    def binary(self, level: int) -> _Node:
-        if level == len(_LEVELS):
-            return self.power()
-        node = self.binary(level + 1)
-        while self.peek().kind == "op" and self.peek().text in _LEVELS[level]:
-            op = self.take().text
-            node = _Binary(op, node, self.binary(level + 1))
-        return node
-
-    def power(self) -> _Node:
-        base = self.unary()
-        if self.peek().kind == "op" and self.peek().text in ("**", "^"):
-            self.take()
-            return _Binary("**", base, self.power())  # right-associative
-        return base
+    def binary(self, min_precedence: int) -> _Node:
+        """Precedence climbing over `_BINARY`, left-associative but for power."""
+        with self._nested():
+            node = self.unary()
+            while True:
+                tok = self.peek()
+                precedence = _BINARY.get(tok.text, -1) if tok.kind == "op" else -1
+                if precedence < min_precedence or precedence < 0:
+                    return node
+                self.take()
+                op = "**" if tok.text == "^" else tok.text
+                right_min = precedence if tok.text in _RIGHT_ASSOCIATIVE else precedence + 1
+                node = _Binary(op, node, self.binary(right_min))
 
     def unary(self) -> _Node:
         tok = self.peek()
-        if tok.kind == "op" and tok.text in ("-", "+", "!"):
+        if tok.kind == "op" and tok.text in _UNARY:
             self.take()
-            return _Unary(tok.text, self.unary())
+            return _Unary(tok.text, self.binary(_UNARY[tok.text]))
         return self.primary()
+
+    @contextlib.contextmanager
+    def _nested(self) -> Iterator[None]:
+        self.depth += 1
+        if self.depth > MAX_DEPTH:
+            raise FormulaError(f"formula nested deeper than {MAX_DEPTH} levels")
+        try:
+            yield
+        finally:
+            self.depth -= 1
 
     def primary(self) -> _Node:
         tok = self.take()
@@ -263,6 +282,8 @@ class _Parser:
                     self.take()
                     items.append(self.expression())
             self.expect("]")
+            if len(items) > MAX_ARRAY:
+                raise FormulaError(f"an array has more than {MAX_ARRAY} items")
             return _Array(tuple(items))
         if tok.kind == "op" and tok.text == "{":
             body = self.expression()
@@ -375,6 +396,8 @@ def _kind(node: _Node, in_closure: bool = False) -> Kind:
             raise FormulaError("the two branches of ?: give different types (number and bool)")
         return otherwise if then == "nil" else then
     if node.name in _PREDICATES:
+        if in_closure:  # each level multiplies the work: [100] ** depth evaluations
+            raise FormulaError(f"{node.name}() inside a {{closure}}: closures cannot be nested")
         array, pred = node.args
         _need(_kind(array, in_closure), "array", f"{node.name}()")
         assert isinstance(pred, _Pred)
@@ -529,7 +552,12 @@ class Formula:
         missing = self.variables - set(values)
         if missing:
             raise FormulaError(f"no value for {', '.join(sorted(missing))}")
-        result = _eval(self._tree, values)
+        try:
+            result = _eval(self._tree, values)
+        except (ArithmeticError, ValueError) as exc:  # ceil(inf), fmod(inf, 1), ...
+            if isinstance(exc, FormulaError):
+                raise
+            raise FormulaError(f"the formula gave no number: {exc}") from None
         if result is None or isinstance(result, bool):
             raise FormulaError(f"the formula gave {result!r}, not a number")
         if not math.isfinite(result):
@@ -543,7 +571,10 @@ def compile_formula(text: str, names: Sequence[str]) -> Formula:
         raise FormulaError("the formula is empty")
     if len(text) > MAX_LENGTH:
         raise FormulaError(f"the formula is longer than {MAX_LENGTH} characters")
-    tree = _Parser(text).parse()
+    try:
+        tree = _Parser(text).parse()
+    except RecursionError:  # the depth bound is checked first; this is the last guard
+        raise FormulaError(f"formula nested deeper than {MAX_DEPTH} levels") from None
     variables = frozenset(_variables(tree))
     unknown = sorted(variables - set(names))
     if unknown:

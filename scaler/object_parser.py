@@ -267,10 +267,10 @@ def _parse_fallback(
             "or equal to 0",
         )
     behavior = r.str_(raw, "behavior", "spec.fallback.behavior") or "static"
-    if behavior == "scalingModifiers":
+    if behavior in ("scalingModifiers", "triggerScoped"):  # KEDA's two names for it
         r.refuse(
             "spec.fallback.behavior",
-            "spec.fallback.behavior 'scalingModifiers' is not supported by Tidal "
+            f"spec.fallback.behavior '{behavior}' is not supported by Tidal "
             "(advanced.scalingModifiers is; with it a fallback serves target x replicas as the "
             "composite metric); use static, currentReplicas, currentReplicasIfHigher or "
             "currentReplicasIfLower",

@@ -321,7 +321,10 @@ def _composite_reading(entry: _ObjectMetrics, now: float, max_age: float | None)
         max_age = entry.max_age
     values: dict[str, float] = {}
     oldest = now
+    read = m.formula.variables  # a trigger the formula does not read cannot make it unavailable
     for metric, record in records.items():
+        if composite.names[metric] not in read:
+            continue
         if record.failing:
             raise MetricUnavailableError(
                 f"{COMPOSITE_METRIC}: metric {metric} encountered error: {record.error}"

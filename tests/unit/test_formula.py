@@ -142,3 +142,52 @@ def test_a_value_that_is_not_a_finite_number_is_an_error_never_a_zero(
 ) -> None:
     with pytest.raises(FormulaError, match=message):
         compile_formula(formula, NAMES).evaluate(values)
+
+
+@pytest.mark.parametrize(
+    ("formula", "a", "want"),
+    [
+        # expr-lang's precedences: `??` binds tightest, unary minus below power.
+        pytest.param("a ?? 0 + 1", 3.0, 4.0, id="nil-coalescing-before-plus"),
+        pytest.param("-a ** 2", 3.0, -9.0, id="unary-minus-below-power"),
+        pytest.param("-a * 2", 3.0, -6.0, id="unary-minus-above-times"),
+        pytest.param("a > 1 == true ? 1 : 0", 3.0, 1.0, id="comparisons-left-to-right"),
+    ],
+)
+def test_precedence_is_expr_langs(formula: str, a: float, want: float) -> None:
+    assert compile_formula(formula, ["a"]).evaluate({"a": a}) == want
+
+
+@pytest.mark.parametrize(
+    ("formula", "message"),
+    [
+        pytest.param("-" * 1200 + "a", "nested deeper than", id="unary-chain"),
+        pytest.param("!" * 1200 + "true ? a : 1", "nested deeper than", id="not-chain"),
+        pytest.param("2" + "**2" * 600, "nested deeper than", id="power-chain"),
+        pytest.param(
+            "count([a, a], {count([a, a], {# > 0}) > 0})",
+            "closures cannot be nested",
+            id="nested-closures",
+        ),
+        pytest.param("sum([" + "a," * 101 + "a])", "more than 100 items", id="huge-array"),
+    ],
+)
+def test_formulas_that_would_hold_the_loop_are_refused(formula: str, message: str) -> None:
+    """A formula is evaluated on the event loop at every poll: its cost is bounded at compile
+    time (depth, array length, one closure level), and a deep chain is a FormulaError, never a
+    RecursionError escaping the parser."""
+    with pytest.raises(FormulaError, match=message):
+        compile_formula(formula, ["a"])
+
+
+@pytest.mark.parametrize(
+    "formula",
+    [
+        pytest.param("ceil(a * 1e300 * 1e300)", id="ceil-of-inf"),
+        pytest.param("round(1e999 - 1e999)", id="round-of-nan"),
+        pytest.param("a * 1e308 % 3", id="fmod-of-inf"),
+    ],
+)
+def test_non_finite_intermediates_are_formula_errors(formula: str) -> None:
+    with pytest.raises(FormulaError):
+        compile_formula(formula, ["a"]).evaluate({"a": 10.0})

@@ -501,9 +501,17 @@ def test_empty_scaling_modifiers_are_none() -> None:
     assert parse_scaled_object(raw).advanced.scaling_modifiers is None
 
 
-def test_fallback_behavior_scaling_modifiers_is_unsupported() -> None:
-    raw = manifest(fallback={"failureThreshold": 1, "replicas": 2, "behavior": "scalingModifiers"})
-    with pytest.raises(UnsupportedError):
+@pytest.mark.parametrize(
+    "behavior",
+    [
+        pytest.param("scalingModifiers", id="scalingModifiers"),
+        pytest.param("triggerScoped", id="triggerScoped"),
+    ],
+)
+def test_fallback_behavior_scaling_modifiers_is_unsupported(behavior: str) -> None:
+    """KEDA has named the per-trigger fallback both ways: both get the same refusal."""
+    raw = manifest(fallback={"failureThreshold": 1, "replicas": 2, "behavior": behavior})
+    with pytest.raises(UnsupportedError, match=f"'{behavior}' is not supported by Tidal"):
         parse_scaled_object(raw)
 
 

@@ -138,3 +138,25 @@ def test_no_composite_before_every_input_has_a_value() -> None:
     store.record_sample("ns", "jobs", A, Sample(2, True, NOW))
     with pytest.raises(MetricUnavailableError, match="s1-redis-b has no value yet"):
         store.metric_value_for_hpa("ns", COMPOSITE_METRIC, "jobs", NOW)
+
+
+def test_a_trigger_the_formula_does_not_read_cannot_make_the_composite_unavailable() -> None:
+    s = parse_scaled_object(
+        {
+            "metadata": {"name": "jobs", "namespace": "ns"},
+            "spec": {
+                "scaleTargetRef": {"name": "worker"},
+                "triggers": [
+                    {"type": "redis", "name": "queue_a", "metadata": {"listName": "a"}},
+                    {"type": "redis", "name": "queue_b", "metadata": {"listName": "b"}},
+                ],
+                "advanced": {"scalingModifiers": {"formula": "queue_a * 2", "target": "5"}},
+            },
+        }
+    )
+    store = MetricStore()
+    specs = [MetricSpec(A, 10, "AverageValue"), MetricSpec(B, 10, "AverageValue")]
+    store.register("ns", "jobs", specs, composite=composite_for(s, [A, B]))
+    store.record_sample("ns", "jobs", A, Sample(3, True, NOW))
+    store.record_error("ns", "jobs", B, "refused", NOW)
+    assert store.metric_value_for_hpa("ns", COMPOSITE_METRIC, "jobs", NOW).value == 6

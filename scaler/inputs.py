@@ -168,8 +168,16 @@ class Inputs:
             await self._claimed.wait()
             self._claimed.clear()
             claims, self._claims = self._claims, set()
-            results = await asyncio.gather(*(self._claim(key) for key in claims))
-            failed = [key for key, ok in zip(claims, results, strict=True) if not ok]
+            results = await asyncio.gather(
+                *(self._claim(key) for key in claims), return_exceptions=True
+            )
+            failed = [key for key, ok in zip(claims, results, strict=True) if ok is False]
+            for key, ok in zip(claims, results, strict=True):
+                if isinstance(ok, BaseException):  # one object must not stop claiming
+                    log.error(
+                        "claimed object not admitted",
+                        extra={"object": f"{key[0]}/{key[1]}", "error": repr(ok)},
+                    )
             if failed:
                 self._claims.update(failed)
                 await asyncio.sleep(backoff)
@@ -191,7 +199,11 @@ class Inputs:
                     extra={"object": f"{key[0]}/{key[1]}", "error": str(exc)},
                 )
                 return False
-        if raw is not None and self._owns(key):
+        # The watch may have acted while the GET was in flight: an edit admitted the newer
+        # spec (the table has it now), a deletion dropped the key from the cache. Then the
+        # watch wins; admitting the GET's answer would bring back an older or deleted object.
+        current = self._table.get(key) is None and key in self.scaled_objects.objects
+        if raw is not None and self._owns(key) and current:
             await self._on_scaled_object("MODIFIED", raw)
         return True
 

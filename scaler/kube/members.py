@@ -75,6 +75,15 @@ class _Seen:
     duration: float
 
 
+def _duration(value: object, default: float) -> float:
+    """A Lease's leaseDurationSeconds; a missing or malformed one counts as ours."""
+    try:
+        seconds = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return default
+    return seconds if 0 < seconds < 86400 else default
+
+
 class MemberLeases:
     """This replica's member Lease and its view of the others; see the module docstring."""
 
@@ -100,6 +109,7 @@ class MemberLeases:
         self._fresh_at: float | None = None  # monotonic start of the last renew + list
         self._seen: dict[str, _Seen] = {}  # Lease name -> last version seen
         self._leaving = False
+        self._longest_lease = 0.0  # the longest leaseDurationSeconds of any member seen
         self.ring = Ring()
         self.known = asyncio.Event()  # set after the first complete round (readiness)
         self.rounds = 0
@@ -125,9 +135,11 @@ class MemberLeases:
         return self.settings.identity
 
     def active(self) -> bool:
-        """Past the joining period (see the module docstring)."""
+        """Past the joining period (see the module docstring): the longest lease duration
+        of any member seen, so a rolling update that changes the timings stays safe."""
         joined = self._joined_at
-        return joined is not None and self._now() >= joined + self.settings.lease_duration
+        wait = max(self.settings.lease_duration, self._longest_lease)
+        return joined is not None and self._now() >= joined + wait
 
     def fresh(self) -> bool:
         at = self._fresh_at
@@ -148,10 +160,14 @@ class MemberLeases:
         return namespaced("coordination.k8s.io", "v1", "leases", s.namespace, name)
 
     async def run(self) -> None:
-        """Rounds every retry period; `known` is set after the first complete one."""
+        """Rounds every retry period; `known` is set after the first complete one. A round
+        that fails in an unexpected way is logged and counts as failed: the loop goes on."""
         while True:
-            if await self.attempt():
-                self.known.set()
+            try:
+                if await self.attempt():
+                    self.known.set()
+            except Exception:
+                log.exception("shard membership round failed unexpectedly")
             await asyncio.sleep(self.settings.retry_period)
 
     async def attempt(self) -> bool:
@@ -161,12 +177,6 @@ class MemberLeases:
         try:
             async with asyncio.timeout(s.renew_deadline):
                 await self._renew()
-                if self._joined_at is None:
-                    self._joined_at = started
-                    log.info(
-                        "shard member joined",
-                        extra={"identity": s.identity, "lease": self._name},
-                    )
                 leases = await self._kube.get(
                     self._path(), labelSelector=f"{GROUP_LABEL}={s.group}"
                 )
@@ -178,14 +188,24 @@ class MemberLeases:
                 "shard membership round failed", extra={"identity": s.identity, "error": str(exc)}
             )
             return False
-        if self._fresh_at is not None and started - self._fresh_at >= s.renew_deadline:
-            self._joined_at = started  # our view lapsed: the others may have dropped us
+        done = self._now()
+        if self._joined_at is None:
+            # Counted from when our Lease is surely visible (the write returned), not from
+            # when we began: others see us only from then on.
+            self._joined_at = done
+            log.info("shard member joined", extra={"identity": s.identity, "lease": self._name})
+        elif self._fresh_at is not None and done - self._fresh_at >= s.renew_deadline:
+            # Our previous complete round began a renew deadline or more before this one's
+            # write returned: meanwhile others may have seen our Lease unchanged for a lease
+            # duration and dropped us (also when this round itself began "in time", after
+            # fast failures, and only its slow write crossed the deadline). Join again.
+            self._joined_at = done
             log.warning(
                 "shard member joins again after its view lapsed",
-                extra={"identity": s.identity, "lapsed": round(started - self._fresh_at, 3)},
+                extra={"identity": s.identity, "lapsed": round(done - self._fresh_at, 3)},
             )
         self._fresh_at = started
-        self._update_ring(list(leases.get("items") or []), self._now())
+        self._update_ring(list(leases.get("items") or []), done)
         self.rounds += 1
         return True
 
@@ -219,7 +239,7 @@ class MemberLeases:
             body["spec"] = spec
             self._live = await self._kube.create(self._path(), body)
         else:  # ours from an earlier run (same identity) or a conflict: take it as it is now
-            meta["resourceVersion"] = live["metadata"]["resourceVersion"]
+            meta["resourceVersion"] = (live.get("metadata") or {}).get("resourceVersion", "")
             body = {"apiVersion": "coordination.k8s.io/v1", "kind": "Lease", "metadata": meta}
             body["spec"] = spec
             self._live = await self._kube.replace(self._path(self._name), body)
@@ -235,7 +255,8 @@ class MemberLeases:
             identity = str(spec.get("holderIdentity") or "")
             version = str(meta.get("resourceVersion") or "")
             names.add(name)
-            duration = float(spec.get("leaseDurationSeconds") or s.lease_duration)
+            duration = _duration(spec.get("leaseDurationSeconds"), s.lease_duration)
+            self._longest_lease = max(self._longest_lease, duration)
             seen = self._seen.get(name)
             if seen is None or seen.version != version:
                 seen = self._seen[name] = _Seen(version, now, duration)

@@ -170,6 +170,7 @@ class AmqpHub:
         self._rounds: Rounds[str, int] = Rounds(
             self._declare, target.timeout, f"AMQP {target.endpoint}"
         )
+        self._closing: set[asyncio.Task[None]] = set()
         self.requests = 0  # passive declares sent
         self.connects = 0  # connections opened
 
@@ -199,6 +200,12 @@ class AmqpHub:
             await self._drop(conn)
             message = self._message(_amqp_failure(exc))
             raise (_Reconnect(message) if reused else ScalerError(message)) from None
+        except asyncio.CancelledError:
+            # Timed out: the channel may still get its answer later; close it (bounded) rather
+            # than leave one open channel per timed-out read until the heartbeat ends it all.
+            if channel is not None:
+                self._close_later(channel)
+            raise
         self._idle.append(channel)
         count = ok.message_count
         if not isinstance(count, int):
@@ -231,6 +238,11 @@ class AmqpHub:
             self._conn = new
             return new
 
+    def _close_later(self, channel: aiormq.abc.AbstractChannel) -> None:
+        task = asyncio.ensure_future(_close_quietly(channel))
+        self._closing.add(task)
+        task.add_done_callback(self._closing.discard)
+
     async def _drop(self, conn: aiormq.abc.AbstractConnection) -> None:
         if self._conn is conn:
             self._conn = None
@@ -243,11 +255,18 @@ class AmqpHub:
 
     async def aclose(self) -> None:
         await self._rounds.aclose()
+        if self._closing:
+            await asyncio.wait(set(self._closing), timeout=CLOSE_WAIT)
         conn, self._conn = self._conn, None
         self._idle.clear()
         if conn is not None:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(conn.close(), CLOSE_WAIT)
+
+
+async def _close_quietly(closable: aiormq.abc.AbstractChannel) -> None:
+    with contextlib.suppress(Exception):
+        await asyncio.wait_for(closable.close(), CLOSE_WAIT)
 
 
 @dataclass(frozen=True, slots=True)

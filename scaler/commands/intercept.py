@@ -20,6 +20,7 @@ import os
 import signal
 import socket
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from scaler import logs
@@ -49,6 +50,14 @@ def build_parser() -> argparse.ArgumentParser:
         action=argparse.BooleanOptionalAction,
         default=True,
         help="watch ConfigMaps for placeholderConfig.contentConfigMap pages",
+    )
+    p.add_argument("--tls-cert", default="", help="serve the proxy port over TLS: certificate")
+    p.add_argument("--tls-key", default="", help="... and its private key (PEM files)")
+    p.add_argument(
+        "--tls-reload-interval",
+        type=float,
+        default=10.0,
+        help="seconds between checks of the TLS files for a renewed certificate",
     )
     p.add_argument("--max-held", type=int, default=20_000, help="held requests per target")
     p.add_argument("--retry-after", type=int, default=5, help="Retry-After of a 503 (s)")
@@ -136,7 +145,11 @@ async def run(args: argparse.Namespace, stop: asyncio.Event, drain: asyncio.Even
         connections_per_backend=args.connections_per_backend,
     )
     replica = args.replica or f"{socket.gethostname()}-{os.getpid()}"
-    interceptor = http.Interceptor(replica, settings)
+    tls = None
+    if args.tls_cert:
+        tls_mod = importlib.import_module("scalers.http.tls")
+        tls = tls_mod.TlsFiles(Path(args.tls_cert), Path(args.tls_key), args.tls_reload_interval)
+    interceptor = http.Interceptor(replica, settings, tls)
     sources = {s.strip() for s in args.backends.split(",") if s.strip()}
     kube = await KubeClient.auto(args.kubeconfig)
     tasks: list[asyncio.Task[None]] = []
@@ -167,6 +180,9 @@ async def run(args: argparse.Namespace, stop: asyncio.Event, drain: asyncio.Even
 
 def main(argv: Sequence[str]) -> int:
     args = build_parser().parse_args(list(argv))
+    if bool(args.tls_cert) != bool(args.tls_key):
+        print("tidal intercept: --tls-cert and --tls-key go together")
+        return 2
     bad = {s.strip() for s in args.backends.split(",") if s.strip()} - set(SOURCES)
     if bad:
         print(f"tidal intercept: unknown --backends source(s): {', '.join(sorted(bad))}")

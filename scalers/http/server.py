@@ -1,6 +1,7 @@
 """The interceptor process: the proxy port, the admin port, and the hooks its watches feed.
 
-Proxy port: every request is routed by `Proxy`. Admin port: ``GET /v1/stream`` (the daemon's
+Proxy port: every request is routed by `Proxy` (over TLS when given certificate files, reloaded
+when they change: `tls`). Admin port: ``GET /v1/stream`` (the daemon's
 push stream, see `stats`), ``/metrics`` (Prometheus), ``/healthz`` and ``/readyz`` (ready once
 the caller says its watches have synced).
 
@@ -31,6 +32,7 @@ from scalers.http.metrics import ProxyMetrics
 from scalers.http.proxy import Proxy, ProxySettings
 from scalers.http.routes import RouteTable, parse_route
 from scalers.http.stats import RequestStats
+from scalers.http.tls import ServerCert, TlsFiles
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +54,9 @@ class Listen:
 class Interceptor:
     """Routes, backends, counts and the two aiohttp servers of one interceptor replica."""
 
-    def __init__(self, replica: str, settings: ProxySettings | None = None) -> None:
+    def __init__(
+        self, replica: str, settings: ProxySettings | None = None, tls: TlsFiles | None = None
+    ) -> None:
         self.routes = RouteTable()
         self.stats = RequestStats(replica)
         self.metrics = ProxyMetrics()
@@ -61,6 +65,8 @@ class Interceptor:
         self.proxy = Proxy(
             self.routes, self.backends, self.stats, self.metrics, settings or ProxySettings()
         )
+        self.cert = ServerCert(tls) if tls is not None else None  # TLS on the proxy port
+        self._cert_watch: asyncio.Task[None] | None = None
         self.ready = asyncio.Event()
         self.draining = False
         self._proxy_runner: web.BaseRunner | None = None
@@ -115,9 +121,16 @@ class Interceptor:
         )
         await self._proxy_runner.setup()
         self._proxy_site = web.TCPSite(
-            self._proxy_runner, proxy.host, proxy.port, reuse_port=True, backlog=4096
+            self._proxy_runner,
+            proxy.host,
+            proxy.port,
+            reuse_port=True,
+            backlog=4096,
+            ssl_context=self.cert.context if self.cert is not None else None,
         )
         await self._proxy_site.start()
+        if self.cert is not None:
+            self._cert_watch = asyncio.create_task(self.cert.watch(), name="tls-reload")
         self.proxy_port = _bound_port(self._proxy_runner)
 
         admin_app = web.Application()
@@ -152,6 +165,8 @@ class Interceptor:
         return left
 
     async def aclose(self) -> None:
+        if self._cert_watch is not None:
+            self._cert_watch.cancel()
         self.stats.close()
         if self._proxy_runner is not None:
             await self._proxy_runner.cleanup()

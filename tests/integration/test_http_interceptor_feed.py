@@ -10,13 +10,16 @@ the request rate, wakes on each change, and the per-target hold bound answers 50
 from __future__ import annotations
 
 import asyncio
+import ssl
 import time
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
 
+from localenv.certs import issue, new_ca
 from localenv.process import free_port
 from localenv.pytest_http import PodBackends
 from scaler.clients import ClientPool
@@ -24,6 +27,7 @@ from scaler.contract import TriggerContext
 from scaler.registry import default_registry
 from scalers.http.proxy import ProxySettings
 from scalers.http.server import Interceptor, Listen
+from scalers.http.tls import TlsFiles
 
 NS, NAME, HOST = "ns", "web", "web.example"
 HSO: dict[str, Any] = {
@@ -302,5 +306,52 @@ async def test_an_upload_of_unknown_length_is_streamed_to_the_backend(
         ):
             assert r.status == 200
             assert (await r.json())["bytes"] == 4_000_000
+    finally:
+        await icpt.aclose()
+
+
+async def test_tls_on_the_proxy_port_serves_a_renewed_certificate_without_a_restart(
+    backend: PodBackends, tmp_path: Path
+) -> None:
+    ca = new_ca("tidal-test-proxy-ca")
+
+    def leaf(name: str) -> tuple[Path, Path]:
+        cert = issue(ca, name, dns_names=["localhost"], ip_addresses=["127.0.0.1"], server=True)
+        return cert.write(tmp_path, "proxy")
+
+    crt, key = leaf("first")
+    icpt = Interceptor("tls", ProxySettings(), TlsFiles(crt, key, interval=0.05))
+    await icpt.on_route("ADDED", HSO)
+    await icpt.on_service(
+        "ADDED",
+        {
+            **SERVICE,
+            "spec": {**SERVICE["spec"], "ports": [{"port": 80, "targetPort": backend.port}]},
+        },
+    )
+    await icpt.on_pod("ADDED", ready_pod(backend.port))
+    await icpt.start(Listen("127.0.0.1", 0), Listen("127.0.0.1", 0))
+    client_tls = ssl.create_default_context(cadata=ca.cert_pem.decode())
+
+    async def served() -> tuple[int, str, str]:
+        """(status, backend, the certificate's CN), each over a new connection."""
+        _, writer = await asyncio.open_connection("127.0.0.1", icpt.proxy_port, ssl=client_tls)
+        peer = writer.get_extra_info("ssl_object").getpeercert()
+        writer.close()
+        subject = dict(pair[0] for pair in peer["subject"])
+        connector = aiohttp.TCPConnector(ssl=client_tls, force_close=True)
+        url = f"https://127.0.0.1:{icpt.proxy_port}/"
+        async with (
+            aiohttp.ClientSession(connector=connector) as http,
+            http.get(url, headers={"Host": HOST, "X-Request-Id": "tls"}) as r,
+        ):
+            return r.status, (await r.json())["backend"], subject["commonName"]
+
+    try:
+        assert await served() == (200, "backend", "first")
+        leaf("second")  # renewed in place, as cert-manager or a Secret volume update does
+        assert await _until(served, lambda s: s[2] == "second") == (200, "backend", "second")
+        assert icpt.cert is not None
+        assert icpt.cert.loads == 2  # loaded once more, not per request or per check
     finally:
         await icpt.aclose()

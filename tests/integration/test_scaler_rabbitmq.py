@@ -794,3 +794,18 @@ async def test_a_broker_that_stops_answering_on_an_open_connection_fails_then_re
         proxy.pass_through()
         assert (await guarded(s.sample(2.0))).value == 7.0
         await s.aclose()
+
+
+async def test_metadata_timeout_overrides_the_global_one_over_http(
+    jobs: RabbitVhost, pool: ClientPool
+) -> None:
+    """KEDA's per-trigger `timeout` (ms): against a management endpoint that never answers,
+    the sample fails after the trigger's 500 ms, not the 30 s global timeout."""
+    server = jobs.server
+    with FaultProxy((server.host, server.http_port), name="proxy-rabbitmq-timeout") as proxy:
+        proxy.blackhole()
+        meta = {"host": http_host(jobs, port=proxy.port), "queueName": "jobs", "timeout": "500"}
+        s = scaler(pool, meta, timeout=30.0)
+        with pytest.raises(ScalerError, match=r"no answer within 0\.5 s"):
+            await guarded(s.sample(0.0))
+        await s.aclose()

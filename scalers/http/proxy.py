@@ -126,6 +126,10 @@ class Proxy:
             return web.Response(status=404, text="no HTTPScaledObject routes this host and path\n")
         if route.problems:
             return web.Response(status=502, text="; ".join(route.problems) + "\n")
+        if "Expect" in request.headers:
+            refused = await _expect(request)
+            if refused is not None:
+                return refused
         key = route.key
         start = time.monotonic()
         self.metrics.concurrency(key, self.stats.started(key))
@@ -391,6 +395,8 @@ def _forward_headers(request: web.BaseRequest) -> list[tuple[str, str]]:
         lower = name.lower()
         if lower in HOP_BY_HOP or lower in listed:
             continue
+        if lower == "expect":  # answered here (`_expect`): the body is on its way
+            continue
         if lower == "x-forwarded-for":
             prior = value if prior is None else f"{prior}, {value}"
             continue
@@ -410,6 +416,17 @@ def _forward_headers(request: web.BaseRequest) -> list[tuple[str, str]]:
     if not has_host:
         headers.append(("Host", request.host))
     return headers
+
+
+async def _expect(request: web.BaseRequest) -> web.Response | None:
+    """``Expect: 100-continue``: let the client send its body (aiohttp's router did this before
+    the low-level server took its place); any other expectation: 417."""
+    if request.headers["Expect"].lower() != "100-continue":
+        return web.Response(status=417, text="unsupported Expect\n")
+    if request.version >= (1, 1):
+        await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        request.writer.output_size = 0  # the answer's own size starts after the interim one
+    return None
 
 
 async def _chunked(request: web.BaseRequest) -> AsyncIterator[bytes]:

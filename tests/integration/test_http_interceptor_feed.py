@@ -10,6 +10,7 @@ the request rate, wakes on each change, and the per-target hold bound answers 50
 from __future__ import annotations
 
 import asyncio
+import json
 import ssl
 import time
 from collections.abc import AsyncIterator
@@ -354,4 +355,31 @@ async def test_tls_on_the_proxy_port_serves_a_renewed_certificate_without_a_rest
         assert icpt.cert is not None
         assert icpt.cert.loads == 2  # loaded once more, not per request or per check
     finally:
+        await icpt.aclose()
+
+
+async def test_expect_100_continue_is_answered_before_the_body_is_sent(
+    backend: PodBackends,
+) -> None:
+    """A raw client (it must wait for the interim answer before sending its body, which aiohttp's
+    client never does)."""
+    icpt = await _interceptor("expect", backend.port)
+    await icpt.on_pod("ADDED", ready_pod(backend.port))
+    reader, writer = await asyncio.open_connection("127.0.0.1", icpt.proxy_port)
+    try:
+        writer.write(
+            f"POST /up HTTP/1.1\r\nHost: {HOST}\r\nX-Request-Id: expect\r\n"
+            "Expect: 100-continue\r\nContent-Length: 5\r\n\r\n".encode()
+        )
+        interim = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+        assert interim == b"HTTP/1.1 100 Continue\r\n\r\n"
+        writer.write(b"hello")
+        head = await reader.readuntil(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 200 ")
+        length = int(head.lower().split(b"content-length: ")[1].split(b"\r\n")[0])
+        answer = json.loads(await reader.readexactly(length))
+        assert (answer["id"], answer["bytes"]) == ("expect", 5)
+        assert backend.seen["expect"] == 1
+    finally:
+        writer.close()
         await icpt.aclose()

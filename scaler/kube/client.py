@@ -79,6 +79,10 @@ class DirectTransport:
         self._conn = conn
         self._session: aiohttp.ClientSession | None = None
 
+    @property
+    def connection(self) -> Connection:
+        return self._conn
+
     def _open(self) -> aiohttp.ClientSession:
         if self._session is None:  # created on the loop that uses it
             connector = aiohttp.TCPConnector(ssl=self._conn.ssl_context, limit=100)
@@ -192,6 +196,15 @@ class KubeClient:
         replica makes whether or not it leads (its serving certificate's Secret, access
         reviews). Closing the original closes both."""
         return KubeClient(self._transport, timeout=self._timeout_s)
+
+    def with_own_connections(self) -> KubeClient:
+        """Another client on the same credentials with a connection pool of its own (direct
+        transport), for long-lived watches that must not hold connections the writes and Lease
+        renewals need. The caller closes it unless it is this very client (the library
+        transport, which cannot be duplicated, shares the original's)."""
+        if isinstance(self._transport, DirectTransport):
+            return KubeClient(DirectTransport(self._transport.connection), timeout=self._timeout_s)
+        return self
 
     @property
     def host(self) -> str:

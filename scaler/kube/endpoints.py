@@ -44,6 +44,7 @@ def slice_addresses(slices: list[JSON], port: str) -> list[str]:
     """`host:port` of every ready endpoint; `port` is the Service port's name or number (the
     target port of the slice whose port has that name, else the number itself)."""
     out: list[str] = []
+    counted: set[str] = set()  # pods already counted (a dual-stack Service lists each twice)
     for s in slices:
         if s.get("addressType") not in ("IPv4", "IPv6"):
             continue
@@ -59,6 +60,11 @@ def slice_addresses(slices: list[JSON], port: str) -> list[str]:
         for ep in s.get("endpoints") or []:
             if (ep.get("conditions") or {}).get("ready") is False:
                 continue
+            uid = str((ep.get("targetRef") or {}).get("uid") or "")
+            if uid:
+                if uid in counted:
+                    continue
+                counted.add(uid)
             for address in ep.get("addresses") or []:
                 host = f"[{address}]" if ":" in str(address) else str(address)
                 out.append(f"{host}:{number}")

@@ -13,12 +13,14 @@ import time
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 
-from scaler.errors import QueryError
+from scaler.errors import KubeError, QueryError
 from scaler.kube.client import JSON, KubeClient
 from scaler.kube.watch import EventType, Watcher
 
 IDLE_AFTER = 300.0  # seconds without a question before a watch stops
 SYNC_TIMEOUT = 10.0  # seconds a first question waits for the watch's initial list
+STALE_AFTER = 10.0  # seconds a failing watch's cache is still served (a reconnect is quick)
+MAX_WATCHES = 100  # beyond: one LIST per question (on the main client's pool)
 
 
 @dataclass(slots=True)
@@ -34,7 +36,10 @@ async def _ignore(kind: EventType, obj: JSON) -> None:
 
 class LazyWatches:
     def __init__(self, kube: KubeClient, *, idle_after: float = IDLE_AFTER) -> None:
+        # Each watch holds a connection for as long as it runs: on a pool of their own, so
+        # they never starve the writes and the Lease renewals of theirs.
         self._kube = kube
+        self._watch_kube: KubeClient | None = None
         self._idle_after = idle_after
         self._watched: dict[Hashable, _Watched] = {}
         self._janitor: asyncio.Task[None] | None = None
@@ -55,9 +60,22 @@ class LazyWatches:
         `keep`), from the watch for `key` — started now if there is none. QueryError when its
         first list does not complete within SYNC_TIMEOUT."""
         entry = self._watched.get(key)
+        if entry is None and len(self._watched) >= MAX_WATCHES:
+            try:
+                body = await self._kube.get(path, labelSelector=label_selector)
+            except KubeError as exc:
+                raise QueryError(f"{what} could not be listed: {exc}") from exc
+            return [keep(item) for item in body.get("items") or []]
         if entry is None:
+            if self._watch_kube is None:
+                self._watch_kube = self._kube.with_own_connections()
             watcher = Watcher(
-                self._kube, path, _ignore, label_selector=label_selector, keep=keep, name=what
+                self._watch_kube,
+                path,
+                _ignore,
+                label_selector=label_selector,
+                keep=keep,
+                name=what,
             )
             task = asyncio.create_task(watcher.run(), name=f"lazy watch {what}")
             entry = self._watched[key] = _Watched(watcher, task, time.monotonic())
@@ -72,6 +90,12 @@ class LazyWatches:
                 raise QueryError(
                     f"{what} could not be listed within {SYNC_TIMEOUT:.0f} s"
                 ) from None
+        failing = entry.watcher.failing_since
+        if failing is not None and time.monotonic() - failing > STALE_AFTER:
+            raise QueryError(
+                f"{what}: the watch has been failing for {time.monotonic() - failing:.0f} s; "
+                "its last state is not served as the present"
+            )
         return list(entry.watcher.objects.values())
 
     async def _expire(self) -> None:
@@ -93,3 +117,6 @@ class LazyWatches:
             t.cancel()
         with contextlib.suppress(Exception):
             await asyncio.gather(*tasks, return_exceptions=True)
+        if self._watch_kube is not None and self._watch_kube is not self._kube:
+            await self._watch_kube.aclose()
+            self._watch_kube = None

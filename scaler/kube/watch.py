@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import time
 from collections.abc import Awaitable, Callable, Hashable
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -82,6 +83,9 @@ class Watcher:
         self._index = index
         self._by_index: dict[Hashable, set[tuple[str, str]]] = {}
         self.synced = asyncio.Event()
+        # Monotonic time of the first failure since the last successful (re)list; None while
+        # healthy. A reader that must not take an old cache for the present checks it.
+        self.failing_since: float | None = None
         self.relists = 0
         self._backoff = Backoff()
 
@@ -94,6 +98,8 @@ class Watcher:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # a watch must outlive anything the server sends
+                if self.failing_since is None:
+                    self.failing_since = time.monotonic()
                 delay = self._backoff.next_delay()
                 log.warning(
                     "watch failed; retrying",
@@ -129,6 +135,7 @@ class Watcher:
             elif _rv(previous) != _rv(item):
                 await self._dispatch("MODIFIED", item)
         self.synced.set()
+        self.failing_since = None
         self._backoff.reset()
         return str(body.get("metadata", {}).get("resourceVersion", ""))
 

@@ -12,7 +12,7 @@ from typing import Any
 
 from scaler.kube.paths import namespaced
 from scaler.settings import WatchSettings
-from scaler.store import MetricUnavailableError
+from scaler.store import MetricUnavailableError, UnknownMetricError
 from tests.e2e.harness import Cluster, deployment, eventually, running_daemon, scaled_object
 
 
@@ -53,7 +53,7 @@ async def test_pods_matching_the_selector_are_counted_and_activate(
                 return daemon.store.metric_value_for_hpa(
                     ns, metric, "consumer", daemon.clock()
                 ).value
-            except MetricUnavailableError as exc:
+            except (MetricUnavailableError, UnknownMetricError) as exc:  # not built yet
                 return str(exc)
 
         await eventually(count, lambda v: v == 1.0, what="one matching pod")

@@ -200,7 +200,7 @@ def _load_material(
     if ca:
         try:
             ctx.load_verify_locations(cadata=ca)
-        except (ssl.SSLError, ValueError) as exc:
+        except (ssl.SSLError, ValueError, TypeError) as exc:  # TypeError: non-ASCII PEM text
             raise ValueError(f"the CA certificate does not load ({type(exc).__name__})") from None
     if cert or key:
         if not (cert and key):
@@ -219,7 +219,7 @@ def load_client_cert(ctx: ssl.SSLContext, cert: str, key: str, password: str | N
             _load_from_memory(ctx, cert, key, password)
         else:
             _load_from_temp_files(ctx, cert, key, password)
-    except (ssl.SSLError, ValueError, OSError) as exc:
+    except (ssl.SSLError, ValueError, OSError, TypeError) as exc:
         raise ValueError(
             f"the client certificate or key does not load ({type(exc).__name__})"
         ) from None

@@ -277,3 +277,19 @@ def test_repr_and_fingerprint_hold_no_secret() -> None:
     for secret in (PASSWORD, CLIENT_KEY_ENCRYPTED, "BEGIN", "horse"):
         assert secret not in shown
     assert repr(settings) == "TlsSettings(ca=True, cert=True, verify=True)"
+
+
+@pytest.mark.parametrize(
+    "material",
+    [
+        pytest.param(
+            {"ca": "-----BEGIN CERTIFICATE-----\nÜber\n-----END CERTIFICATE-----\n"}, id="ca"
+        ),
+        pytest.param({"cert": "Zertifikat für", "key": "Schlüssel"}, id="client-pair"),
+    ],
+)
+def test_non_ascii_pem_text_is_a_clear_error_not_a_type_error(material: dict[str, str]) -> None:
+    """PEM text from a Secret can hold anything: non-ASCII made the ssl module raise TypeError,
+    which escaped a scaler's validation (found by the parser fuzz)."""
+    with pytest.raises(ValueError, match="does not load"):
+        TlsSettings(**material).check()

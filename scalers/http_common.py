@@ -13,6 +13,7 @@ place): a 3xx answer is an error like any other non-2xx. Failures map to ScalerE
 
 from __future__ import annotations
 
+import asyncio
 import ssl
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -176,6 +177,7 @@ class HttpSource:
         self.timeout = timeout
         self._clients = clients
         self._lease: Lease[aiohttp.ClientSession] | None = None
+        self._leasing = asyncio.Lock()  # concurrent first GETs take one lease, not one each
 
     async def get(
         self,
@@ -186,11 +188,13 @@ class HttpSource:
         """The body of a 2xx answer to GET `url`; ScalerError / QueryError otherwise."""
         shown = safe_url(url)
         if self._lease is None:
-            self._lease = await self._clients.acquire(
-                ClientKey("http", self.base, self.auth.fingerprint),
-                lambda: _new_session(self.kind, self.auth.ssl),
-                _close_session,
-            )
+            async with self._leasing:
+                if self._lease is None:
+                    self._lease = await self._clients.acquire(
+                        ClientKey("http", self.base, self.auth.fingerprint),
+                        lambda: _new_session(self.kind, self.auth.ssl),
+                        _close_session,
+                    )
         session = self._lease.client
         query = {**(params or {}), **self.auth.query}
         all_headers = {**(headers or {}), **self.auth.headers}

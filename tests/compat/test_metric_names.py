@@ -36,6 +36,10 @@ DUMMY = {
     "AwsEndpoint": "http://127.0.0.1:9000",
     "AwsAccessKeyID": "id",
     "AwsSecretAccessKey": "secret",
+    "AwsAccessKeyIDBase64": base64.b64encode(b"id").decode(),
+    "AwsSecretAccessKeyBase64": base64.b64encode(b"secret").decode(),
+    "AwsRegion": "us-east-1",
+    "SqsQueue": "http://127.0.0.1:9324/000000000000/Payments_EU-Settlement.fifo",
     "StartMin": "5",
     "EndMin": "6",
     "PostgreSQLConnectionStringBase64": base64.b64encode(

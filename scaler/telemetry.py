@@ -90,7 +90,11 @@ class FreshnessGauge:
 
     def ages(self) -> Iterator[tuple[LabelValues, float]]:
         now = self.clock()
-        for key, mark in list(self.marks.items()):
+        # dict.copy() is one allocation and a memcpy: the scrape thread cannot see the loop's
+        # inserts half-way, as list(d.items()) can (an allocation mid-iteration may run a
+        # collection whose finalizers let the loop thread in: "dictionary changed size during
+        # iteration" answered scrapes with 500 at 5000 objects under load).
+        for key, mark in self.marks.copy().items():
             yield key, max(0.0, now - mark)
 
 
@@ -123,7 +127,7 @@ class _ScrapeCollector(Collector):
         # Every trigger with a good sample has its value, active, latency AND staleness set
         # together (the poller's one place): the staleness marks list them all, without
         # collect() building a sample per child of three gauges at every scrape.
-        triggers: dict[LabelValues, None] = dict.fromkeys(t.staleness.marks)
+        triggers: dict[LabelValues, None] = dict.fromkeys(t.staleness.marks.copy())
         scaler_errors = _values(t.scaler_errors, SCALER_LABELS)
         fam = CounterMetricFamily(
             "keda_scaler_detail_errors",
@@ -312,7 +316,7 @@ class Telemetry:
 
     def polled_objects(self) -> Iterable[tuple[str, str]]:
         """The objects a poll has reported on (they have keda_scaled_object_paused & co)."""
-        return tuple(self._per_object)
+        return tuple(self._per_object.copy())  # copied at once: see FreshnessGauge.ages
 
     def _children(self, namespace: str, name: str) -> tuple[Any, Any, Any, Any]:
         key = (namespace, name)

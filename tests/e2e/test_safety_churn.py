@@ -97,6 +97,9 @@ async def test_create_edit_delete_churn_with_slow_secret_reads_leaks_nothing(
     # Only this namespace: objects other tests leave behind must not move the baseline.
     watch = WatchSettings(namespace=cluster.ns, cluster_object_namespace="tidal-system")
     async with running_daemon(kubeconfig, watch=watch) as daemon:
+        # The baseline once everything the daemon starts has started (the ScaledJob
+        # controller's watches too: on a loaded machine 1 s was not always enough).
+        await asyncio.wait_for(daemon.jobs.started.wait(), timeout=60)
         await asyncio.sleep(1)
         before = await _footprint(daemon, cluster.ns, r)
 

@@ -15,9 +15,10 @@ import contextlib
 from collections.abc import AsyncIterator, Callable, Iterable
 
 from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry
 
 from metrics_api.server import split_address
+from scaler.exposition import render_latest
 
 
 class Heartbeat:
@@ -48,7 +49,7 @@ async def serve_health(
     async def metrics(_: web.Request) -> web.Response:
         # Rendering ~10k samples takes tens of ms: in a thread, so polls due meanwhile are not
         # held back (prometheus_client is thread-safe; the collectors copy what they read).
-        body = await asyncio.to_thread(generate_latest, registry)
+        body = await asyncio.to_thread(render_latest, registry)
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     async def healthz(_: web.Request) -> web.Response:

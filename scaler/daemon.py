@@ -243,6 +243,7 @@ class Daemon:
                 tasks.append(asyncio.create_task(self.inputs.run_claims(), name="shard-claims"))
                 # The first ring decides which objects the ScaledObject watch admits.
                 await self.members.known.wait()
+            tasks.append(asyncio.create_task(self.inputs.run_finalizers(), name="finalizers"))
             first = (*self.targets.watchers.values(), *self.inputs.dependencies)
             for w in first:
                 tasks.append(asyncio.create_task(w.run(), name=f"watch {w.name}"))

@@ -32,6 +32,7 @@ log = logging.getLogger(__name__)
 
 Key = tuple[str, str]
 CLAIM_READS = 16  # objects read at once when a shard takes objects over
+FINALIZE_RETRY = 5.0  # seconds between retries of a finalization still pending
 
 
 class Inputs:
@@ -51,6 +52,9 @@ class Inputs:
         self._claims: set[Key] = set()  # owned now, not in the table yet (scaler.shards)
         self._claimed = asyncio.Event()
         self._claim_reads = asyncio.Semaphore(CLAIM_READS)
+        # Objects being deleted whose finalizer is still ours to remove: key -> (last seen
+        # object, its parsed form while it ran here).
+        self._finalizing: dict[Key, tuple[JSON, ScaledObject | None]] = {}
         self._table = table
         self._actuator = actuator
         self._finalizers = finalizers
@@ -207,6 +211,30 @@ class Inputs:
             await self._on_scaled_object("MODIFIED", raw)
         return True
 
+    async def run_finalizers(self, every: float = FINALIZE_RETRY) -> None:
+        """Retries the finalization of objects still being deleted `every` seconds after it was
+        skipped or failed: read fresh, finalized if this replica may write and owns them.
+        Without it a deletion seen while standing by (or joining a shard ring) waited for the
+        watch's next relist; a namespace deletion hung meanwhile."""
+        while True:
+            await asyncio.sleep(every)
+            for key in list(self._finalizing):
+                if not (self._may_write() and self._owns(key)):
+                    continue
+                try:
+                    raw = await self._kube.get_or_none(scaled_objects(key[0], key[1]))
+                except KubeError:
+                    continue
+                meta = (raw or {}).get("metadata") or {}
+                pending = self._finalizing.get(key)
+                if raw is None or not meta.get("deletionTimestamp") or pending is None:
+                    self._finalizing.pop(key, None)
+                    continue
+                if FINALIZER not in (meta.get("finalizers") or []):
+                    self._finalizing.pop(key, None)
+                    continue
+                await self._finalizers.finalize(key, raw, pending[1])
+
     # ------------------------------------------------------------------ handlers
 
     async def _on_scaled_object(self, kind: EventType, raw: JSON) -> None:
@@ -214,6 +242,7 @@ class Inputs:
         meta = raw.get("metadata", {})
         if kind == "DELETED":
             self._forget(key)
+            self._finalizing.pop(key, None)
             return
         if not self._owns(key):  # another replica's (scaler.shards); it moved away, perhaps
             if self._table.get(key) is not None:
@@ -221,6 +250,11 @@ class Inputs:
             return
         if meta.get("deletionTimestamp"):
             gone = self._forget(key)
+            if FINALIZER in (meta.get("finalizers") or []):
+                # Until the API says DELETED: a finalization skipped (this replica may not
+                # write now: standby, joining) or failed is retried (run_finalizers).
+                known = self._finalizing.get(key, (raw, None))[1]
+                self._finalizing[key] = (raw, gone or known)
             if self._may_write():
                 await self._finalizers.finalize(key, raw, gone)
             return

@@ -351,7 +351,7 @@ async def test_scaling_out_and_back_keeps_each_objects_cooldown(
     crds: ControlPlane, cluster: Cluster, redis_server: RedisServer, run_dir: Path, kubeconfig: Path
 ) -> None:
     ns = cluster.ns
-    cooldown = 20
+    cooldown = 40  # long enough that starting or stopping two processes on a loaded machine fits
     names = [f"cd-{i:02d}" for i in range(12)]
     lists = [f"{ns}-{n}" for n in names]
     for name, key in zip(names, lists, strict=True):
@@ -370,11 +370,13 @@ async def test_scaling_out_and_back_keeps_each_objects_cooldown(
         await asyncio.sleep(2.0)  # a couple of polls while active
         await fill(redis_server, lists, [0] * len(lists))
         emptied = time.time()
-        change()
-        # Half the cooldown later nothing has been scaled to zero, whoever owns it now.
-        await asyncio.sleep(cooldown / 2)
+        change()  # starts or stops replicas: blocking, and slow on a loaded machine
+        # Shortly before the cooldown ends nothing has been scaled to zero, whoever owns it now.
+        check_at = emptied + cooldown - 5
+        assert time.time() < check_at, f"the replicas took {time.time() - emptied:.0f} s to change"
+        await asyncio.sleep(check_at - time.time())
         assert all(await replicas_now()), "an object lost its cooldown when it moved"
-        await eventually(replicas_now, lambda rs: not any(rs), timeout=60, what="all idle")
+        await eventually(replicas_now, lambda rs: not any(rs), timeout=90, what="all idle")
         print(f"[shards] idle {time.time() - emptied:.1f} s after the lists emptied")
 
     with contextlib.ExitStack() as one:

@@ -37,7 +37,7 @@ from botocore.config import Config as BotoConfig
 from scaler.clients import ClientKey
 from scaler.errors import QueryError, ScalerError
 from scaler.params import redact
-from scalers.aws_common import AwsTarget
+from scalers.aws_common import AwsTarget, aws_error
 
 if TYPE_CHECKING:
     from mypy_boto3_sqs.client import SQSClient
@@ -229,23 +229,13 @@ class SqsHub:
         return f"aws-sqs-queue {self.target.where} queue '{queue}'"
 
     def _error(self, queue: str, exc: Exception) -> ScalerError:
-        where = self._where(queue)
-        detail = redact(f"{type(exc).__name__}: {exc}", self.target.secrets())
-        if isinstance(exc, boto_errors.ClientError):
-            code = str(exc.response.get("Error", {}).get("Code", ""))
-            status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
-            if code in _MISSING_CODES:
-                return QueryError(f"{where}: the queue does not exist")
-            if code in _AUTH_CODES or status in (401, 403):
-                return ScalerError(f"{where}: access denied ({code or status}): {detail}")
-            return QueryError(f"{where}: request failed ({code or status}): {detail}")
-        if isinstance(exc, boto_errors.ConnectTimeoutError | boto_errors.ReadTimeoutError):
-            return ScalerError(f"{where}: timed out: {detail}")
-        if isinstance(exc, boto_errors.HTTPClientError | boto_errors.ConnectionError):
-            return ScalerError(f"{where}: connection failed: {detail}")
-        if isinstance(exc, boto_errors.ParamValidationError):
-            return QueryError(f"{where}: invalid request: {detail}")
-        return ScalerError(f"{where}: {detail}")
+        return aws_error(
+            exc,
+            self._where(queue),
+            self.target,
+            _AUTH_CODES,
+            lambda code, status: "the queue does not exist" if code in _MISSING_CODES else None,
+        )
 
     async def aclose(self) -> None:
         if self._closed:

@@ -39,9 +39,9 @@ from botocore.config import Config as BotoConfig
 
 from scaler.clients import ClientKey, ClientPool, Lease
 from scaler.contract import MetricSpec, Sample, TriggerContext, metric_name
-from scaler.errors import QueryError, ScalerError
-from scaler.params import Config, Param, redact
-from scalers.aws_common import AwsTarget, endpoint_problems
+from scaler.errors import ScalerError
+from scaler.params import Config, Param
+from scalers.aws_common import AwsTarget, aws_error, endpoint_problems
 from scalers.s3_events import (
     EVENT_PARAMS,
     EventsTarget,
@@ -74,6 +74,12 @@ _AUTH_CODES = frozenset(
         "TokenRefreshRequired",
     }
 )
+
+
+def _missing_bucket(code: str, status: int | None) -> str | None:
+    if code in ("NoSuchBucket", "404") or (not code and status == 404):
+        return "the bucket does not exist"
+    return None
 
 
 @dataclass(frozen=True, slots=True, repr=False)
@@ -343,23 +349,13 @@ class S3Scaler:
             log.info("s3 listing complete again: below maxObjectsToScan", extra=fields)
 
     def _error(self, exc: Exception) -> ScalerError:
-        where = f"aws-s3 {self.target.where} bucket '{self.listing.bucket}'"
-        detail = redact(f"{type(exc).__name__}: {exc}", self.target.secrets())
-        if isinstance(exc, boto_errors.ClientError):
-            code = str(exc.response.get("Error", {}).get("Code", ""))
-            status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
-            if code in ("NoSuchBucket", "404") or (not code and status == 404):
-                return QueryError(f"{where}: the bucket does not exist")
-            if code in _AUTH_CODES or status in (401, 403):
-                return ScalerError(f"{where}: access denied ({code or status}): {detail}")
-            return QueryError(f"{where}: request failed ({code or status}): {detail}")
-        if isinstance(exc, boto_errors.ConnectTimeoutError | boto_errors.ReadTimeoutError):
-            return ScalerError(f"{where}: timed out: {detail}")
-        if isinstance(exc, boto_errors.HTTPClientError | boto_errors.ConnectionError):
-            return ScalerError(f"{where}: connection failed: {detail}")
-        if isinstance(exc, boto_errors.ParamValidationError):
-            return QueryError(f"{where}: invalid request: {detail}")
-        return ScalerError(f"{where}: {detail}")
+        return aws_error(
+            exc,
+            f"aws-s3 {self.target.where} bucket '{self.listing.bucket}'",
+            self.target,
+            _AUTH_CODES,
+            _missing_bucket,
+        )
 
     async def aclose(self) -> None:
         lease, self._lease = self._lease, None

@@ -130,6 +130,12 @@ async def check_scaled_object(
     if containers is not None and any(_needs_env(so, i) for i in range(len(so.triggers))):
         env, located = await container_env(so, containers, known.data)
         problems += [Problem(path, message) for path, message in located]
+    return problems + await trigger_problems(so, env, known)
+
+
+async def trigger_problems(so: ScaledObject, env: Mapping[str, str], known: Known) -> list[Problem]:
+    """Every trigger's metadata parsed as a build parses it (ScaledObjects and ScaledJobs)."""
+    problems: list[Problem] = []
     for trig in so.triggers:
         if not trig.type:
             continue  # the parser reported it

@@ -9,8 +9,8 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from scaler.jobs.spec import read_scaled_job
-from scaler.trigger_check import UNKNOWN_ENV, check_trigger, container_env
-from scaler.validation import NOTHING_KNOWN, Known, Problem
+from scaler.trigger_check import UNKNOWN_ENV, container_env
+from scaler.validation import NOTHING_KNOWN, Known, Problem, trigger_problems
 
 
 async def check_scaled_job(raw: Mapping[str, Any], known: Known = NOTHING_KNOWN) -> list[Problem]:
@@ -24,21 +24,7 @@ async def check_scaled_job(raw: Mapping[str, Any], known: Known = NOTHING_KNOWN)
     if isinstance(containers, Sequence) and containers and _needs_env(raw):
         env, located = await container_env(so, list(containers), known.data)
         problems += [Problem(path, message) for path, message in located]
-    for trig in so.triggers:
-        if not trig.type:
-            continue  # the parser reported it
-        located = await check_trigger(
-            so,
-            trig,
-            env,
-            registry=known.registry,
-            auth_spec=known.auth_spec,
-            known=known.data,
-            cluster_namespace=known.cluster_namespace,
-            timeout=known.timeout,
-        )
-        hint = f"see the {trig.type} trigger's parameters in docs/scalers.md"
-        problems += [Problem(path, message, hint) for path, message in located]
+    problems += await trigger_problems(so, env, known)
     return problems
 
 

@@ -57,11 +57,12 @@ class StoreSource:
 
     def read(self, namespace: str, metric: str, scaled_object: str) -> MetricReading:
         members = self._daemon.members
-        if members is not None and not members.owns((namespace, scaled_object)):
+        if members is not None:
             owner = members.ring.owner((namespace, scaled_object))
             if owner is None:
                 raise MetricUnavailable("no live replica owns the object (shard members unknown)")
-            raise MetricElsewhere(owner.identity, owner.address)
+            if owner.identity != members.identity:
+                raise MetricElsewhere(owner.identity, owner.address)
         try:
             r = self._daemon.store.metric_value_for_hpa(
                 namespace, metric, scaled_object, self._daemon.clock()

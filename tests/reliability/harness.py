@@ -333,6 +333,7 @@ class Env:
         self._rig_locks: dict[str, asyncio.Lock] = {}
         self._started: dict[str, asyncio.Future[None]] = {}
         self._ready: set[str] = set()
+        self._failed: dict[str, BaseException] = {}  # a rig whose setup failed, and why
         self._http: aiohttp.ClientSession | None = None
 
     @property
@@ -365,30 +366,41 @@ class Env:
                 rig = self.rigs[scaler] = factory(self)
                 self._started[scaler] = asyncio.ensure_future(in_thread(rig.start))
 
+    def has_rows(self, scaler: str) -> bool:
+        """Whether the scaler's rig set up and created its rows' objects."""
+        return scaler in self._ready
+
     async def rig(self, scaler: str, factory: Callable[[Env], Rig]) -> Rig:
         """The scaler's rig, started (brokers, seeded sources, every row's objects) once."""
         lock = self._rig_locks.setdefault(scaler, asyncio.Lock())
         async with lock:
+            if scaler in self._failed:  # its other rows fail with the cause, not with a 404
+                raise RuntimeError(f"the {scaler} rig failed to set up") from self._failed[scaler]
             if scaler in self._ready:
                 return self.rigs[scaler]
             if scaler not in self.rigs:
                 self.prestart({scaler: factory})
             rig = self.rigs[scaler]
-            await self._started[scaler]
+            try:
+                await self._started[scaler]
+                await self._create_rows(scaler, rig)
+            except Exception as exc:
+                self._failed[scaler] = exc
+                raise
             self._ready.add(scaler)
-            for fault in rig.faults:
-                await rig.seed(fault)
-                name, spec = row_name(scaler, fault), rig.spec(fault)
-                await self.create_row(name, spec)
-                drained = RowSpec(spec.trigger_type, spec.zero, spec.auth, spec.credential)
-                paused = {PAUSE_SCALE_IN: "true"}
-                await self.create_row(f"{name}-z", drained, auth_of=name, annotations=paused)
-                q, b = (self.companion_trigger(COMPANIONS[c]) for c in ("q", "b"))
-                await self.create_row(
-                    f"{name}-q", drained, extra=q, auth_of=name, annotations=paused
-                )
-                await self.create_row(f"{name}-b", drained, extra=b, auth_of=name)
             return rig
+
+    async def _create_rows(self, scaler: str, rig: Rig) -> None:
+        for fault in rig.faults:
+            await rig.seed(fault)
+            name, spec = row_name(scaler, fault), rig.spec(fault)
+            await self.create_row(name, spec)
+            drained = RowSpec(spec.trigger_type, spec.zero, spec.auth, spec.credential)
+            paused = {PAUSE_SCALE_IN: "true"}
+            await self.create_row(f"{name}-z", drained, auth_of=name, annotations=paused)
+            q, b = (self.companion_trigger(COMPANIONS[c]) for c in ("q", "b"))
+            await self.create_row(f"{name}-q", drained, extra=q, auth_of=name, annotations=paused)
+            await self.create_row(f"{name}-b", drained, extra=b, auth_of=name)
 
     def companion_trigger(self, key: str) -> JSON:
         server = self.shared["companion"]

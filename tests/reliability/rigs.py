@@ -9,6 +9,7 @@ credential from a Secret the fault overwrites.
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import uuid
 from typing import Any
@@ -16,6 +17,7 @@ from typing import Any
 import boto3
 import nats
 import redis.asyncio as aioredis
+from aiokafka.errors import KafkaConnectionError, KafkaTimeoutError
 from botocore.config import Config as BotoConfig
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
@@ -39,6 +41,7 @@ HOST = "127.0.0.1"
 USER = "tidal-rel"
 PASSWORD = f"pw-{uuid.uuid4().hex[:12]}"  # a throwaway credential of loopback-only servers
 N = int(VALUE)
+SEED_ATTEMPTS = 3  # KafkaRig.seed against a broker that has just started
 
 
 def _key(scaler: str, fault: str) -> str:
@@ -316,6 +319,22 @@ class KafkaRig(Rig):
         return RowSpec(self.scaler, meta, auth, zero=zero)
 
     async def seed(self, fault: str) -> None:
+        """A topic with N messages and two groups (lag N, lag 0). A broker that has just
+        answered its first Metadata request can still close the admin connection while it
+        finishes starting (seen once in CI at load ~10): the seeding is retried, the rows'
+        faults come only after it."""
+        for attempt in range(1, SEED_ATTEMPTS + 1):
+            try:
+                topic, group = await self._seed_once(fault)
+                break
+            except (KafkaConnectionError, KafkaTimeoutError):
+                if attempt == SEED_ATTEMPTS:
+                    raise
+                await asyncio.sleep(2.0)
+        self.topics[fault], self.groups[fault] = topic, group
+        self.groups[f"{fault}-z"] = f"{group}-z"
+
+    async def _seed_once(self, fault: str) -> tuple[str, str]:
         admin = await KafkaAdmin(self.broker.bootstrap).start()
         try:
             topic = await admin.topic(1, {0: N})
@@ -324,8 +343,7 @@ class KafkaRig(Rig):
             await admin.commit(f"{group}-z", topic, {0: N})  # caught up: lag 0
         finally:
             await admin.stop()
-        self.topics[fault], self.groups[fault] = topic, group
-        self.groups[f"{fault}-z"] = f"{group}-z"
+        return topic, group
 
     def component(self) -> Any:
         return self.broker

@@ -6,16 +6,11 @@ from __future__ import annotations
 
 from prometheus_client.openmetrics.exposition import escape_label_name, escape_metric_name
 from prometheus_client.registry import Collector
-from prometheus_client.utils import floatToGoString
+
+from scaler.gauges import PrerenderedFamily, go_float, label_value_text
 
 _TYPES = {"info": "gauge", "stateset": "gauge", "gaugehistogram": "histogram", "unknown": "untyped"}
 _SUFFIXES = ("_created", "_gsum", "_gcount")
-
-
-def _label_value(v: str) -> str:
-    if "\\" in v or "\n" in v or '"' in v:
-        return v.replace("\\", r"\\").replace("\n", r"\n").replace('"', r"\"")
-    return v
 
 
 def render_latest(registry: Collector) -> bytes:
@@ -44,15 +39,11 @@ def render_latest(registry: Collector) -> bytes:
         return out
 
     def line(sample_name: str, labels: dict[str, str], value: float, ts: object) -> str:
-        text = values.get(value)
-        if text is None:
-            text = floatToGoString(value)  # type: ignore[no-untyped-call]
-            if len(values) < 4096:
-                values[value] = text
+        text = go_float(value, values)
         stamp = "" if ts is None else f" {int(float(ts) * 1000):d}"  # type: ignore[arg-type]
         if not labels:
             return f"{name(sample_name)} {text}{stamp}\n"
-        pairs = ",".join(f'{label(k)}="{_label_value(v)}"' for k, v in sorted(labels.items()))
+        pairs = ",".join(f'{label(k)}="{label_value_text(v)}"' for k, v in sorted(labels.items()))
         return f"{name(sample_name)}{{{pairs}}} {text}{stamp}\n"
 
     output: list[str] = []
@@ -65,6 +56,9 @@ def render_latest(registry: Collector) -> bytes:
         mtype = _TYPES.get(mtype, mtype)
         doc = metric.documentation.replace("\\", r"\\").replace("\n", r"\n")
         output.append(f"# HELP {name(mname)} {doc}\n# TYPE {name(mname)} {mtype}\n")
+        if isinstance(metric, PrerenderedFamily):
+            output.extend(metric.lines(name(mname), values))
+            continue
         extra: dict[str, list[str]] = {}
         special = {metric.name + suffix: suffix for suffix in _SUFFIXES}
         for s in metric.samples:

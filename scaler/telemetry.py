@@ -23,8 +23,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import Metric
 from prometheus_client.registry import Collector
+from prometheus_client.samples import Sample
+
+from scaler.gauges import FastGauge, PrerenderedFamily, go_float, labels_text
 
 SCALER_LABELS = ("namespace", "metric", "scaledObject", "scaler", "triggerIndex", "type")
 OBJECT_LABELS = ("namespace", "scaledObject")
@@ -76,17 +79,23 @@ class FreshnessGauge:
         self.labelnames = labelnames
         self.clock = clock
         self.marks: dict[LabelValues, float] = {}
+        self.texts: dict[LabelValues, str] = {}  # label text of each key, for scrapes
 
     def labels(self, *values: str) -> _FreshMark:
         if len(values) != len(self.labelnames):
             raise ValueError("incorrect label count")
-        return _FreshMark(self, tuple(str(v) for v in values))
+        key = tuple(str(v) for v in values)
+        if key not in self.texts:
+            self.texts[key] = labels_text(self.labelnames, key)
+        return _FreshMark(self, key)
 
     def remove(self, *values: str) -> None:
         self.marks.pop(tuple(values), None)
+        self.texts.pop(tuple(values), None)
 
     def clear(self) -> None:
         self.marks.clear()
+        self.texts.clear()
 
     def ages(self) -> Iterator[tuple[LabelValues, float]]:
         now = self.clock()
@@ -125,39 +134,64 @@ class _ScrapeCollector(Collector):
     def collect(self) -> Iterable[Metric]:
         t = self._t
         # Every trigger with a good sample has its value, active, latency AND staleness set
-        # together (the poller's one place): the staleness marks list them all, without
-        # collect() building a sample per child of three gauges at every scrape.
+        # together (the poller's one place): the staleness marks list them all.
         triggers: dict[LabelValues, None] = dict.fromkeys(t.staleness.marks.copy())
         scaler_errors = _values(t.scaler_errors, SCALER_LABELS)
-        fam = CounterMetricFamily(
+        trigger_errors = {k: scaler_errors.get(k, 0.0) for k in {**triggers, **scaler_errors}}
+        yield _family(
             "keda_scaler_detail_errors",
             "The number of errors that have occurred for each scaler (trigger)",
-            labels=SCALER_LABELS,
+            "counter",
+            SCALER_LABELS,
+            trigger_errors,
+            t.staleness.texts,
         )
-        for key in {**triggers, **dict.fromkeys(scaler_errors)}:
-            fam.add_metric(list(key), scaler_errors.get(key, 0.0))
-        yield fam
 
-        objects: dict[LabelValues, None] = {(k[0], k[2]): None for k in (*triggers, *scaler_errors)}
+        objects: dict[LabelValues, None] = {(k[0], k[2]): None for k in trigger_errors}
         objects.update(dict.fromkeys(t.polled_objects()))
         object_errors = _values(t.object_errors, OBJECT_LABELS)
-        fam = CounterMetricFamily(
+        yield _family(
             "keda_scaled_object_errors",
             "The number of errors that have occurred for each ScaledObject",
-            labels=OBJECT_LABELS,
+            "counter",
+            OBJECT_LABELS,
+            {k: object_errors.get(k, 0.0) for k in {**objects, **object_errors}},
+            {},
         )
-        for key in {**objects, **dict.fromkeys(object_errors)}:
-            fam.add_metric(list(key), object_errors.get(key, 0.0))
-        yield fam
-
-        gauge = GaugeMetricFamily(
+        yield _family(
             "tidal_metric_staleness_seconds",
             "Age of the last good value of each trigger's metric, at scrape time",
-            labels=SCALER_LABELS,
+            "gauge",
+            SCALER_LABELS,
+            dict(t.staleness.ages()),
+            t.staleness.texts,
         )
-        for key, age in t.staleness.ages():
-            gauge.add_metric(list(key), age)
-        yield gauge
+
+
+def _family(
+    name: str,
+    documentation: str,
+    typ: str,
+    labelnames: tuple[str, ...],
+    values: dict[LabelValues, float],
+    texts: dict[LabelValues, str],
+) -> PrerenderedFamily:
+    """A family computed at scrape time, rendered from label texts cached by the gauge that
+    owns the label sets (computed here for the others)."""
+    sample = name + "_total" if typ == "counter" else name
+
+    def lines(exposed: str, formatted: dict[float, str]) -> Iterator[str]:
+        for key, value in values.items():
+            text = texts.get(key) or labels_text(labelnames, key)
+            yield f"{exposed}{{{text}}} {go_float(value, formatted)}\n"
+
+    def samples() -> list[Sample]:
+        return [
+            Sample(sample, dict(zip(labelnames, key, strict=True)), value)
+            for key, value in values.items()
+        ]
+
+    return PrerenderedFamily(name, documentation, typ, lines, samples)
 
 
 def _build_labels(version: str, git_commit: str) -> tuple[str, str, str, str, str]:
@@ -187,19 +221,19 @@ class Telemetry:
         self.build_info.labels(*_build_labels(version, git_commit)).set(1)
 
         # ---- KEDA's per-trigger metrics (labels SCALER_LABELS)
-        self.scaler_value = Gauge(
+        self.scaler_value = FastGauge(
             "keda_scaler_metrics_value",
             "The current value of each scaler's metric, as fed to the HPA",
             SCALER_LABELS,
             registry=r,
         )
-        self.scaler_latency = Gauge(
+        self.scaler_latency = FastGauge(
             "keda_scaler_metrics_latency_seconds",
             "The latency of the last query of each scaler, in seconds",
             SCALER_LABELS,
             registry=r,
         )
-        self.scaler_active = Gauge(
+        self.scaler_active = FastGauge(
             "keda_scaler_active",
             "1 when the trigger is active, else 0",
             SCALER_LABELS,
@@ -219,7 +253,7 @@ class Telemetry:
             OBJECT_LABELS,
             registry=None,
         )
-        self.object_paused = Gauge(
+        self.object_paused = FastGauge(
             "keda_scaled_object_paused",
             "1 when the ScaledObject is paused, else 0",
             OBJECT_LABELS,
@@ -237,7 +271,7 @@ class Telemetry:
             ["type"],
             registry=r,
         )
-        self.loop_latency = Gauge(
+        self.loop_latency = FastGauge(
             "keda_internal_scale_loop_latency_seconds",
             "How late the last poll of each object started compared with its schedule, in seconds",
             ["namespace", "type", "resource"],
@@ -277,31 +311,31 @@ class Telemetry:
             buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
             registry=r,
         )
-        self.push_connected = Gauge(
+        self.push_connected = FastGauge(
             "tidal_push_subscription_up",
             "1 while a push subscription is connected, 0 while the object falls back to polling",
             ["namespace", "scaledObject", "triggerIndex"],
             registry=r,
         )
-        self.target_replicas = Gauge(
+        self.target_replicas = FastGauge(
             "tidal_scale_target_replicas",
             "spec.replicas of each ScaledObject's scale target, as last read by its poll",
             OBJECT_LABELS,
             registry=r,
         )
-        self.min_replicas = Gauge(
+        self.min_replicas = FastGauge(
             "tidal_scaled_object_min_replicas",
             "minReplicaCount of each ScaledObject",
             OBJECT_LABELS,
             registry=r,
         )
-        self.max_replicas = Gauge(
+        self.max_replicas = FastGauge(
             "tidal_scaled_object_max_replicas",
             "maxReplicaCount of each ScaledObject",
             OBJECT_LABELS,
             registry=r,
         )
-        self.scaler_target = Gauge(
+        self.scaler_target = FastGauge(
             "tidal_scaler_metrics_target",
             "The HPA target of each trigger's metric (averageValue or value)",
             SCALER_LABELS,
@@ -357,20 +391,13 @@ class Telemetry:
         for key in keys:
             self._per_object.pop(key, None)
         self._forget_triggers(keys)
-        per_object: tuple[Counter | Gauge, ...] = (
-            self.object_errors,
-            self.object_paused,
-            self.target_replicas,
-            self.min_replicas,
-            self.max_replicas,
-        )
-        for metric in per_object:
-            for labels in _label_sets(metric, OBJECT_LABELS):
-                if labels in keys:
-                    metric.remove(*labels)
-        for labels in _label_sets(self.loop_latency, ("namespace", "type", "resource")):
-            if (labels[0], labels[2]) in keys:
-                self.loop_latency.remove(*labels)
+        for labels in _label_sets(self.object_errors, OBJECT_LABELS):
+            if labels in keys:
+                self.object_errors.remove(*labels)
+        for gauge in (self.object_paused, self.target_replicas, self.min_replicas):
+            gauge.remove_where(lambda labels: labels in keys)
+        self.max_replicas.remove_where(lambda labels: labels in keys)
+        self.loop_latency.remove_where(lambda labels: (labels[0], labels[2]) in keys)
         actions = ("namespace", "scaledObject", "direction", "reason")
         for labels in _label_sets(self.scale_actions, actions):
             if labels[:2] in keys:
@@ -382,22 +409,16 @@ class Telemetry:
         self._forget_triggers({(namespace, name)})
 
     def _forget_triggers(self, keys: Collection[tuple[str, str]]) -> None:
-        per_trigger: tuple[Counter | Gauge, ...] = (
-            self.scaler_value,
-            self.scaler_latency,
-            self.scaler_active,
-            self.scaler_errors,
-            self.scaler_target,
-        )
-        for metric in per_trigger:
-            for labels in _label_sets(metric, SCALER_LABELS):
-                if (labels[0], labels[2]) in keys:
-                    metric.remove(*labels)
+        def of_object(labels: LabelValues) -> bool:  # SCALER_LABELS
+            return (labels[0], labels[2]) in keys
+
+        for gauge in (self.scaler_value, self.scaler_latency, self.scaler_active):
+            gauge.remove_where(of_object)
+        self.scaler_target.remove_where(of_object)
+        for labels in _label_sets(self.scaler_errors, SCALER_LABELS):
+            if of_object(labels):
+                self.scaler_errors.remove(*labels)
         for labels in list(self.staleness.marks):
-            if (labels[0], labels[2]) in keys:
+            if of_object(labels):
                 self.staleness.remove(*labels)
-        for labels in _label_sets(
-            self.push_connected, ("namespace", "scaledObject", "triggerIndex")
-        ):
-            if labels[:2] in keys:
-                self.push_connected.remove(*labels)
+        self.push_connected.remove_where(lambda labels: labels[:2] in keys)

@@ -116,6 +116,6 @@ async def wait_push_up(daemon: Daemon, ns: str, name: str) -> None:
     gauge = daemon.telemetry.push_connected.labels(ns, name, "0")
 
     async def value() -> float:
-        return float(gauge._value.get())
+        return float(gauge.get())
 
     await eventually(value, lambda v: v == 1, what="push subscription up")

@@ -19,7 +19,7 @@ from tests.integration.test_scaler_external import Pki, ScalerState, ThreadedSer
 
 def _gauge(gauge: Any) -> Any:
     async def probe() -> float:
-        return float(gauge._value.get())
+        return float(gauge.get())
 
     return probe
 

@@ -117,7 +117,7 @@ async def test_without_keyspace_notifications_the_object_is_polled(
 
 def _value(gauge: object) -> Callable[[], object]:
     async def probe() -> float:
-        return float(gauge._value.get())  # type: ignore[attr-defined]
+        return float(gauge.get())  # type: ignore[attr-defined]
 
     return probe
 

@@ -77,11 +77,11 @@ async def test_push_comes_back_when_keyspace_notifications_are_turned_on(
             lambda c: c is not None and c["status"] == "True",
             what="Ready",
         )
-        assert up._value.get() == 0
+        assert up.get() == 0
         await r.config_set("notify-keyspace-events", "KEA")
 
         async def push_up() -> float:
-            return float(up._value.get())
+            return float(up.get())
 
         await eventually(push_up, lambda v: v == 1, timeout=30, what="push subscription up")
         await r.rpush("jobs", "x")

@@ -70,6 +70,7 @@ class Builder:
         self._hpas = hpas
         self._index_refs = index_refs
         self._wake = wake
+        self.finished = 0  # builds that ran to a result (monotonic; scaler.heapfreeze reads it)
 
     async def build(self, rt: ObjectRuntime) -> None:
         """(Re)build `rt`'s scalers and apply the result, unless it went stale meanwhile."""
@@ -81,6 +82,7 @@ class Builder:
         read: set[Ref] = set()
         notes: list[str] = []
         result = await self._build(rt, read, notes)
+        self.finished += 1
         if result is None:  # retired while resolving the target
             return
         if not rt.finish_build(result, epoch):

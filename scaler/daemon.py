@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
 import logging
 import time
 from collections.abc import Callable
@@ -32,6 +31,7 @@ from scaler.actuator import Actuator
 from scaler.builder import Builder
 from scaler.clients import ClientPool
 from scaler.finalizers import Finalizers
+from scaler.heapfreeze import Activity, Pass, freeze_heap, run_heap_freezer
 from scaler.http_objects import HttpObjects
 from scaler.inputs import Inputs
 from scaler.jobs.controller import ScaledJobController
@@ -159,6 +159,7 @@ class Daemon:
             index_refs=self.inputs.index_refs,
             wake=self.objects.wake,
         )
+        self._builder = builder
         self.poller = Poller(
             self.objects,
             builder,
@@ -189,6 +190,10 @@ class Daemon:
                 namespace=settings.watch.namespace,
             )
         self.started = asyncio.Event()
+
+    def _activity(self) -> Activity:
+        t = self.objects
+        return Activity(t.changes + self._builder.finished, t.retired, len(t))
 
     @property
     def so_watcher(self) -> Watcher:
@@ -257,9 +262,10 @@ class Daemon:
                 tasks.append(asyncio.create_task(self.http_objects.run(), name="httpscaledobjects"))
             # Everything loaded so far lives as long as the daemon: move it out of the
             # collector's reach, so full collections stop pausing the loop for 0.5 s at 1000
-            # objects (measured by benchmarks/daemon_scale.py).
-            gc.collect()
-            gc.freeze()
+            # objects (measured by benchmarks/daemon_scale.py); objects built later are frozen
+            # once the table settles.
+            freeze_heap(Pass.YOUNG)
+            tasks.append(asyncio.create_task(run_heap_freezer(self._activity), name="heap"))
             self.started.set()
             log.info("daemon started", extra={"objects": len(self.objects)})
             await self.objects.scheduler.run(self.poller.poll, self.settings.poll.max_concurrent)

@@ -53,6 +53,9 @@ class ObjectTable:
         self._closing: set[asyncio.Future[None]] = set()  # retired runtimes being closed
         self._per_namespace: dict[str, int] = {}
         self._per_type: dict[str, int] = {}
+        # Monotonic counters for scaler.heapfreeze: admissions and removals, retired runtimes.
+        self.changes = 0
+        self.retired = 0
         self.scheduler: Scheduler[Key] = Scheduler(_loop_time, on_lateness=on_lateness)
 
     # ------------------------------------------------------------------ reading
@@ -90,6 +93,7 @@ class ObjectTable:
         key = so.key
         old = self._objects.get(key)
         new = ObjectRuntime(so, next(self._generations))
+        self.changes += 1
         new.written.last_status = status
         new.written.finalizer_added = finalizer
         new.last_active_time = stored_last_active_time(status, self._clock())
@@ -150,6 +154,8 @@ class ObjectTable:
         that poll when it ends, never under its feet (a scaler closed mid-query would reconnect
         and leak its connection)."""
         rt.retire()
+        self.changes += 1
+        self.retired += 1
         if rt.polling:
             return
         task = asyncio.ensure_future(rt.close())

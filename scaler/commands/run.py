@@ -8,6 +8,7 @@ import signal
 from collections.abc import Sequence
 
 from scaler import logs
+from scaler.heapfreeze import tune_thresholds
 from scaler.service import Service
 from scaler.settings import Settings, build_parser, settings_from_args
 
@@ -27,6 +28,7 @@ def main(argv: Sequence[str]) -> int:
         return 0
     settings = settings_from_args(argv)
     logs.configure(settings.log_format, settings.log_level)
+    tune_thresholds()
 
     async def serve() -> None:
         stop = asyncio.Event()

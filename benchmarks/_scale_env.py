@@ -55,6 +55,9 @@ LATENESS = "tidal_scheduler_lateness_seconds"
 # alive, by file and by line) and, always, tidal-gc.txt (collections and pauses per generation).
 # =freeze is an experiment, not a figure: like gc, plus gc.freeze() after Tidal's imports and
 # again (after a full collection) when the window starts, i.e. once every object is loaded.
+# =cpubuild profiles from Tidal's start to the first window (the objects' creation and builds)
+# into tidal-build-profile.txt. TIDAL_BENCH_STALLS=1 also records event-loop stalls > 20 ms and
+# /metrics renders (start, duration) into tidal-gc.txt.
 # Profilers skew CPU, lateness and RSS: take figures from a run without one.
 # TIDAL_BENCH_GC_THRESHOLD=g0,g1,g2 (with any TIDAL_BENCH_PROFILE, e.g. gc) sets the collector's
 # thresholds before Tidal starts: an experiment for the daemon's own settings, not a figure.
@@ -71,9 +74,42 @@ if os.environ.get("TIDAL_BENCH_GC_THRESHOLD"):
 if mode == "mem":
     tracemalloc.start(1)
 from scaler.cli import main
-if mode == "cpu":
+import scaler.exposition, scaler.health
+stalls, renders = [], []
+_render = scaler.exposition.render_latest
+def timed_render(registry):
+    t0 = time.perf_counter()
+    try:
+        return _render(registry)
+    finally:
+        if state["on"]:
+            renders.append((t0, time.perf_counter() - t0))
+scaler.health.render_latest = timed_render
+def watch_loop():
+    import asyncio
+    async def ticker():
+        last = time.perf_counter()
+        while True:
+            await asyncio.sleep(0.001)
+            now = time.perf_counter()
+            if state["on"] and now - last > 0.02:
+                stalls.append((last, now - last))
+            last = now
+    asyncio.get_running_loop().create_task(ticker())
+import asyncio as _asyncio
+_orig_run = _asyncio.runners.Runner.run
+def run_with_ticker(self, coro, **kw):
+    async def wrapped():
+        watch_loop()
+        return await coro
+    return _orig_run(self, wrapped(), **kw)
+if os.environ.get("TIDAL_BENCH_STALLS"):
+    _asyncio.runners.Runner.run = run_with_ticker
+if mode in ("cpu", "cpubuild"):
     from pyinstrument import Profiler
     profiler = Profiler(interval=0.001, async_mode="disabled")
+if mode == "cpubuild":
+    profiler.start()
 pauses = {0: [], 1: [], 2: []}
 state = {"on": False, "began": 0.0}
 def on_gc(phase, info):
@@ -85,6 +121,11 @@ gc.callbacks.append(on_gc)
 if mode == "freeze":
     gc.freeze()
 def start(*_):
+    if mode == "cpubuild":  # the build phase ends where the window starts: write it now
+        profiler.stop()
+        with open(out + "-build-profile.txt", "w") as f:
+            f.write(profiler.output_text(unicode=True, color=False, show_all=False))
+        return
     if mode == "freeze":
         gc.collect()
         gc.freeze()
@@ -114,6 +155,10 @@ def stop(*_):
             if times:
                 f.write(f"gen{gen}: {len(times)} collections, total {sum(times) * 1000:.0f} ms, "
                         f"max {max(times) * 1000:.1f} ms\\n")
+        t0 = min([t for t, _ in stalls + renders], default=0.0)
+        for t, d in sorted(stalls + [(t, -d) for t, d in renders]):
+            kind = "render" if d < 0 else "stall"
+            f.write(f"{kind} at {t - t0:8.3f} s: {abs(d) * 1000:.1f} ms\\n")
     os.rename(out + "-gc.tmp", out + "-gc.txt")
 signal.signal(signal.SIGUSR1, start)
 signal.signal(signal.SIGUSR2, stop)

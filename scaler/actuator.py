@@ -62,6 +62,7 @@ class Actuator:
         may_write: Callable[[], bool],
         failing_log_every: int,
         clock: Callable[[], float] = time.time,
+        hpa_absent: Callable[[str, str], bool] = lambda namespace, name: False,
     ) -> None:
         self._kube = kube
         self._targets = targets
@@ -71,6 +72,8 @@ class Actuator:
         self._may_write = may_write
         self._failing_log_every = failing_log_every
         self._clock = clock  # wall time of a scale action (`ScaleAction.at`)
+        # Whether the HPA watch (synced) holds no HPA of this name: created without a read.
+        self._hpa_absent = hpa_absent
 
     def hpa_request(self, rt: ObjectRuntime, target: GVKR) -> HpaRequest:
         so = rt.so
@@ -207,7 +210,7 @@ class Actuator:
                 decision.event.message,
             )
         if not written.finalizer_added:
-            await self._finalizers.add(so)
+            await self._finalizers.add(so, written.seen_finalizers)
             written.finalizer_added = True
         # 2. The HPA (deleted while paused).
         if not self._may_write():
@@ -218,7 +221,9 @@ class Actuator:
                 self._telemetry.api_writes.labels("hpa").inc()
                 written.hpa_present = False
         elif written.hpa_dirty:
-            outcome, live = await ensure_hpa(self._kube, self.hpa_request(rt, target))
+            req = self.hpa_request(rt, target)
+            absent = self._hpa_absent(req.namespace, req.name)
+            outcome, live = await ensure_hpa(self._kube, req, absent=absent)
             written.hpa_seen = hpa_fingerprint(live)
             written.hpa_dirty = False
             written.hpa_present = True

@@ -127,6 +127,7 @@ class Daemon:
             may_write=self._may_write,
             failing_log_every=settings.poll.failing_log_every,
             clock=clock,
+            hpa_absent=self._hpa_absent,
         )
         self.objects = ObjectTable(
             self.store,
@@ -190,6 +191,11 @@ class Daemon:
                 namespace=settings.watch.namespace,
             )
         self.started = asyncio.Event()
+
+    def _hpa_absent(self, namespace: str, name: str) -> bool:
+        """The HPA watch has listed everything and holds no HPA of this name."""
+        hpas = self.inputs.hpas
+        return hpas.synced.is_set() and (namespace, name) not in hpas.objects
 
     def _activity(self) -> Activity:
         t = self.objects

@@ -32,13 +32,25 @@ class Finalizers:
         self._telemetry = telemetry
         self._events = events
 
-    async def add(self, so: ScaledObject) -> None:
-        """Add ours, conditional on the resourceVersion read (a concurrent edit → 409)."""
+    async def add(self, so: ScaledObject, seen: tuple[str, ...] | None = None) -> None:
+        """Add ours, conditional on the resourceVersion (a concurrent edit → 409). With `seen`,
+        the finalizers of the watch event `so` was parsed from: patched from them and
+        `so.resource_version` without a read first; when the object changed since (409), read
+        it and patch again."""
+        if seen is not None and so.resource_version:
+            try:
+                await self._patch(so, list(seen), so.resource_version)
+                return
+            except KubeError as exc:
+                if exc.status != 409:
+                    raise
         body = await self._kube.get(scaled_objects(so.namespace, so.name))
         finalizers = list(body.get("metadata", {}).get("finalizers") or [])
         if FINALIZER in finalizers:
             return
-        rv = body["metadata"]["resourceVersion"]
+        await self._patch(so, finalizers, body["metadata"]["resourceVersion"])
+
+    async def _patch(self, so: ScaledObject, finalizers: list[str], rv: str) -> None:
         await self._kube.merge_patch(
             scaled_objects(so.namespace, so.name),
             {"metadata": {"finalizers": [*finalizers, FINALIZER], "resourceVersion": rv}},

@@ -272,7 +272,9 @@ class Inputs:
             self._forget(key)
             await self._actuator.report_invalid(raw, problem)
             return
-        self._table.admit(so, status, finalizer=FINALIZER in (meta.get("finalizers") or []))
+        finalizers = tuple(str(f) for f in meta.get("finalizers") or [])
+        rt = self._table.admit(so, status, finalizer=FINALIZER in finalizers)
+        rt.written.seen_finalizers = finalizers
 
     def _forget(self, key: Key) -> ScaledObject | None:
         rt = self._table.remove(key)

@@ -119,6 +119,9 @@ class Written:
     Lets a poll skip every write whose content did not change."""
 
     finalizer_added: bool = False
+    # The finalizers and resourceVersion of the watch event that admitted the object: the
+    # finalizer is added from them without reading the object first (a 409 falls back to it).
+    seen_finalizers: tuple[str, ...] = ()
     hpa_present: bool = True  # an HPA may exist until we deleted it
     hpa_dirty: bool = True  # the HPA must be checked against the desired one
     hpa_seen: object = None  # fingerprint of the HPA as last written or checked

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from scaler.contract import MetricSpec
+from scaler.errors import KubeError
 from scaler.kube.client import JSON, KubeClient
 from scaler.kube.paths import GVKR, hpa
 from scaler.objects import SO_NAME_LABEL
@@ -149,10 +150,21 @@ def hpa_drifted(desired: JSON, actual: JSON) -> bool:
     return not _subset(spec, live)
 
 
-async def ensure_hpa(kube: KubeClient, req: HpaRequest) -> tuple[str, JSON]:
-    """Create or repair the HPA; returns ("created" | "updated" | "unchanged", live object)."""
+async def ensure_hpa(
+    kube: KubeClient, req: HpaRequest, *, absent: bool = False
+) -> tuple[str, JSON]:
+    """Create or repair the HPA; returns ("created" | "updated" | "unchanged", live object).
+    `absent`: the caller's watch holds no HPA of this name, so it is created without a read
+    first (one request, not two, for every new object); one that exists anyway (409) is read
+    and compared as usual."""
     desired = desired_hpa(req)
     path = hpa(req.namespace, req.name)
+    if absent:
+        try:
+            return "created", await kube.create(hpa(req.namespace), desired)
+        except KubeError as exc:
+            if exc.status != 409:
+                raise
     live = await kube.get_or_none(path)
     if live is None:
         return "created", await kube.create(hpa(req.namespace), desired)

@@ -56,7 +56,7 @@ LATENESS = "tidal_scheduler_lateness_seconds"
 # =freeze is an experiment, not a figure: like gc, plus gc.freeze() after Tidal's imports and
 # again (after a full collection) when the window starts, i.e. once every object is loaded.
 # =cpubuild profiles from Tidal's start to the first window (the objects' creation and builds)
-# into tidal-build-profile.txt. TIDAL_BENCH_STALLS=1 also records event-loop stalls > 20 ms and
+# into tidal-build-profile-<pid>.txt (one per Tidal process: the push leg restarts it). TIDAL_BENCH_STALLS=1 also records event-loop stalls > 20 ms and
 # /metrics renders (start, duration) into tidal-gc.txt.
 # Profilers skew CPU, lateness and RSS: take figures from a run without one.
 # TIDAL_BENCH_GC_THRESHOLD=g0,g1,g2 (with any TIDAL_BENCH_PROFILE, e.g. gc) sets the collector's
@@ -123,7 +123,7 @@ if mode == "freeze":
 def start(*_):
     if mode == "cpubuild":  # the build phase ends where the window starts: write it now
         profiler.stop()
-        with open(out + "-build-profile.txt", "w") as f:
+        with open(out + f"-build-profile-{os.getpid()}.txt", "w") as f:
             f.write(profiler.output_text(unicode=True, color=False, show_all=False))
         return
     if mode == "freeze":

@@ -7,10 +7,12 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+from localenv.redis import RedisServer
 from scaler.contract import MetricSpec
 from scaler.finalizers import FINALIZER, Finalizers
 from scaler.kube.client import JSON, KubeClient
@@ -19,7 +21,14 @@ from scaler.kube.hpa import HpaRequest, ensure_hpa
 from scaler.kube.paths import GVKR
 from scaler.object_parser import parse_scaled_object
 from scaler.telemetry import Telemetry
-from tests.e2e.harness import Cluster, deployment, redis_trigger, scaled_object
+from tests.e2e.harness import (
+    Cluster,
+    deployment,
+    eventually,
+    redis_trigger,
+    running_daemon,
+    scaled_object,
+)
 
 DEPLOYMENTS = GVKR("apps", "v1", "Deployment", "deployments")
 OTHER = "example.com/cleanup"
@@ -114,3 +123,44 @@ async def test_an_hpa_that_exists_after_all_is_read_and_compared(cluster: Cluste
     outcome, live = await ensure_hpa(cluster.kube, edited, absent=True)
     assert (outcome, methods) == ("updated", ["POST", "GET", "PUT"])
     assert live["spec"]["maxReplicas"] == 9
+
+
+async def test_the_daemon_makes_a_new_objects_first_writes_without_reading_first(
+    cluster: Cluster, kubeconfig: Path, redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The daemon end to end: a ScaledObject created while it runs gets its finalizer, HPA and
+    Ready status with no GET of either (the watches already hold what the writes need)."""
+    async with running_daemon(kubeconfig) as daemon:
+        requests: list[tuple[str, str]] = []
+        request = daemon.kube.request
+
+        async def counted(method: str, path: str, **options: Any) -> JSON:
+            requests.append((method, path))
+            return await request(method, path, **options)
+
+        monkeypatch.setattr(daemon.kube, "request", counted)
+        await cluster.create_deployment(deployment("web.app-1"))
+        address = f"127.0.0.1:{redis_server.port}"
+        await cluster.create_so(
+            scaled_object("web.app-1", "web.app-1", [redis_trigger(address, "jobs")])
+        )
+
+        async def ready() -> str:
+            cond = await cluster.condition("web.app-1", "Ready")
+            return "" if cond is None else str(cond.get("status"))
+
+        await eventually(ready, lambda s: s == "True", what="Ready=True")
+        hpa = await cluster.hpa("keda-hpa-web.app-1")
+        assert hpa is not None
+        live = await cluster.get_so("web.app-1")
+        assert FINALIZER in live["metadata"]["finalizers"]
+    mine = [
+        (m, p)
+        for m, p in requests
+        if f"/namespaces/{cluster.ns}/" in p
+        and ("web.app-1" in p or p.endswith("/horizontalpodautoscalers"))
+    ]
+    reads = [(m, p) for m, p in mine if m == "GET" and "/scale" not in p]
+    writes = sorted(m for m, p in mine if m != "GET")
+    assert reads == [], mine
+    assert writes == ["PATCH", "PATCH", "POST"], mine  # finalizer, status; the HPA

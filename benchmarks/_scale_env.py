@@ -56,8 +56,9 @@ LATENESS = "tidal_scheduler_lateness_seconds"
 # =freeze is an experiment, not a figure: like gc, plus gc.freeze() after Tidal's imports and
 # again (after a full collection) when the window starts, i.e. once every object is loaded.
 # =cpubuild profiles from Tidal's start to the first window (the objects' creation and builds)
-# into tidal-build-profile-<pid>.txt (one per Tidal process: the push leg restarts it). TIDAL_BENCH_STALLS=1 also records event-loop stalls > 20 ms and
-# /metrics renders (start, duration) into tidal-gc.txt.
+# into tidal-build-profile-<pid>.txt (one per Tidal process: the push leg restarts it).
+# TIDAL_BENCH_STALLS=1 also records event-loop stalls > 20 ms and /metrics renders (start,
+# duration) into tidal-gc.txt.
 # Profilers skew CPU, lateness and RSS: take figures from a run without one.
 # TIDAL_BENCH_GC_THRESHOLD=g0,g1,g2 (with any TIDAL_BENCH_PROFILE, e.g. gc) sets the collector's
 # thresholds before Tidal starts: an experiment for the daemon's own settings, not a figure.

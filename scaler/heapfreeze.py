@@ -12,7 +12,8 @@ objects x 1 s, measured by benchmarks/daemon_scale.py with the objects created a
 
 * after the object table has been quiet for `quiet` seconds following a change (objects admitted,
   removed or rebuilt), a YOUNG pass: collect what is not frozen yet and freeze what survives --
-  one pause over the new objects only;
+  one pause over the new objects only; a table that never settles (failing objects are rebuilt
+  every 30 s) gets one at least every `longest` seconds;
 * retired runtimes frozen earlier are not freed by a young pass (frozen cycles are never
   collected; objects without cycles are freed by reference counting as usual): once retirements
   since the last FULL pass reach a tenth of the table (at least `full_after` objects), the next
@@ -38,6 +39,7 @@ log = logging.getLogger(__name__)
 
 GEN0_THRESHOLD = 10_000  # CPython's default is 700
 QUIET_S = 3.0  # seconds without a table change before the new objects are frozen
+LONGEST_S = 120.0  # a table that never settles (objects failing and rebuilt) is frozen this often
 FULL_AFTER = 64  # retired runtimes (and at least a tenth of the table) before a full pass
 CHECK_EVERY_S = 1.0
 
@@ -62,6 +64,8 @@ class HeapFreezer:
 
     quiet: float = QUIET_S
     full_after: int = FULL_AFTER
+    longest: float = LONGEST_S
+    passed_at: float = 0.0  # when the last pass ran (start-up's counts as one)
     seen: int = 0  # `changes` when last observed
     changed_at: float = 0.0  # when `changes` last moved
     frozen_at_changes: int = 0  # `changes` at the last pass
@@ -74,19 +78,25 @@ class HeapFreezer:
 
     def decide(self, now: float, activity: Activity) -> Pass | None:
         """The pass to run now, if any (call `observe` first with the same figures)."""
-        if activity.changes == self.frozen_at_changes or now - self.changed_at < self.quiet:
+        if activity.changes == self.frozen_at_changes:
+            return None
+        settled = now - self.changed_at >= self.quiet
+        if not settled and now - self.passed_at < self.longest:
             return None
         retired = activity.retired - self.retired_at_full
         if retired >= max(self.full_after, activity.size // 10):
             return Pass.FULL
         return Pass.YOUNG
 
-    def done(self, kind: Pass, activity: Activity) -> HeapFreezer:
+    def done(self, kind: Pass, activity: Activity, now: float) -> HeapFreezer:
         if kind is Pass.FULL:
             return replace(
-                self, frozen_at_changes=activity.changes, retired_at_full=activity.retired
+                self,
+                frozen_at_changes=activity.changes,
+                retired_at_full=activity.retired,
+                passed_at=now,
             )
-        return replace(self, frozen_at_changes=activity.changes)
+        return replace(self, frozen_at_changes=activity.changes, passed_at=now)
 
 
 def tune_thresholds(gen0: int = GEN0_THRESHOLD) -> None:
@@ -113,7 +123,7 @@ async def run_heap_freezer(
 ) -> None:
     """Check the table every `every` seconds and freeze the heap when it has settled."""
     loop = asyncio.get_running_loop()
-    state = freezer or HeapFreezer()
+    state = freezer or HeapFreezer(passed_at=loop.time())
     while True:
         await asyncio.sleep(every)
         now, seen = loop.time(), activity()
@@ -122,7 +132,7 @@ async def run_heap_freezer(
         if kind is None:
             continue
         pause = freeze_heap(kind)
-        state = state.done(kind, seen)
+        state = state.done(kind, seen, now)
         log.info(
             "heap frozen",
             extra={

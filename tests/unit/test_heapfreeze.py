@@ -16,7 +16,7 @@ def step(f: HeapFreezer, now: float, a: Activity) -> tuple[HeapFreezer, Pass | N
     f = f.observe(now, a)
     kind = f.decide(now, a)
     if kind is not None:
-        f = f.done(kind, a)
+        f = f.done(kind, a, now)
     return f, kind
 
 
@@ -40,11 +40,16 @@ def test_a_burst_is_frozen_once_after_it_has_been_quiet() -> None:
     assert frozen == [(13, Pass.YOUNG)]  # 3 s after the last change at t=10
 
 
-def test_a_steady_trickle_of_changes_postpones_the_pass() -> None:
-    f = HeapFreezer(quiet=3.0)
-    for now in range(30):
+def test_a_table_that_never_settles_is_frozen_every_longest_seconds() -> None:
+    """Failing objects are rebuilt every 30 s, so the table never has 3 quiet seconds: the new
+    objects are still frozen, every `longest` seconds after the last pass."""
+    f = HeapFreezer(quiet=3.0, longest=60.0)
+    passes = []
+    for now in range(200):
         f, kind = step(f, float(now), Activity(changes=now // 2, retired=0, size=100))
-        assert kind is None  # a change every 2 s never leaves 3 quiet seconds
+        if kind is not None:
+            passes.append(now)
+    assert passes == [60, 120, 180]
 
 
 @pytest.mark.parametrize(

@@ -147,33 +147,21 @@ def _with_tls(name: str, address: str) -> dict[str, Any]:
     return {"spec": {"triggers": _object(name, address, TLS)["spec"]["triggers"]}}
 
 
-def _failing(metrics: dict[str, float]) -> int:
-    return sum(1 for k, v in metrics.items() if k.startswith(ERRORS + "{") and v > 0)
+def _failed_since(metrics: dict[str, float], before: dict[str, float]) -> int:
+    """Objects whose error counter grew since `before` (polled since; {}: ever)."""
+    return sum(
+        1 for k, v in metrics.items() if k.startswith(ERRORS + "{") and v > before.get(k, 0.0)
+    )
 
 
-def _wait_repolled(env: ScaleEnv, before: dict[str, float], timeout: float) -> float:
-    """Seconds until every object has failed again since `before` (polled after the patch)."""
+def _wait_failed(env: ScaleEnv, before: dict[str, float], timeout: float, what: str) -> float:
+    """Seconds until every object has failed since `before`: each was built and polled."""
     t0 = time.monotonic()
     while True:
-        now = env.scrape(SCRAPE_TIMEOUT_S)
-        again = sum(
-            1 for k, v in now.items() if k.startswith(ERRORS + "{") and v > before.get(k, 0.0)
-        )
+        failed = _failed_since(env.scrape(SCRAPE_TIMEOUT_S), before)
         elapsed = time.monotonic() - t0
-        progress(NAME, f"t={elapsed:5.1f} s: {again}/{env.objects} objects polled since the patch")
-        if again >= env.objects or elapsed > timeout:
-            return elapsed
-        time.sleep(1.0)
-
-
-def _wait_failing(env: ScaleEnv, timeout: float) -> float:
-    """Seconds until every object has failed at least once (each has been built and polled)."""
-    t0 = time.monotonic()
-    while True:
-        failing = _failing(env.scrape(SCRAPE_TIMEOUT_S))
-        elapsed = time.monotonic() - t0
-        progress(NAME, f"t={elapsed:5.1f} s: {failing}/{env.objects} objects polled (failing)")
-        if failing >= env.objects or elapsed > timeout:
+        progress(NAME, f"t={elapsed:5.1f} s: {failed}/{env.objects} objects polled {what}")
+        if failed >= env.objects or elapsed > timeout:
             return elapsed
         time.sleep(1.0)
 
@@ -266,7 +254,9 @@ def run(out: Path, quick: bool) -> Result:
             progress(NAME, f"control: creating {objects} ScaledObjects ({PLAIN}) on {address}")
             created = asyncio.run(env.write_scaled_objects(lambda n: _object(n, address, PLAIN)))
             raw["control_created_s"] = round(created, 1)
-            raw["control_all_failing_s"] = round(_wait_failing(env, 60 if quick else 120), 1)
+            raw["control_all_failing_s"] = round(
+                _wait_failed(env, {}, 60 if quick else 120, "(failing)"), 1
+            )
             raw["control"] = control = _window(env, "control", window)
             progress(NAME, f"TLS: patching the {objects} objects to use {TLS}")
             before = env.scrape(SCRAPE_TIMEOUT_S)
@@ -277,7 +267,9 @@ def run(out: Path, quick: bool) -> Result:
             # The patch rebuilds every object at once (a Secret read, a new client, an HPA
             # check and a status write each): that burst is not the steady TLS cost, so the
             # window starts once every object has been polled with its new trigger.
-            raw["tls_all_repolled_s"] = round(_wait_repolled(env, before, 60 if quick else 120), 1)
+            raw["tls_all_repolled_s"] = round(
+                _wait_failed(env, before, 60 if quick else 120, "since the patch"), 1
+            )
             raw["tls"] = tls = _window(env, "TLS", window)
     finally:
         dead.close()

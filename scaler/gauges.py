@@ -61,9 +61,6 @@ class GaugeChild:
     def set(self, value: float) -> None:
         self.value = float(value)
 
-    def inc(self, amount: float = 1.0) -> None:
-        self.value += amount
-
     def get(self) -> float:
         return self.value
 

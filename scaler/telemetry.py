@@ -394,9 +394,14 @@ class Telemetry:
         for labels in _label_sets(self.object_errors, OBJECT_LABELS):
             if labels in keys:
                 self.object_errors.remove(*labels)
-        for gauge in (self.object_paused, self.target_replicas, self.min_replicas):
+        per_object = (
+            self.object_paused,
+            self.target_replicas,
+            self.min_replicas,
+            self.max_replicas,
+        )
+        for gauge in per_object:
             gauge.remove_where(lambda labels: labels in keys)
-        self.max_replicas.remove_where(lambda labels: labels in keys)
         self.loop_latency.remove_where(lambda labels: (labels[0], labels[2]) in keys)
         actions = ("namespace", "scaledObject", "direction", "reason")
         for labels in _label_sets(self.scale_actions, actions):
@@ -412,9 +417,13 @@ class Telemetry:
         def of_object(labels: LabelValues) -> bool:  # SCALER_LABELS
             return (labels[0], labels[2]) in keys
 
-        for gauge in (self.scaler_value, self.scaler_latency, self.scaler_active):
+        for gauge in (
+            self.scaler_value,
+            self.scaler_latency,
+            self.scaler_active,
+            self.scaler_target,
+        ):
             gauge.remove_where(of_object)
-        self.scaler_target.remove_where(of_object)
         for labels in _label_sets(self.scaler_errors, SCALER_LABELS):
             if of_object(labels):
                 self.scaler_errors.remove(*labels)

@@ -13,15 +13,14 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
+from typing import TYPE_CHECKING
 
 from metrics_api.authz import Authorizer, CachingAuthorizer
-from metrics_api.peer import serve_peers
 from metrics_api.pemfiles import PemDir
 from metrics_api.server import serve_metrics_api
 from metrics_api.source import MetricElsewhere, MetricNotFound, MetricReading, MetricUnavailable
 from metrics_api.tls import ClientTrust, TlsManager
 from scaler import __version__
-from scaler.certmanager import CertTarget, ManagedCertificate
 from scaler.daemon import Daemon
 from scaler.debug import DebugView, debug_routes
 from scaler.errors import KubeError
@@ -29,12 +28,14 @@ from scaler.health import serve_health
 from scaler.kube.access import SubjectAccessReviewer
 from scaler.kube.client import KubeClient
 from scaler.kube.objects_io import fetch_requestheader_trust
-from scaler.peering import Peering
-from scaler.servingcert import CertPolicy, service_hosts
 from scaler.settings import ServeSettings, Settings
 from scaler.store import MetricUnavailableError, UnknownMetricError
 from scaler.telemetry import Telemetry
 from scaler.webhook import DaemonValidator
+
+if TYPE_CHECKING:
+    from scaler.certmanager import ManagedCertificate
+    from scaler.peering import Peering
 
 VERSION = __version__
 SHUTDOWN_GRACE = 5.0
@@ -155,6 +156,11 @@ class Service:
         self._stack.callback(pem_dir.close)
         cert_file, key_file = serve.tls_cert_file, serve.tls_key_file
         if serve.cert_secret:
+            # Imported here: issuing certificates loads cryptography (~13 MiB resident), which
+            # a daemon given its certificate files (or serving no metrics API) never needs.
+            from scaler.certmanager import CertTarget, ManagedCertificate
+            from scaler.servingcert import CertPolicy, service_hosts
+
             # Every replica writes the Secret and the caBundle, leader or not: no write guard.
             self.certificate = ManagedCertificate(
                 self.kube.unguarded(),
@@ -173,6 +179,9 @@ class Service:
             cert_file, key_file = str(cert), str(key)
         if self.settings.shards.enabled:
             assert self.certificate is not None  # settings refuse --shards auto without it
+            from metrics_api.peer import serve_peers
+            from scaler.peering import Peering
+
             self.peering = Peering(
                 self.certificate,
                 pem_dir,

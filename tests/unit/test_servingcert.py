@@ -8,6 +8,10 @@ been in the bundle for the overlap before it signs anything.
 from __future__ import annotations
 
 import datetime as dt
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
 
 import pytest
 from cryptography import x509
@@ -28,6 +32,28 @@ T0 = 1_900_000_000.0
 DAY = 86400.0
 HOSTS = service_hosts("tidal-system/tidal-metrics-api")
 POLICY = CertPolicy(cert_validity=90 * DAY, ca_validity=900 * DAY, overlap=DAY)
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_the_daemon_loads_certificate_issuing_only_when_it_manages_a_certificate() -> None:
+    """cryptography's x509 and key code is ~13 MiB resident: a daemon given its certificate
+    files, or serving no metrics API, must not load it (redis-py imports only the bare package
+    to see whether it is installed)."""
+    code = textwrap.dedent(
+        """
+        import sys
+        import scaler.cli, scaler.service, scaler.commands.run, scalers.redis_lists
+        print(",".join(sorted(m for m in sys.modules if m.startswith("cryptography."))))
+        import scaler.certmanager
+        print("x509" if "cryptography.x509" in sys.modules else "none")
+        """
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True
+    )
+    before, after = out.stdout.splitlines()
+    assert before == "cryptography.__about__"
+    assert after == "x509"
 
 
 def _cert(pem: str) -> x509.Certificate:

@@ -45,6 +45,9 @@ async def push_loop(
     down = False
     unsupported = False
     while True:
+        # The wait happens outside the except blocks: waiting inside one would keep the
+        # exception, its traceback and their frames alive for the whole (minutes-long) wait.
+        delay: float
         try:
             subscribed = False
             async for _ in trig.scaler.wakeups():  # type: ignore[union-attr]
@@ -78,8 +81,7 @@ async def push_loop(
                         "recheck_s": recheck,
                     },
                 )
-            await asyncio.sleep(recheck)
-            continue
+            delay = recheck
         except (ScalerError, ConfigError) as exc:
             up.set(0)
             if not down:
@@ -88,10 +90,12 @@ async def push_loop(
                     "push subscription down; polling",
                     extra={"object": f"{ns}/{name}", "trigger": trig.spec.name, "error": str(exc)},
                 )
+            delay = backoff.next_delay()
         except Exception:
             up.set(0)
             log.exception(
                 "push subscription failed; polling",
                 extra={"object": f"{ns}/{name}", "trigger": trig.spec.name},
             )
-        await asyncio.sleep(backoff.next_delay())
+            delay = backoff.next_delay()
+        await asyncio.sleep(delay)

@@ -7,7 +7,7 @@ import logging
 import random
 import time
 from collections.abc import Awaitable, Callable, Hashable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Literal
 
 from scaler.errors import KubeError
@@ -18,6 +18,12 @@ log = logging.getLogger(__name__)
 EventType = Literal["ADDED", "MODIFIED", "DELETED"]
 Handler = Callable[[EventType, JSON], Awaitable[None]]
 YIELD_EVERY = 20  # events handled between yields to the event loop
+# Objects per list request, as client-go's reflector pages: a list of 10,000 objects is never one
+# multi-megabyte body decoded in one piece on the loop (and held whole while it is handled).
+LIST_PAGE_SIZE = 500
+# One jitter source for every Backoff: a random.Random is ~2.7 KiB of state, and each object's
+# push loop holds a Backoff (2.7 MiB at 1000 objects when each had its own).
+_JITTER = random.Random()
 
 
 @dataclass(slots=True)
@@ -27,7 +33,7 @@ class Backoff:
     base: float = 0.5
     cap: float = 30.0
     attempt: int = 0
-    rng: random.Random = field(default_factory=random.Random)
+    rng: random.Random = _JITTER
 
     def next_delay(self) -> float:
         delay = min(self.cap, self.base * (2**self.attempt))
@@ -64,6 +70,7 @@ class Watcher:
         keep: Callable[[JSON], JSON] | None = None,
         metadata_only: bool = False,
         index: Callable[[JSON], Hashable] | None = None,
+        page_size: int = LIST_PAGE_SIZE,
     ) -> None:
         self._kube = kube
         self._path = path
@@ -87,6 +94,8 @@ class Watcher:
         # healthy. A reader that must not take an old cache for the present checks it.
         self.failing_since: float | None = None
         self.relists = 0
+        self._page_size = page_size
+        self.list_pages = 0  # list requests made (pages of every (re)list)
         self._backoff = Backoff()
 
     async def run(self) -> None:
@@ -112,32 +121,44 @@ class Watcher:
                 await asyncio.sleep(delay)
 
     async def _list(self) -> str:
-        query: dict[str, str | int] = {}
-        if self._selector:
-            query["labelSelector"] = self._selector
+        """(Re)list in pages of `page_size` (limit + continue, a consistent snapshot), then
+        report what the cache held and the list no longer has as DELETED; returns the list's
+        resourceVersion, where the watch resumes."""
         accept = PARTIAL_LIST if self._metadata_only else "application/json"
-        body = await self._kube.get(self._path, accept=accept, **query)
+        seen: set[tuple[str, str]] = set()
+        rv = token = ""
+        while True:
+            query: dict[str, str | int] = {"limit": self._page_size}
+            if self._selector:
+                query["labelSelector"] = self._selector
+            if token:
+                query["continue"] = token
+            body = await self._kube.get(self._path, accept=accept, **query)
+            self.list_pages += 1
+            meta = body.get("metadata") or {}
+            rv = str(meta.get("resourceVersion") or rv)
+            for item in body.get("items") or []:
+                k = object_key(item)
+                seen.add(k)
+                if len(seen) % YIELD_EVERY == 0:
+                    await asyncio.sleep(0)  # a relist of thousands must not hold the loop
+                previous = self._store(k, self._keep(item))
+                if previous is None:
+                    await self._dispatch("ADDED", item)
+                elif _rv(previous) != _rv(item):
+                    await self._dispatch("MODIFIED", item)
+            token = str(meta.get("continue") or "")
+            if not token:
+                break
         self.relists += 1
-        seen: dict[tuple[str, str], JSON] = {}
-        for item in body.get("items") or []:
-            seen[object_key(item)] = item
-        gone = [k for k in self.objects if k not in seen]
-        for k in gone:
-            kept = self.objects[k]
-            self._drop(k)
-            await self._dispatch("DELETED", kept)
-        for n, (k, item) in enumerate(seen.items(), 1):
-            if n % YIELD_EVERY == 0:
-                await asyncio.sleep(0)  # a relist of thousands must not hold the loop
-            previous = self._store(k, self._keep(item))
-            if previous is None:
-                await self._dispatch("ADDED", item)
-            elif _rv(previous) != _rv(item):
-                await self._dispatch("MODIFIED", item)
+        for k in [k for k in self.objects if k not in seen]:
+            kept = self._drop(k)
+            if kept is not None:
+                await self._dispatch("DELETED", kept)
         self.synced.set()
         self.failing_since = None
         self._backoff.reset()
-        return str(body.get("metadata", {}).get("resourceVersion", ""))
+        return rv
 
     async def _watch(self, rv: str) -> None:
         while True:

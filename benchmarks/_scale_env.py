@@ -53,6 +53,10 @@ LATENESS = "tidal_scheduler_lateness_seconds"
 # only the benchmark's measured window (SIGUSR1 starts, SIGUSR2 stops) and writes into the run
 # dir: tidal-profile.{txt,html} (cpu), tidal-memory.txt (mem: the top allocation sites still
 # alive, by file and by line) and, always, tidal-gc.txt (collections and pauses per generation).
+# TIDAL_BENCH_FRAMES=N (with =mem) keeps N frames per allocation and adds the top allocation
+# tracebacks to tidal-memory.txt (slower; for finding who holds memory, not for figures).
+# TIDAL_BENCH_MALLOCSTATS=1 (with any mode, e.g. gc) writes pymalloc's and glibc's own statistics
+# at the window's end into tidal-mallocstats.txt (where resident memory that no object holds is).
 # =freeze is an experiment, not a figure: like gc, plus gc.freeze() after Tidal's imports and
 # again (after a full collection) when the window starts, i.e. once every object is loaded.
 # =cpubuild profiles from Tidal's start to the first window (the objects' creation and builds)
@@ -73,7 +77,7 @@ mode, out = sys.argv.pop(1), sys.argv.pop(1)
 if os.environ.get("TIDAL_BENCH_GC_THRESHOLD"):
     gc.set_threshold(*(int(x) for x in os.environ["TIDAL_BENCH_GC_THRESHOLD"].split(",")))
 if mode == "mem":
-    tracemalloc.start(1)
+    tracemalloc.start(int(os.environ.get("TIDAL_BENCH_FRAMES", "1")))
 from scaler.cli import main
 import scaler.exposition, scaler.health
 stalls, renders = [], []
@@ -151,6 +155,24 @@ def stop(*_):
             f.write("\\n== by line ==\\n")
             for stat in snap.statistics("lineno")[:60]:
                 f.write(f"{stat}\\n")
+            if tracemalloc.get_traceback_limit() > 1:
+                f.write("\\n== by traceback ==\\n")
+                for stat in snap.statistics("traceback")[:30]:
+                    f.write(f"{stat}\\n")
+                    for line in stat.traceback.format(limit=tracemalloc.get_traceback_limit()):
+                        f.write(f"    {line}\\n")
+    if os.environ.get("TIDAL_BENCH_MALLOCSTATS"):
+        import ctypes
+        with open(out + "-mallocstats.txt", "w") as f:
+            sys.stderr.flush()
+            saved = os.dup(2)
+            os.dup2(f.fileno(), 2)
+            try:
+                sys._debugmallocstats()
+                ctypes.CDLL(None).malloc_stats()
+            finally:
+                os.dup2(saved, 2)
+                os.close(saved)
     with open(out + "-gc.tmp", "w") as f:
         for gen, times in pauses.items():
             if times:

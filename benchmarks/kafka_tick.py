@@ -12,7 +12,6 @@ process, from /proc). Each tick's values are checked against the offsets written
 from __future__ import annotations
 
 import asyncio
-import os
 import sys
 import time
 from pathlib import Path
@@ -28,6 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "deploy" / "local")
 
 from localenv.kafka import KafkaBroker
 from localenv.paths import new_run_dir
+from localenv.process import connections_to
 
 NAME = "kafka_tick"
 TOPICS, PARTITIONS, GROUPS, OBJECTS = 100, 10, 100, 1000
@@ -95,30 +95,6 @@ def _expected(group: int, topic: int) -> float:
     return float(sum(_produced(topic, p) - _committed(group, topic, p) for p in range(PARTITIONS)))
 
 
-def _broker_connections(port: int) -> int:
-    """ESTABLISHED TCP sockets of THIS process whose remote port is `port` (from /proc)."""
-    inodes = set()
-    for fd in Path("/proc/self/fd").iterdir():
-        try:
-            target = os.readlink(fd)
-        except OSError:
-            continue
-        if target.startswith("socket:["):
-            inodes.add(target[8:-1])
-    count = 0
-    for table in ("/proc/self/net/tcp", "/proc/self/net/tcp6"):
-        try:
-            lines = Path(table).read_text().splitlines()[1:]
-        except OSError:
-            continue
-        for line in lines:
-            fields = line.split()
-            remote_port = int(fields[2].rsplit(":", 1)[1], 16)
-            if remote_port == port and fields[3] == "01" and fields[9] in inodes:
-                count += 1
-    return count
-
-
 async def _measure(broker: KafkaBroker, ticks: int, spacing: float) -> dict[str, Any]:
     await _populate(broker.bootstrap)
     rss_before = rss_mib()
@@ -156,7 +132,7 @@ async def _measure(broker: KafkaBroker, ticks: int, spacing: float) -> dict[str,
         await tick()
     cluster = await scalers[0].cluster()
     rss_warm = rss_mib()
-    connections = _broker_connections(broker.port)
+    connections = connections_to(broker.port)
     requests0, by_api0, rounds0 = (
         cluster.requests,
         dict(cluster.requests_by_api),
@@ -172,7 +148,7 @@ async def _measure(broker: KafkaBroker, ticks: int, spacing: float) -> dict[str,
         if n % 10 == 0:
             progress(NAME, f"tick {n + 1}/{ticks}: {per_tick[-1]} requests, {ms(walls[-1])}")
         await asyncio.sleep(spacing)
-    connections = max(connections, _broker_connections(broker.port))
+    connections = max(connections, connections_to(broker.port))
     by_api = {
         api: (count - by_api0.get(api, 0)) / ticks for api, count in cluster.requests_by_api.items()
     }

@@ -20,6 +20,11 @@ objects x 1 s, measured by benchmarks/daemon_scale.py with the objects created a
   pass unfreezes, collects everything and freezes again -- one pause over the whole heap after
   a churn, instead of one every few seconds.
 
+After each pass, and as a TRIM pass of its own every `trim_every` seconds, the C allocator is
+asked to hand its free pages back to the kernel (`malloc_trim`, glibc only). glibc returns only
+the top of its heap on its own: at 1000 objects its main heap held 16 MiB in use inside 46 MiB
+resident, the rest freed by the creation burst and re-touched by the polls' allocations since.
+
 The generation-0 threshold is raised at start-up (`tune_thresholds`): a poll's short-lived
 containers then die by reference counting before a collection ever looks at them (1000 objects
 x 1 s: 965 generation-0 passes in 45 s at the default 700, 1-2 at 10,000).
@@ -28,6 +33,7 @@ x 1 s: 965 generation-0 passes in 45 s at the default 700, 1-2 at 10,000).
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import enum
 import gc
 import logging
@@ -42,11 +48,13 @@ QUIET_S = 3.0  # seconds without a table change before the new objects are froze
 LONGEST_S = 120.0  # a table that never settles (objects failing and rebuilt) is frozen this often
 FULL_AFTER = 64  # retired runtimes (and at least a tenth of the table) before a full pass
 CHECK_EVERY_S = 1.0
+TRIM_EVERY_S = 10.0  # seconds between TRIM passes (~1 ms when there is little to return)
 
 
 class Pass(enum.Enum):
     YOUNG = "young"  # collect the objects not frozen yet, freeze the survivors
     FULL = "full"  # unfreeze, collect everything, freeze again
+    TRIM = "trim"  # only hand the C heap's free pages back (every pass ends with it)
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,6 +78,8 @@ class HeapFreezer:
     changed_at: float = 0.0  # when `changes` last moved
     frozen_at_changes: int = 0  # `changes` at the last pass
     retired_at_full: int = 0  # `retired` at the last full pass
+    trim_every: float = TRIM_EVERY_S
+    trimmed_at: float = 0.0  # when the free pages were last handed back (by any pass)
 
     def observe(self, now: float, activity: Activity) -> HeapFreezer:
         if activity.changes == self.seen:
@@ -78,6 +88,12 @@ class HeapFreezer:
 
     def decide(self, now: float, activity: Activity) -> Pass | None:
         """The pass to run now, if any (call `observe` first with the same figures)."""
+        collect = self._collection(now, activity)
+        if collect is None and now - self.trimmed_at >= self.trim_every:
+            return Pass.TRIM
+        return collect
+
+    def _collection(self, now: float, activity: Activity) -> Pass | None:
         if activity.changes == self.frozen_at_changes:
             return None
         settled = now - self.changed_at >= self.quiet
@@ -89,14 +105,17 @@ class HeapFreezer:
         return Pass.YOUNG
 
     def done(self, kind: Pass, activity: Activity, now: float) -> HeapFreezer:
+        if kind is Pass.TRIM:
+            return replace(self, trimmed_at=now)
         if kind is Pass.FULL:
             return replace(
                 self,
                 frozen_at_changes=activity.changes,
                 retired_at_full=activity.retired,
                 passed_at=now,
+                trimmed_at=now,
             )
-        return replace(self, frozen_at_changes=activity.changes, passed_at=now)
+        return replace(self, frozen_at_changes=activity.changes, passed_at=now, trimmed_at=now)
 
 
 def tune_thresholds(gen0: int = GEN0_THRESHOLD) -> None:
@@ -105,13 +124,35 @@ def tune_thresholds(gen0: int = GEN0_THRESHOLD) -> None:
     gc.set_threshold(gen0, gen1, gen2)
 
 
+def _find_malloc_trim() -> Callable[[int], int] | None:
+    """glibc's `malloc_trim`, or None where the C library has none (musl, macOS)."""
+    try:
+        trim: Callable[[int], int] = ctypes.CDLL(None).malloc_trim
+    except (OSError, AttributeError):
+        return None
+    return trim
+
+
+_MALLOC_TRIM = _find_malloc_trim()
+
+
+def release_free_memory() -> bool:
+    """Return the C heap's free pages to the kernel; False where that is not possible."""
+    if _MALLOC_TRIM is None:
+        return False
+    _MALLOC_TRIM(0)
+    return True
+
+
 def freeze_heap(kind: Pass) -> float:
-    """Run one pass; the pause in seconds."""
+    """Run one pass (then release the free pages); the pause in seconds."""
     began = time.perf_counter()
     if kind is Pass.FULL:
         gc.unfreeze()
-    gc.collect()
-    gc.freeze()
+    if kind is not Pass.TRIM:
+        gc.collect()
+        gc.freeze()
+    release_free_memory()
     return time.perf_counter() - began
 
 
@@ -123,7 +164,7 @@ async def run_heap_freezer(
 ) -> None:
     """Check the table every `every` seconds and freeze the heap when it has settled."""
     loop = asyncio.get_running_loop()
-    state = freezer or HeapFreezer(passed_at=loop.time())
+    state = freezer or HeapFreezer(passed_at=loop.time(), trimmed_at=loop.time())
     while True:
         await asyncio.sleep(every)
         now, seen = loop.time(), activity()
@@ -133,6 +174,9 @@ async def run_heap_freezer(
             continue
         pause = freeze_heap(kind)
         state = state.done(kind, seen, now)
+        if kind is Pass.TRIM:
+            log.debug("heap trimmed", extra={"pause_ms": round(pause * 1000, 1)})
+            continue
         log.info(
             "heap frozen",
             extra={

@@ -49,6 +49,7 @@ LONGEST_S = 120.0  # a table that never settles (objects failing and rebuilt) is
 FULL_AFTER = 64  # retired runtimes (and at least a tenth of the table) before a full pass
 CHECK_EVERY_S = 1.0
 TRIM_EVERY_S = 10.0  # seconds between TRIM passes (~1 ms when there is little to return)
+SLOW_TRIM_S = 0.005  # a TRIM pass this long is logged at info
 
 
 class Pass(enum.Enum):
@@ -127,10 +128,13 @@ def tune_thresholds(gen0: int = GEN0_THRESHOLD) -> None:
 def _find_malloc_trim() -> Callable[[int], int] | None:
     """glibc's `malloc_trim`, or None where the C library has none (musl, macOS)."""
     try:
-        trim: Callable[[int], int] = ctypes.CDLL(None).malloc_trim
+        trim = ctypes.CDLL(None).malloc_trim
     except (OSError, AttributeError):
         return None
-    return trim
+    trim.argtypes = [ctypes.c_size_t]
+    trim.restype = ctypes.c_int
+    found: Callable[[int], int] = trim
+    return found
 
 
 _MALLOC_TRIM = _find_malloc_trim()
@@ -175,7 +179,9 @@ async def run_heap_freezer(
         pause = freeze_heap(kind)
         state = state.done(kind, seen, now)
         if kind is Pass.TRIM:
-            log.debug("heap trimmed", extra={"pause_ms": round(pause * 1000, 1)})
+            # Usually ~1 ms; said at info when it held the loop long enough to matter.
+            level = logging.INFO if pause >= SLOW_TRIM_S else logging.DEBUG
+            log.log(level, "heap trimmed", extra={"pause_ms": round(pause * 1000, 1)})
             continue
         log.info(
             "heap frozen",

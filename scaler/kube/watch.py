@@ -6,7 +6,7 @@ import asyncio
 import logging
 import random
 import time
-from collections.abc import Awaitable, Callable, Hashable
+from collections.abc import AsyncIterator, Awaitable, Callable, Hashable
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -121,44 +121,78 @@ class Watcher:
                 await asyncio.sleep(delay)
 
     async def _list(self) -> str:
-        """(Re)list in pages of `page_size` (limit + continue, a consistent snapshot), then
-        report what the cache held and the list no longer has as DELETED; returns the list's
-        resourceVersion, where the watch resumes."""
-        accept = PARTIAL_LIST if self._metadata_only else "application/json"
+        """(Re)list in pages of `page_size` (limit + continue: one consistent snapshot, each
+        page decoded on its own) and bring the cache to it; returns the list's
+        resourceVersion, where the watch resumes.
+
+        The first list hands each page to the handler as it arrives. A relist reads every page
+        first and reports what the cache held and the list no longer has as DELETED before the
+        rest, as an unpaged relist did: a build running between two pages must not find an
+        object that is gone beside the one that replaced it."""
+        first = not self.objects
+        pending: list[JSON] = []  # a relist's items, handled once every page is in
         seen: set[tuple[str, str]] = set()
-        rv = token = ""
-        while True:
-            query: dict[str, str | int] = {"limit": self._page_size}
-            if self._selector:
-                query["labelSelector"] = self._selector
-            if token:
-                query["continue"] = token
-            body = await self._kube.get(self._path, accept=accept, **query)
-            self.list_pages += 1
-            meta = body.get("metadata") or {}
-            rv = str(meta.get("resourceVersion") or rv)
-            for item in body.get("items") or []:
-                k = object_key(item)
-                seen.add(k)
-                if len(seen) % YIELD_EVERY == 0:
-                    await asyncio.sleep(0)  # a relist of thousands must not hold the loop
-                previous = self._store(k, self._keep(item))
-                if previous is None:
-                    await self._dispatch("ADDED", item)
-                elif _rv(previous) != _rv(item):
-                    await self._dispatch("MODIFIED", item)
-            token = str(meta.get("continue") or "")
-            if not token:
-                break
+        rv = ""
+        async for page, restarted in self._pages():
+            if restarted:  # a new snapshot: only what it holds counts as seen
+                seen.clear()
+                pending.clear()
+                first = not self.objects
+            rv = str((page.get("metadata") or {}).get("resourceVersion") or rv)
+            items = page.get("items") or []
+            seen.update(object_key(item) for item in items)
+            if first:
+                await self._apply(items)
+            else:
+                pending.extend(items)
         self.relists += 1
         for k in [k for k in self.objects if k not in seen]:
             kept = self._drop(k)
             if kept is not None:
                 await self._dispatch("DELETED", kept)
+        await self._apply(pending)
         self.synced.set()
         self.failing_since = None
         self._backoff.reset()
         return rv
+
+    async def _pages(self) -> AsyncIterator[tuple[JSON, bool]]:
+        """The list's pages, each with whether the list started over at it. A continue token
+        that expired (410: the snapshot was compacted away during a very long list) restarts
+        the list unpaged, as client-go does."""
+        accept = PARTIAL_LIST if self._metadata_only else "application/json"
+        token, paged, restarted = "", True, False
+        while True:
+            query: dict[str, str | int] = {"limit": self._page_size} if paged else {}
+            if self._selector:
+                query["labelSelector"] = self._selector
+            if token:
+                query["continue"] = token
+            try:
+                page = await self._kube.get(self._path, accept=accept, **query)
+            except KubeError as exc:
+                if exc.status != 410 or not token:
+                    raise
+                log.info("list continuation expired; listing unpaged", extra={"watch": self.name})
+                token, paged, restarted = "", False, True
+                continue
+            self.list_pages += 1
+            yield page, restarted
+            restarted = False
+            token = str((page.get("metadata") or {}).get("continue") or "")
+            if not token:
+                return
+
+    async def _apply(self, items: list[JSON]) -> None:
+        """Store listed items and report the new and changed ones."""
+        for n, item in enumerate(items, 1):
+            if n % YIELD_EVERY == 0:
+                await asyncio.sleep(0)  # a relist of thousands must not hold the loop
+            previous = self._store(object_key(item), self._keep(item))
+            if previous is None:
+                await self._dispatch("ADDED", item)
+            elif _rv(previous) != _rv(item):
+                await self._dispatch("MODIFIED", item)
 
     async def _watch(self, rv: str) -> None:
         while True:

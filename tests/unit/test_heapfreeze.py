@@ -160,8 +160,11 @@ def test_a_pass_hands_the_c_heaps_free_pages_back_to_the_kernel() -> None:
     survivors = blocks[::50]  # one in 50 stays: the heap's top is never free
     del blocks
     before = _rss_mib()
-    pause = freeze_heap(Pass.YOUNG)
-    after = _rss_mib()
+    try:
+        pause = freeze_heap(Pass.YOUNG)
+        after = _rss_mib()
+    finally:
+        gc.unfreeze()  # the rest of the test session runs on an ordinary heap
     assert len(survivors) == 1000
     assert before - after > 50, (before, after)
     assert pause < 10  # a hang guard, not a speed figure

@@ -185,6 +185,10 @@ async def test_waiting_to_recheck_an_unsupported_source_keeps_no_exception_alive
         await _settle()
         assert not loop.task.done()  # waiting for the recheck
         gc.collect()
-        alive = [o for o in gc.get_objects() if isinstance(o, UnsupportedError)]
+        alive = [
+            o
+            for o in gc.get_objects()
+            if isinstance(o, UnsupportedError) and str(o) == "fake: cannot push"
+        ]
         assert alive == []
         assert loop.up == 0.0

@@ -180,11 +180,20 @@ class RedisConnection:
         if self._closed:  # a closed scaler must not take a new lease nobody would release
             raise ScalerError(f"redis {self.target.endpoint}: the scaler is closed")
         try:
-            if self._lease is None:
-                self._lease = await self._clients.acquire(
-                    self.target.key(), self._create, _close_runner
-                )
-            return await self._lease.client.run(script, keys, args)
+            lease = self._lease
+            if lease is None:
+                lease = await self._clients.acquire(self.target.key(), self._create, _close_runner)
+                if self._closed or self._lease is not None:
+                    # Closed (or given a lease by a concurrent query) while the client was being
+                    # made: nobody else would ever release this one.
+                    await lease.release()
+                    if self._closed:
+                        raise ScalerError(f"redis {self.target.endpoint}: the scaler is closed")
+                    lease = self._lease
+                    assert lease is not None
+                else:
+                    self._lease = lease
+            return await lease.client.run(script, keys, args)
         except redis_errors.ResponseError as exc:
             if _is_auth_problem(exc):
                 raise ScalerError(self._message("authentication failed", exc)) from exc

@@ -178,21 +178,9 @@ class RedisConnection:
 
     async def run(self, script: LuaScript, keys: Sequence[str], args: Sequence[str] = ()) -> Any:
         if self._closed:  # a closed scaler must not take a new lease nobody would release
-            raise ScalerError(f"redis {self.target.endpoint}: the scaler is closed")
+            raise self._closed_error()
         try:
-            lease = self._lease
-            if lease is None:
-                lease = await self._clients.acquire(self.target.key(), self._create, _close_runner)
-                if self._closed or self._lease is not None:
-                    # Closed (or given a lease by a concurrent query) while the client was being
-                    # made: nobody else would ever release this one.
-                    await lease.release()
-                    if self._closed:
-                        raise ScalerError(f"redis {self.target.endpoint}: the scaler is closed")
-                    lease = self._lease
-                    assert lease is not None
-                else:
-                    self._lease = lease
+            lease = self._lease or await self._take_lease()
             return await lease.client.run(script, keys, args)
         except redis_errors.ResponseError as exc:
             if _is_auth_problem(exc):
@@ -204,6 +192,22 @@ class RedisConnection:
             raise ScalerError(self._message("connection failed", exc)) from exc
         except TimeoutError as exc:
             raise ScalerError(self._message("timed out", exc)) from exc
+
+    async def _take_lease(self) -> Lease[ScriptRunner]:
+        lease = await self._clients.acquire(self.target.key(), self._create, _close_runner)
+        # While the client was being made the scaler may have closed, or a concurrent query
+        # taken a lease: nobody else would ever release this one then.
+        if self._closed:
+            await lease.release()
+            raise self._closed_error()
+        if self._lease is not None:
+            await lease.release()
+            return self._lease
+        self._lease = lease
+        return lease
+
+    def _closed_error(self) -> ScalerError:
+        return ScalerError(f"redis {self.target.endpoint}: the scaler is closed")
 
     async def _create(self) -> ScriptRunner:
         return ScriptRunner(await create_client(self.target))

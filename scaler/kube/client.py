@@ -221,15 +221,6 @@ class KubeClient:
         reviews). Closing the original closes both."""
         return KubeClient(self._transport, timeout=self._timeout_s)
 
-    def with_own_connections(self) -> KubeClient:
-        """Another client on the same credentials with a connection pool of its own (direct
-        transport), for long-lived watches that must not hold connections the writes and Lease
-        renewals need. The caller closes it unless it is this very client (the library
-        transport, which cannot be duplicated, shares the original's)."""
-        if isinstance(self._transport, DirectTransport):
-            return KubeClient(DirectTransport(self._transport.connection), timeout=self._timeout_s)
-        return self
-
     @property
     def host(self) -> str:
         return self._transport.host

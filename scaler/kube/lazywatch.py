@@ -36,10 +36,9 @@ async def _ignore(kind: EventType, obj: JSON) -> None:
 
 class LazyWatches:
     def __init__(self, kube: KubeClient, *, idle_after: float = IDLE_AFTER) -> None:
-        # Each watch holds a connection for as long as it runs: on a pool of their own, so
-        # they never starve the writes and the Lease renewals of theirs.
+        # Each watch holds a connection for as long as it runs: the transport keeps watches on
+        # a pool of their own, so they never starve the writes and the Lease renewals.
         self._kube = kube
-        self._watch_kube: KubeClient | None = None
         self._idle_after = idle_after
         self._watched: dict[Hashable, _Watched] = {}
         self._janitor: asyncio.Task[None] | None = None
@@ -67,10 +66,8 @@ class LazyWatches:
                 raise QueryError(f"{what} could not be listed: {exc}") from exc
             return [keep(item) for item in body.get("items") or []]
         if entry is None:
-            if self._watch_kube is None:
-                self._watch_kube = self._kube.with_own_connections()
             watcher = Watcher(
-                self._watch_kube,
+                self._kube,
                 path,
                 _ignore,
                 label_selector=label_selector,
@@ -117,6 +114,3 @@ class LazyWatches:
             t.cancel()
         with contextlib.suppress(Exception):
             await asyncio.gather(*tasks, return_exceptions=True)
-        if self._watch_kube is not None and self._watch_kube is not self._kube:
-            await self._watch_kube.aclose()
-            self._watch_kube = None

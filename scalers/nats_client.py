@@ -11,9 +11,9 @@ Credentials (TriggerAuthentication params only; all but ``username`` are secret)
 ``nkeys`` package (nats-py's ``nkeys`` extra).
 
 Push: `NatsConnection.messages` subscribes (core NATS, no consumer, no ack) to a stream's
-subjects, yields once when the server has them (SUB then a flush: the server answers the PING
-after it has processed the SUBs), then once per message; it raises ScalerError when the
-connection drops.
+subjects, yields once when the server has them (the SUBs, then a PING written behind them: the
+server answers it after processing the SUBs), then once per message; it raises ScalerError when
+the connection drops.
 `subject_wakeups` does the same for a lease held only while the iterator runs (the aws-s3
 trigger's bucket events). `nats_url` normalizes a ``nats://host[:port]`` or bare ``host:port``.
 """
@@ -257,10 +257,10 @@ async def _subscribed(
         try:
             for subject in subjects:
                 subs.append(await shared.client.subscribe(subject, cb=on_message))
-            await shared.client.flush(timeout=max(1, round(shared.target.timeout)))
+            await _flushed_behind_pending(shared)
         except (nats.errors.Error, OSError, TimeoutError) as exc:
             raise ScalerError(message("subscribe failed", exc)) from exc
-        yield None  # subscribed: the flush's PONG came after the server processed every SUB
+        yield None  # subscribed: a PONG came after the server processed every SUB
         while True:
             item = await queue.get()
             if item is not None:
@@ -270,6 +270,19 @@ async def _subscribed(
         shared.unlisten(queue)
         # Shielded: a second cancellation must not leave subscriptions on the shared link.
         await asyncio.shield(_unsubscribe_all(subs))
+
+
+async def _flushed_behind_pending(shared: SharedNats) -> None:
+    """Return once the server has processed everything written before this call.
+
+    nats-py's `flush` writes its PING straight to the socket, while a SUB just sent still waits in
+    nats-py's buffer for its flusher task: on the wire the PING can precede the SUB, and its PONG
+    then proves nothing. The flusher was woken before that PING was written, so it has written
+    the buffer before the first PONG can be read; a second PING goes out behind it.
+    """
+    timeout = max(1, round(shared.target.timeout))
+    await shared.client.flush(timeout=timeout)
+    await shared.client.flush(timeout=timeout)
 
 
 def _failure(label: str, target: NatsTarget, what: str, exc: BaseException) -> str:

@@ -18,6 +18,7 @@ from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig
 
+from localenv.faultproxy import FaultProxy
 from localenv.nats import NatsServer, nats_server_bin
 from localenv.process import ManagedProcess, free_port, tcp_open
 from scaler.clients import ClientPool
@@ -405,6 +406,37 @@ async def test_push_first_item_means_subscribed(
         await wakeups.aclose()  # type: ignore[attr-defined]
     await scaler.aclose()
     assert len(pool) == 0
+
+
+async def test_push_first_item_comes_after_a_ping_sent_behind_the_subs(
+    nats_server: NatsServer, queue: Queue, pool: ClientPool
+) -> None:
+    """The server answers a PING only after what came before it on the connection, so the first
+    item means "subscribed" only if a PING it waited for was written after every SUB. nats-py's
+    flush writes its PING straight to the socket while a SUB still waits in nats-py's buffer for
+    its flusher task: PING then SUB went out, and a message published right after the first item
+    could be lost (one CI run: no wake-up within 10 s). A recording proxy shows the wire order."""
+    recording = await asyncio.to_thread(
+        FaultProxy((nats_server.host, nats_server.port), record=True).start
+    )
+    try:
+        scaler = _scaler(
+            pool,
+            "client",
+            monitoring=nats_server.monitoring,
+            url=f"nats://{recording.address}",
+            stream=queue.stream,
+            consumer=queue.consumer,
+        )
+        wakeups = scaler.wakeups()
+        await asyncio.wait_for(anext(wakeups), PUSH_GUARD)  # subscribed
+        wire = recording.sent()
+        await wakeups.aclose()  # type: ignore[attr-defined]
+        await scaler.aclose()
+    finally:
+        await asyncio.to_thread(recording.stop)
+    subscribed = wire.rindex(b"SUB " + queue.stream.encode())
+    assert wire.find(b"PING", subscribed) > subscribed, wire
 
 
 async def test_push_wakes_on_publish_and_raises_when_the_connection_drops(

@@ -85,3 +85,21 @@ async def test_every_mode(proxy: FaultProxy) -> None:
 def test_upstream_must_be_loopback() -> None:
     with pytest.raises(ValueError, match="not a loopback address"):
         FaultProxy(("192.0.2.1", 80))
+
+
+async def test_record_keeps_what_clients_sent_in_order() -> None:
+    server = await asyncio.start_server(_echo, HOST, 0)
+    port = int(server.sockets[0].getsockname()[1])
+    recording = await asyncio.to_thread(FaultProxy((HOST, port), record=True).start)
+    try:
+        reader, writer = await asyncio.open_connection(HOST, recording.port)
+        for word in (b"one ", b"two"):
+            writer.write(word)
+            await writer.drain()
+            async with asyncio.timeout(10):
+                assert await reader.read(100) == word  # echoed, so forwarded
+        writer.close()
+        assert recording.sent() == b"one two"
+    finally:
+        await asyncio.to_thread(recording.stop)
+        server.close()

@@ -14,6 +14,10 @@ the code under test, and it can be driven from sync or async code alike. Modes:
 * ``tls``       terminate TLS with the given server context and forward plain text upstream:
                 a server that now speaks TLS (or presents a certificate from another CA).
 
+With ``record=True`` it also keeps every byte it forwarded upstream (all connections, in
+arrival order): `sent()` returns them, for a test that checks what a client wrote and in which
+order.
+
 A mode change closes the open connections when `drop` is true (the default for ``blackhole``,
 ``refuse`` and ``tls``: a server restarted with a new configuration) and leaves them open
 otherwise (``pass`` and ``delay``: the same server, now slow or fast again).
@@ -72,7 +76,14 @@ class _Conn:
 class FaultProxy:
     """See the module docstring. `start()` before use, `stop()` at the end (or `with`)."""
 
-    def __init__(self, upstream: tuple[str, int], *, name: str = "proxy", port: int = 0) -> None:
+    def __init__(
+        self,
+        upstream: tuple[str, int],
+        *,
+        name: str = "proxy",
+        port: int = 0,
+        record: bool = False,
+    ) -> None:
         host, up_port = upstream
         if not ipaddress.ip_address(socket.gethostbyname(host)).is_loopback:
             raise ValueError(f"{name}: upstream {host} is not a loopback address")
@@ -87,6 +98,9 @@ class FaultProxy:
         self._conns: set[_Conn] = set()
         self._changed: asyncio.Event | None = None
         self._listen_tls: ssl.SSLContext | None = None
+        self._record = record
+        self._sent = bytearray()
+        self._sent_lock = threading.Lock()
 
     # -- public API (any thread) ------------------------------------------------------------
 
@@ -101,6 +115,11 @@ class FaultProxy:
     @property
     def open_connections(self) -> int:
         return len(self._conns)
+
+    def sent(self) -> bytes:
+        """Every byte forwarded upstream so far (only with ``record=True``)."""
+        with self._sent_lock:
+            return bytes(self._sent)
 
     def start(self) -> FaultProxy:
         loop = asyncio.new_event_loop()
@@ -265,6 +284,9 @@ class FaultProxy:
                     break
                 if slow:
                     await self._hold()
+                elif self._record:
+                    with self._sent_lock:
+                        self._sent += data
                 writer.write(data)
                 await writer.drain()
         except (OSError, ssl.SSLError, ConnectionError):

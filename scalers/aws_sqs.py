@@ -31,9 +31,9 @@ import urllib.parse
 from collections.abc import Iterable
 from typing import ClassVar
 
-from scaler.clients import ClientPool, Lease
+from scaler.clients import ClientPool
 from scaler.contract import MetricSpec, Sample, TriggerContext, metric_name
-from scaler.errors import ScalerError
+from scaler.lease_slot import LeaseSlot
 from scaler.params import Config, Param
 from scalers.aws_common import endpoint_problems
 from scalers.aws_sqs_hub import QueueCounts, SqsHub, SqsTarget, close_hub
@@ -134,23 +134,15 @@ class AwsSqsQueueScaler:
             float(config.get_int("queueLength")),
             trigger.metric_type,
         )
-        self._clients = clients
-        self._lease: Lease[SqsHub] | None = None
-        self._closed = False
+        self._hub: LeaseSlot[SqsHub] = LeaseSlot(clients, f"aws-sqs-queue queue '{self.queue}'")
         self.last_counts: QueueCounts | None = None  # for tests and benchmarks
 
     def metric_spec(self) -> MetricSpec:
         return self._spec
 
     async def hub(self) -> SqsHub:
-        if self._closed:  # a closed scaler must not take a lease nobody would release
-            raise ScalerError(f"aws-sqs-queue queue '{self.queue}': the scaler is closed")
-        if self._lease is None:
-            target = self.target
-            self._lease = await self._clients.acquire(
-                target.key(), lambda: SqsHub.create(target), close_hub
-            )
-        return self._lease.client
+        target = self.target
+        return await self._hub.take(target.key(), lambda: SqsHub.create(target), close_hub)
 
     async def sample(self, now: float) -> Sample:
         hub = await self.hub()
@@ -161,7 +153,4 @@ class AwsSqsQueueScaler:
         return Sample(float(value), value > self._activation, now)
 
     async def aclose(self) -> None:
-        self._closed = True
-        lease, self._lease = self._lease, None
-        if lease is not None:
-            await lease.release()
+        await self._hub.release()

@@ -13,7 +13,6 @@ place): a 3xx answer is an error like any other non-2xx. Failures map to ScalerE
 
 from __future__ import annotations
 
-import asyncio
 import ssl
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -22,9 +21,10 @@ from urllib.parse import urlsplit, urlunsplit
 
 import aiohttp
 
-from scaler.clients import ClientKey, ClientPool, Lease, TlsSettings, fingerprint
+from scaler.clients import ClientKey, ClientPool, TlsSettings, fingerprint
 from scaler.contract import TriggerContext
 from scaler.errors import QueryError, ScalerError
+from scaler.lease_slot import LeaseSlot
 from scaler.params import Config, Param, redact
 
 AUTH_MODES = ("apiKey", "basic", "bearer", "tls", "custom")
@@ -175,9 +175,8 @@ class HttpSource:
         self.base = f"{parts.scheme}://{parts.hostname}:{port}"
         self.auth = auth
         self.timeout = timeout
-        self._clients = clients
-        self._lease: Lease[aiohttp.ClientSession] | None = None
-        self._leasing = asyncio.Lock()  # concurrent first GETs take one lease, not one each
+        self._key = ClientKey("http", self.base, auth.fingerprint)
+        self._session: LeaseSlot[aiohttp.ClientSession] = LeaseSlot(clients, f"{kind} {self.base}")
 
     async def get(
         self,
@@ -187,15 +186,9 @@ class HttpSource:
     ) -> bytes:
         """The body of a 2xx answer to GET `url`; ScalerError / QueryError otherwise."""
         shown = safe_url(url)
-        if self._lease is None:
-            async with self._leasing:
-                if self._lease is None:
-                    self._lease = await self._clients.acquire(
-                        ClientKey("http", self.base, self.auth.fingerprint),
-                        lambda: _new_session(self.kind, self.auth.ssl),
-                        _close_session,
-                    )
-        session = self._lease.client
+        session = await self._session.take(
+            self._key, lambda: _new_session(self.kind, self.auth.ssl), _close_session
+        )
         query = {**(params or {}), **self.auth.query}
         all_headers = {**(headers or {}), **self.auth.headers}
         try:
@@ -228,9 +221,7 @@ class HttpSource:
         return redact(text, self.auth.secrets)
 
     async def aclose(self) -> None:
-        lease, self._lease = self._lease, None
-        if lease is not None:
-            await lease.release()
+        await self._session.release()
 
 
 def timeout_of(config: Config, trigger: TriggerContext) -> float:

@@ -34,8 +34,9 @@ from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.errors import NotFoundError
 
-from scaler.clients import ClientKey, ClientPool, Lease, TlsSettings, fingerprint
+from scaler.clients import ClientKey, ClientPool, TlsSettings, fingerprint
 from scaler.errors import QueryError, ScalerError
+from scaler.lease_slot import LeaseSlot
 from scaler.params import redact
 
 log = logging.getLogger(__name__)
@@ -165,18 +166,14 @@ class NatsConnection:
 
     def __init__(self, target: NatsTarget, clients: ClientPool) -> None:
         self.target = target
-        self._clients = clients
-        self._lease: Lease[SharedNats] | None = None
+        self._shared_slot: LeaseSlot[SharedNats] = LeaseSlot(clients, f"nats {target.server}")
 
     async def _shared(self) -> SharedNats:
-        if self._lease is None:
-            try:
-                self._lease = await self._clients.acquire(
-                    self.target.key, lambda: _connect(self.target), _close
-                )
-            except (nats.errors.Error, OSError, TimeoutError) as exc:
-                raise ScalerError(self._message("cannot connect", exc)) from exc
-        return self._lease.client
+        target = self.target
+        try:
+            return await self._shared_slot.take(target.key, lambda: _connect(target), _close)
+        except (nats.errors.Error, OSError, TimeoutError) as exc:
+            raise ScalerError(self._message("cannot connect", exc)) from exc
 
     async def consumer_lag(self, stream: str, consumer: str) -> tuple[int, int]:
         """(num_pending, num_ack_pending) from ``$JS.API.CONSUMER.INFO`` (the leader answers)."""
@@ -216,9 +213,7 @@ class NatsConnection:
         return _failure("nats-jetstream", self.target, what, exc)
 
     async def aclose(self) -> None:
-        lease, self._lease = self._lease, None
-        if lease is not None:
-            await lease.release()
+        await self._shared_slot.release()
 
 
 async def subject_wakeups(

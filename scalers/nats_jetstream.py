@@ -25,12 +25,13 @@ from collections.abc import AsyncIterator, Iterable
 from typing import ClassVar
 from urllib.parse import urlsplit
 
-from scaler.clients import ClientPool, Lease
+from scaler.clients import ClientPool
 from scaler.contract import MetricSpec, Sample, TriggerContext, metric_name
 from scaler.errors import ScalerError
+from scaler.lease_slot import LeaseSlot
 from scaler.params import Config, Param, Source
 from scalers.nats_client import NatsConnection, NatsTarget, nats_url
-from scalers.nats_monitor import JszPoller, MonitorTarget, acquire_poller
+from scalers.nats_monitor import JszPoller, MonitorTarget, take_poller
 
 _META_AUTH: tuple[Source, ...] = ("metadata", "auth")
 _AUTH: tuple[Source, ...] = ("auth",)
@@ -130,7 +131,7 @@ class NatsJetStreamScaler:
                 timeout=trigger.timeout,
             )
             self._nats = NatsConnection(target, clients)
-        self._poller: Lease[JszPoller] | None = None
+        self._poller: LeaseSlot[JszPoller] = LeaseSlot(clients, "nats-jetstream monitoring")
         self._woken_at = -math.inf  # loop time of the latest push wake-up
 
     @property
@@ -145,7 +146,7 @@ class NatsJetStreamScaler:
     @property
     def poller(self) -> JszPoller | None:
         """The shared /jsz poller once acquired (benchmarks read its request counters)."""
-        return None if self._poller is None else self._poller.client
+        return self._poller.client
 
     def metric_spec(self) -> MetricSpec:
         return self._spec
@@ -156,13 +157,10 @@ class NatsJetStreamScaler:
 
     async def _lag(self, now: float) -> int:
         if self._monitor is not None:
-            if self._poller is None:
-                self._poller = await acquire_poller(self._monitor, self._clients)
+            poller = await take_poller(self._poller, self._monitor, self._clients)
             # A /jsz answer fetched for another object's sample up to half a second earlier
             # will do -- unless a message woke this object since: then only a newer one.
-            found = await self._poller.client.lag(
-                self._stream, self._consumer, now, not_before=self._woken_at
-            )
+            found = await poller.lag(self._stream, self._consumer, now, not_before=self._woken_at)
             return found.lag
         assert self._nats is not None
         pending, ack_pending = await self._nats.consumer_lag(self._stream, self._consumer)
@@ -184,9 +182,7 @@ class NatsJetStreamScaler:
             yield None
 
     async def aclose(self) -> None:
-        lease, self._poller = self._poller, None
-        if lease is not None:
-            await lease.release()
+        await self._poller.release()
         if self._nats is not None:
             await self._nats.aclose()
 

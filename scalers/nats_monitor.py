@@ -44,8 +44,9 @@ from types import MappingProxyType
 from typing import Any
 from urllib.parse import urlsplit
 
-from scaler.clients import ClientKey, ClientPool, Lease
+from scaler.clients import ClientKey, ClientPool
 from scaler.errors import QueryError, ScalerError
+from scaler.lease_slot import LeaseSlot
 from scalers.http_common import HttpAuth, HttpSource
 
 log = logging.getLogger(__name__)
@@ -542,6 +543,8 @@ async def _close_poller(poller: JszPoller) -> None:
     await poller.aclose()
 
 
-async def acquire_poller(target: MonitorTarget, clients: ClientPool) -> Lease[JszPoller]:
-    """The shared poller of `target`'s endpoint and account (release the lease when done)."""
-    return await clients.acquire(target.key, lambda: _new_poller(target, clients), _close_poller)
+async def take_poller(
+    slot: LeaseSlot[JszPoller], target: MonitorTarget, clients: ClientPool
+) -> JszPoller:
+    """The shared poller of `target`'s endpoint and account, leased in `slot`."""
+    return await slot.take(target.key, lambda: _new_poller(target, clients), _close_poller)

@@ -35,8 +35,9 @@ import aiormq.abc
 from aiormq import exceptions as amqp_errors
 from yarl import URL
 
-from scaler.clients import ClientKey, ClientPool, Lease, TlsSettings, fingerprint
+from scaler.clients import ClientKey, ClientPool, TlsSettings, fingerprint
 from scaler.errors import QueryError, ScalerError
+from scaler.lease_slot import LeaseSlot
 from scaler.params import redact
 from scalers.http_common import HttpAuth, HttpSource
 
@@ -284,8 +285,6 @@ class ManagementHub:
         self.base = base
         self._source = HttpSource("rabbitmq", base + "/", auth, timeout, clients)
         self._rounds: Rounds[HttpRead, bytes] = Rounds(self._get, timeout, f"GET {base}")
-        self._first = asyncio.Lock()
-        self._leased = False
         self.requests = 0  # GETs sent
 
     async def get(self, read: HttpRead) -> bytes:
@@ -293,15 +292,7 @@ class ManagementHub:
 
     async def _get(self, read: HttpRead) -> bytes:
         self.requests += 1
-        if self._leased:
-            return await self._source.get(read.url, dict(read.params) or None)
-        # HttpSource takes its session lease on its first GET; two first GETs at once (two
-        # queues of one tick) would take two and release one, so the first runs alone.
-        async with self._first:
-            try:
-                return await self._source.get(read.url, dict(read.params) or None)
-            finally:
-                self._leased = True
+        return await self._source.get(read.url, dict(read.params) or None)
 
     async def aclose(self) -> None:
         await self._rounds.aclose()
@@ -321,16 +312,10 @@ class HubLease(Generic[H]):
     def __init__(self, key: ClientKey, create: Callable[[], H], clients: ClientPool) -> None:
         self._key = key
         self._create = create
-        self._clients = clients
-        self._lease: Lease[H] | None = None
-        self._closed = False
+        self._hub: LeaseSlot[H] = LeaseSlot(clients, "rabbitmq")
 
     async def hub(self) -> H:
-        if self._closed:  # a closed scaler must not take a lease nobody would release
-            raise ScalerError("rabbitmq: the scaler is closed")
-        if self._lease is None:
-            self._lease = await self._clients.acquire(self._key, self._make, self._close)
-        return self._lease.client
+        return await self._hub.take(self._key, self._make, self._close)
 
     async def _make(self) -> H:
         return self._create()
@@ -340,10 +325,7 @@ class HubLease(Generic[H]):
         await hub.aclose()
 
     async def aclose(self) -> None:
-        self._closed = True
-        lease, self._lease = self._lease, None
-        if lease is not None:
-            await lease.release()
+        await self._hub.release()
 
 
 def query_pairs(params: Mapping[str, str]) -> tuple[tuple[str, str], ...]:

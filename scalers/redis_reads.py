@@ -22,9 +22,10 @@ from typing import Any
 from redis import exceptions as redis_errors
 from redis.asyncio import RedisCluster
 
-from scaler.clients import ClientPool, Lease
+from scaler.clients import ClientPool
 from scaler.contract import MetricSpec, TriggerContext
 from scaler.errors import QueryError, ScalerError
+from scaler.lease_slot import LeaseSlot
 from scaler.params import Config, redact
 from scalers.redis_common import RedisTarget, close_client, create_client, validate_connection
 
@@ -172,16 +173,12 @@ class RedisConnection:
 
     def __init__(self, target: RedisTarget, clients: ClientPool) -> None:
         self.target = target
-        self._clients = clients
-        self._lease: Lease[ScriptRunner] | None = None
-        self._closed = False
+        self._runner: LeaseSlot[ScriptRunner] = LeaseSlot(clients, f"redis {target.endpoint}")
 
     async def run(self, script: LuaScript, keys: Sequence[str], args: Sequence[str] = ()) -> Any:
-        if self._closed:  # a closed scaler must not take a new lease nobody would release
-            raise self._closed_error()
         try:
-            lease = self._lease or await self._take_lease()
-            return await lease.client.run(script, keys, args)
+            runner = await self._runner.take(self.target.key(), self._create, _close_runner)
+            return await runner.run(script, keys, args)
         except redis_errors.ResponseError as exc:
             if _is_auth_problem(exc):
                 raise ScalerError(self._message("authentication failed", exc)) from exc
@@ -193,22 +190,6 @@ class RedisConnection:
         except TimeoutError as exc:
             raise ScalerError(self._message("timed out", exc)) from exc
 
-    async def _take_lease(self) -> Lease[ScriptRunner]:
-        lease = await self._clients.acquire(self.target.key(), self._create, _close_runner)
-        # While the client was being made the scaler may have closed, or a concurrent query
-        # taken a lease: nobody else would ever release this one then.
-        if self._closed:
-            await lease.release()
-            raise self._closed_error()
-        if self._lease is not None:
-            await lease.release()
-            return self._lease
-        self._lease = lease
-        return lease
-
-    def _closed_error(self) -> ScalerError:
-        return ScalerError(f"redis {self.target.endpoint}: the scaler is closed")
-
     async def _create(self) -> ScriptRunner:
         return ScriptRunner(await create_client(self.target))
 
@@ -217,10 +198,7 @@ class RedisConnection:
         return f"redis {self.target.endpoint}: {what}: {detail}"
 
     async def aclose(self) -> None:
-        self._closed = True
-        lease, self._lease = self._lease, None
-        if lease is not None:
-            await lease.release()
+        await self._runner.release()
 
 
 async def _close_runner(runner: ScriptRunner) -> None:

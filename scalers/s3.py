@@ -37,9 +37,10 @@ import botocore.session
 from botocore import exceptions as boto_errors
 from botocore.config import Config as BotoConfig
 
-from scaler.clients import ClientKey, ClientPool, Lease
+from scaler.clients import ClientKey, ClientPool
 from scaler.contract import MetricSpec, Sample, TriggerContext, metric_name
 from scaler.errors import ScalerError
+from scaler.lease_slot import LeaseSlot
 from scaler.params import Config, Param
 from scalers.aws_common import AwsTarget, aws_error, endpoint_problems
 from scalers.s3_events import (
@@ -263,7 +264,7 @@ class S3Scaler:
             trigger.metric_type,
         )
         self._clients = clients
-        self._lease: Lease[S3Client] | None = None
+        self._s3: LeaseSlot[S3Client] = LeaseSlot(clients, f"aws-s3 bucket '{bucket}'")
         self._truncated = False
         self.last_count: Count | None = None  # for tests and benchmarks
 
@@ -308,11 +309,8 @@ class S3Scaler:
         return count
 
     async def _client(self) -> S3Client:
-        if self._lease is None:
-            self._lease = await self._clients.acquire(
-                self.target.key(), lambda: create_s3_client(self.target), _close_s3_client
-            )
-        return self._lease.client
+        target = self.target
+        return await self._s3.take(target.key(), lambda: create_s3_client(target), _close_s3_client)
 
     async def _list(self, client: S3Client) -> Count:
         listing = self.listing
@@ -358,9 +356,7 @@ class S3Scaler:
         )
 
     async def aclose(self) -> None:
-        lease, self._lease = self._lease, None
-        if lease is not None:
-            await lease.release()
+        await self._s3.release()
 
 
 class S3EventsScaler(S3Scaler):

@@ -30,8 +30,9 @@ import grpc.aio
 from cryptography import x509
 from cryptography.x509.oid import NameOID
 
-from scaler.clients import ClientKey, ClientPool, Lease, TlsSettings
+from scaler.clients import ClientKey, ClientPool, TlsSettings
 from scaler.errors import ScalerError
+from scaler.lease_slot import LeaseSlot
 from scalers.external import externalscaler_pb2 as pb
 
 log = logging.getLogger(__name__)
@@ -190,25 +191,19 @@ class ExternalChannel:
 
     def __init__(self, endpoint: Endpoint, pool: ClientPool, timeout: float) -> None:
         self.endpoint = endpoint
-        self._pool = pool
         self._timeout = timeout
-        self._lease: Lease[grpc.aio.Channel] | None = None
-        self._lock = asyncio.Lock()
+        self._channel: LeaseSlot[grpc.aio.Channel] = LeaseSlot(pool, endpoint.describe())
 
     async def channel(self) -> grpc.aio.Channel:
-        if self._lease is None:
-            async with self._lock:
-                if self._lease is None:
-                    endpoint, timeout = self.endpoint, self._timeout
-                    try:
-                        self._lease = await self._pool.acquire(
-                            endpoint.key, lambda: open_channel(endpoint, timeout), _close
-                        )
-                    except ScalerError:
-                        raise
-                    except (grpc.RpcError, ValueError, OSError) as exc:
-                        raise call_error(endpoint, "connect", exc) from exc
-        return self._lease.client
+        endpoint, timeout = self.endpoint, self._timeout
+        try:
+            return await self._channel.take(
+                endpoint.key, lambda: open_channel(endpoint, timeout), _close
+            )
+        except ScalerError:
+            raise
+        except (grpc.RpcError, ValueError, OSError) as exc:
+            raise call_error(endpoint, "connect", exc) from exc
 
     async def unary(
         self, method: str, request: Any, response: Callable[[bytes], Resp], timeout: float
@@ -230,6 +225,4 @@ class ExternalChannel:
         return callable_(ref)
 
     async def aclose(self) -> None:
-        lease, self._lease = self._lease, None
-        if lease is not None:
-            await lease.release()
+        await self._channel.release()

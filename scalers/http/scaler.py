@@ -18,9 +18,10 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Iterable
 
-from scaler.clients import ClientKey, ClientPool, Lease
+from scaler.clients import ClientKey, ClientPool
 from scaler.contract import MetricSpec, Sample, TriggerContext, metric_name
 from scaler.errors import ScalerError
+from scaler.lease_slot import LeaseSlot
 from scaler.params import Config, Param
 from scalers.http.feed import InterceptorFeed, parse_addresses
 
@@ -74,29 +75,24 @@ class HttpScaler:
         self._granularity = config.get_duration("granularity")
         self._timeout = trigger.timeout
         self._name = metric_name(trigger.index, f"http-{name}")
-        self._clients = clients
-        self._lease: Lease[InterceptorFeed] | None = None
-        self._lock = asyncio.Lock()
+        self._feed_slot: LeaseSlot[InterceptorFeed] = LeaseSlot(clients, self.key)
         self._seen_arrivals: int | None = None
 
     def metric_spec(self) -> MetricSpec:
         return MetricSpec(self._name, self._target, "AverageValue")
 
     async def _feed(self) -> InterceptorFeed:
-        async with self._lock:
-            if self._lease is None:
-                addresses = self._addresses
+        addresses, timeout = self._addresses, self._timeout
 
-                async def create() -> InterceptorFeed:
-                    feed = InterceptorFeed(addresses, self._timeout)
-                    await feed.start()
-                    return feed
+        async def create() -> InterceptorFeed:
+            feed = InterceptorFeed(addresses, timeout)
+            await feed.start()
+            return feed
 
-                where = ",".join(f"{h}:{p}" for h, p in addresses)
-                self._lease = await self._clients.acquire(
-                    ClientKey("http-interceptors", where), create, _close_feed
-                )
-            return self._lease.client
+        where = ",".join(f"{h}:{p}" for h, p in addresses)
+        return await self._feed_slot.take(
+            ClientKey("http-interceptors", where), create, _close_feed
+        )
 
     async def sample(self, now: float) -> Sample:
         feed = await self._feed()
@@ -129,6 +125,4 @@ class HttpScaler:
             feed.unsubscribe(self.key, flag)
 
     async def aclose(self) -> None:
-        lease, self._lease = self._lease, None
-        if lease is not None:
-            await lease.release()
+        await self._feed_slot.release()

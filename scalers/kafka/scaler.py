@@ -20,14 +20,14 @@ commits).
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 from collections.abc import AsyncGenerator, Iterable, Mapping
 from typing import ClassVar
 
-from scaler.clients import ClientPool, Lease
+from scaler.clients import ClientPool
 from scaler.contract import MetricSpec, Sample, TriggerContext, metric_name
 from scaler.errors import QueryError, UnsupportedError
+from scaler.lease_slot import LeaseSlot
 from scaler.params import Config, Param
 from scalers.kafka.cluster import KafkaCluster
 from scalers.kafka.config import PARAMS, cluster_settings, problems
@@ -70,9 +70,7 @@ class KafkaScaler:
             trigger.metric_type,
         )
         self._settings = cluster_settings(config, trigger)
-        self._clients = clients
-        self._lease: Lease[KafkaCluster] | None = None
-        self._lease_lock = asyncio.Lock()
+        self._cluster: LeaseSlot[KafkaCluster] = LeaseSlot(clients, f"kafka group '{self._group}'")
         self._seen: Mapping[PartitionKey, int] = {}  # excludePersistentLag memory
         self._push_interval = config.get_duration("pushInterval")
 
@@ -107,19 +105,12 @@ class KafkaScaler:
 
     async def cluster(self) -> KafkaCluster:
         """The shared cluster client (acquired on first use)."""
-        if self._lease is None:
-            async with self._lease_lock:
-                if self._lease is None:
-                    settings = self._settings
+        settings = self._settings
 
-                    async def create() -> KafkaCluster:
-                        return KafkaCluster(settings)
+        async def create() -> KafkaCluster:
+            return KafkaCluster(settings)
 
-                    async def close(cluster: KafkaCluster) -> None:
-                        await cluster.aclose()
-
-                    self._lease = await self._clients.acquire(settings.key(), create, close)
-        return self._lease.client
+        return await self._cluster.take(settings.key(), create, _close_cluster)
 
     async def sample(self, now: float) -> Sample:
         cluster = await self.cluster()
@@ -159,6 +150,8 @@ class KafkaScaler:
                 yield None
 
     async def aclose(self) -> None:
-        lease, self._lease = self._lease, None
-        if lease is not None:
-            await lease.release()
+        await self._cluster.release()
+
+
+async def _close_cluster(cluster: KafkaCluster) -> None:
+    await cluster.aclose()

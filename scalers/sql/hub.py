@@ -31,9 +31,10 @@ import math
 from collections.abc import Sequence
 from typing import Protocol
 
-from scaler.clients import ClientKey, ClientPool, Lease
+from scaler.clients import ClientKey, ClientPool
 from scaler.contract import MetricSpec, Sample
 from scaler.errors import QueryError, ScalerError
+from scaler.lease_slot import LeaseSlot
 from scaler.params import redact
 
 log = logging.getLogger(__name__)
@@ -226,9 +227,7 @@ class SqlScaler:
         self._query = query
         self._spec = spec
         self._activation = activation
-        self._clients = clients
-        self._lease: Lease[SqlHub] | None = None
-        self._closed = False
+        self._hub: LeaseSlot[SqlHub] = LeaseSlot(clients, f"{target.kind} {target.endpoint}")
 
     @property
     def target(self) -> SqlTarget:
@@ -238,11 +237,7 @@ class SqlScaler:
         return self._spec
 
     async def hub(self) -> SqlHub:
-        if self._closed:  # a closed scaler must not take a lease nobody would release
-            raise ScalerError(f"{self._target.kind} {self._target.endpoint}: the scaler is closed")
-        if self._lease is None:
-            self._lease = await self._clients.acquire(self._target.key(), self._create, _close)
-        return self._lease.client
+        return await self._hub.take(self._target.key(), self._create, _close)
 
     async def _create(self) -> SqlHub:
         return SqlHub(self._target)
@@ -255,10 +250,7 @@ class SqlScaler:
         return Sample(value, value > self._activation, now)
 
     async def aclose(self) -> None:
-        self._closed = True
-        lease, self._lease = self._lease, None
-        if lease is not None:
-            await lease.release()
+        await self._hub.release()
 
 
 async def _close(hub: SqlHub) -> None:

@@ -111,7 +111,8 @@ async def test_scalers_of_one_server_share_a_client_and_a_pipeline(
     first = await asyncio.gather(*(s.sample(0.0) for s in scalers))
     assert [s.value for s in first] == [float(n) for n in range(20)]
     assert len(pool) == 1
-    runner = scalers[0]._conn._lease.client  # type: ignore[union-attr]
+    runner = scalers[0]._conn._runner.client
+    assert runner is not None
     before = runner.round_trips
     await asyncio.gather(*(s.sample(1.0) for s in scalers))
     assert runner.round_trips == before + 1  # 20 reads, one pipeline

@@ -10,13 +10,12 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass
-from types import MappingProxyType
 from typing import Any, cast
 
 from scaler.annotations import collect_annotations
 from scaler.contract import METRIC_TARGET_TYPES, MetricTargetType
 from scaler.errors import ConfigError, UnsupportedError
+from scaler.field_reader import FieldProblem, FieldReader
 from scaler.formula import FormulaError, compile_formula
 from scaler.objects import (
     AUTH_KINDS,
@@ -51,90 +50,7 @@ from scaler.values import (
 )
 
 
-@dataclass(frozen=True, slots=True)
-class FieldProblem:
-    """One problem of a manifest: the field it is about (``spec.triggers[1].metadata``) and
-    KEDA's message; `unsupported` marks a KEDA feature Tidal deliberately lacks."""
-
-    path: str
-    message: str
-    unsupported: bool = False
-
-
-class _Reader:
-    """Typed reads from untrusted JSON that record problems instead of raising."""
-
-    def __init__(self) -> None:
-        self.problems: list[FieldProblem] = []
-        self.unsupported: list[FieldProblem] = []
-
-    def fail(self, path: str, message: str) -> None:
-        self.problems.append(FieldProblem(path, message))
-
-    def refuse(self, path: str, message: str) -> None:
-        self.unsupported.append(FieldProblem(path, message, unsupported=True))
-
-    def obj(self, parent: Mapping[str, Any], key: str, path: str) -> Mapping[str, Any] | None:
-        value = parent.get(key)
-        if value is None:
-            return None
-        if not isinstance(value, Mapping):
-            self.fail(path, f"{path} must be an object")
-            return None
-        return value
-
-    def opt_int(self, parent: Mapping[str, Any], key: str, path: str, minimum: int) -> int | None:
-        value = parent.get(key)
-        if value is None:
-            return None
-        if isinstance(value, bool) or not isinstance(value, int):
-            self.fail(path, f"{path} must be an integer")
-            return None
-        if value < minimum:
-            self.fail(path, f"{path} must be greater than or equal to {minimum}")
-        return value
-
-    def int_(
-        self, parent: Mapping[str, Any], key: str, path: str, default: int, minimum: int
-    ) -> int:
-        value = self.opt_int(parent, key, path, minimum)
-        return default if value is None else value
-
-    def str_(self, parent: Mapping[str, Any], key: str, path: str, default: str = "") -> str:
-        value = parent.get(key)
-        if value is None:
-            return default
-        if not isinstance(value, str):
-            self.fail(path, f"{path} must be a string")
-            return default
-        return value
-
-    def bool_(self, parent: Mapping[str, Any], key: str, path: str) -> bool:
-        value = parent.get(key)
-        if value is None:
-            return False
-        if not isinstance(value, bool):
-            self.fail(path, f"{path} must be a boolean")
-            return False
-        return value
-
-    def str_map(self, parent: Mapping[str, Any], key: str, path: str) -> Mapping[str, str]:
-        value = parent.get(key)
-        if value is None:
-            return EMPTY
-        if not isinstance(value, Mapping):
-            self.fail(path, f"{path} must be a map of strings")
-            return EMPTY
-        out: dict[str, str] = {}
-        for k, v in value.items():
-            if not isinstance(v, str):
-                self.fail(f"{path}.{k}", f"{path}.{k} must be a string")
-                continue
-            out[str(k)] = v
-        return MappingProxyType(out)
-
-
-def _parse_target(r: _Reader, spec: Mapping[str, Any]) -> ScaleTargetRef:
+def _parse_target(r: FieldReader, spec: Mapping[str, Any]) -> ScaleTargetRef:
     ref = r.obj(spec, "scaleTargetRef", "spec.scaleTargetRef") or EMPTY
     name = r.str_(ref, "name", "spec.scaleTargetRef.name")
     if not name:
@@ -151,7 +67,7 @@ def _parse_target(r: _Reader, spec: Mapping[str, Any]) -> ScaleTargetRef:
     )
 
 
-def _parse_trigger(r: _Reader, raw: object, index: int) -> Trigger | None:
+def _parse_trigger(r: FieldReader, raw: object, index: int) -> Trigger | None:
     path = f"spec.triggers[{index}]"
     if not isinstance(raw, Mapping):
         r.fail(path, f"{path} must be an object")
@@ -219,7 +135,8 @@ def _parse_trigger(r: _Reader, raw: object, index: int) -> Trigger | None:
     )
 
 
-def _parse_triggers(r: _Reader, spec: Mapping[str, Any]) -> tuple[Trigger, ...]:
+def parse_triggers(r: FieldReader, spec: Mapping[str, Any]) -> tuple[Trigger, ...]:
+    """`spec.triggers` of a ScaledObject or a ScaledJob (one trigger grammar for both)."""
     raw = spec.get("triggers")
     if raw is not None and not isinstance(raw, list | tuple):
         r.fail("spec.triggers", "spec.triggers must be a list")
@@ -243,7 +160,7 @@ def _parse_triggers(r: _Reader, spec: Mapping[str, Any]) -> tuple[Trigger, ...]:
 
 
 def _parse_fallback(
-    r: _Reader, spec: Mapping[str, Any], triggers: tuple[Trigger, ...]
+    r: FieldReader, spec: Mapping[str, Any], triggers: tuple[Trigger, ...]
 ) -> Fallback | None:
     raw = r.obj(spec, "fallback", "spec.fallback")
     if raw is None:
@@ -292,7 +209,7 @@ def _parse_fallback(
 
 
 def _parse_modifiers(
-    r: _Reader, raw: Mapping[str, Any], triggers: tuple[Trigger, ...]
+    r: FieldReader, raw: Mapping[str, Any], triggers: tuple[Trigger, ...]
 ) -> ScalingModifiers | None:
     """KEDA's ValidateAndCompileScalingModifiers: a formula (over the names of the triggers
     that are not cpu/memory) and a target > 0 are required; metricType AverageValue or Value."""
@@ -353,7 +270,9 @@ def _float_or_none(text: str) -> float | None:
     return value if math.isfinite(value) else None
 
 
-def _parse_advanced(r: _Reader, spec: Mapping[str, Any], triggers: tuple[Trigger, ...]) -> Advanced:
+def _parse_advanced(
+    r: FieldReader, spec: Mapping[str, Any], triggers: tuple[Trigger, ...]
+) -> Advanced:
     raw = r.obj(spec, "advanced", "spec.advanced")
     if raw is None:
         return Advanced()
@@ -391,7 +310,7 @@ def read_scaled_object(raw: Mapping[str, Any]) -> tuple[ScaledObject, tuple[Fiel
     """The object as far as it reads (defaults where a field is bad) and every problem found,
     each with the field it is about; the problems of Tidal's unsupported features come last.
     `parse_scaled_object` is this, raising when there is any problem."""
-    r = _Reader()
+    r = FieldReader()
     meta = r.obj(raw, "metadata", "metadata") or EMPTY
     spec = r.obj(raw, "spec", "spec")
     if spec is None:
@@ -437,7 +356,7 @@ def read_scaled_object(raw: Mapping[str, Any]) -> tuple[ScaledObject, tuple[Fiel
             f"IdleReplicaCount={idle} must be less than MinReplicaCount={bound_min}",
         )
 
-    triggers = _parse_triggers(r, spec)
+    triggers = parse_triggers(r, spec)
     fallback = _parse_fallback(r, spec, triggers)
     advanced = _parse_advanced(r, spec, triggers)
 

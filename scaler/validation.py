@@ -29,9 +29,10 @@ from typing import Any
 from scaler.admission import ownership_problem
 from scaler.auth import UNSUPPORTED_SOURCES, AuthKind, resolve_auth_params
 from scaler.errors import ConfigError
+from scaler.field_reader import FieldProblem
 from scaler.kube.client import JSON
 from scaler.kube.paths import GVKR
-from scaler.object_parser import FieldProblem, read_scaled_object
+from scaler.object_parser import read_scaled_object
 from scaler.objects import ScaledObject, hpa_name
 from scaler.registry import Registry, default_registry
 from scaler.trigger_check import (

@@ -14,7 +14,8 @@ from typing import Any, Final, Literal, cast, get_args
 
 from scaler.annotations import PAUSED
 from scaler.errors import ConfigError
-from scaler.object_parser import FieldProblem, _parse_triggers, _Reader
+from scaler.field_reader import FieldProblem, FieldReader
+from scaler.object_parser import parse_triggers
 from scaler.objects import (
     EMPTY,
     MAX_NAME_LENGTH,
@@ -145,7 +146,7 @@ def parse_scaled_job(raw: Mapping[str, Any]) -> ScaledJob:
 
 def read_scaled_job(raw: Mapping[str, Any]) -> tuple[ScaledJob, tuple[FieldProblem, ...]]:
     """The ScaledJob as far as it reads (defaults where a field is bad) and every problem."""
-    r = _Reader()
+    r = FieldReader()
     meta = r.obj(raw, "metadata", "metadata") or EMPTY
     spec = r.obj(raw, "spec", "spec")
     if spec is None:
@@ -174,7 +175,7 @@ def read_scaled_job(raw: Mapping[str, Any]) -> tuple[ScaledJob, tuple[FieldProbl
     env_container = r.str_(spec, "envSourceContainerName", "spec.envSourceContainerName")
     rollout, propagation = _parse_rollout(r, spec)
     scaling = _parse_scaling(r, spec)
-    triggers = _parse_triggers(r, spec)
+    triggers = parse_triggers(r, spec)
     for trig in triggers:
         raw_trigger = (spec.get("triggers") or [])[trig.index]
         if isinstance(raw_trigger, Mapping) and raw_trigger.get("metricType"):
@@ -209,7 +210,7 @@ def read_scaled_job(raw: Mapping[str, Any]) -> tuple[ScaledJob, tuple[FieldProbl
     return sj, (*r.problems, *r.unsupported)
 
 
-def _check_template(r: _Reader, job_spec: Mapping[str, Any]) -> None:
+def _check_template(r: FieldReader, job_spec: Mapping[str, Any]) -> None:
     template = r.obj(job_spec, "template", "spec.jobTargetRef.template")
     pod = r.obj(template or EMPTY, "spec", "spec.jobTargetRef.template.spec")
     containers = (pod or EMPTY).get("containers")
@@ -226,7 +227,7 @@ def _check_template(r: _Reader, job_spec: Mapping[str, Any]) -> None:
         )
 
 
-def _parse_rollout(r: _Reader, spec: Mapping[str, Any]) -> tuple[Rollout, Propagation]:
+def _parse_rollout(r: FieldReader, spec: Mapping[str, Any]) -> tuple[Rollout, Propagation]:
     raw = r.obj(spec, "rollout", "spec.rollout") or EMPTY
     # The deprecated spec.rolloutStrategy wins when set, as in KEDA.
     strategy = r.str_(spec, "rolloutStrategy", "spec.rolloutStrategy") or r.str_(
@@ -251,7 +252,7 @@ def _parse_rollout(r: _Reader, spec: Mapping[str, Any]) -> tuple[Rollout, Propag
     )
 
 
-def _parse_scaling(r: _Reader, spec: Mapping[str, Any]) -> ScalingStrategy:
+def _parse_scaling(r: FieldReader, spec: Mapping[str, Any]) -> ScalingStrategy:
     raw = r.obj(spec, "scalingStrategy", "spec.scalingStrategy")
     if raw is None:
         return ScalingStrategy()

@@ -8,9 +8,10 @@ import signal
 from collections.abc import Sequence
 
 from scaler import logs
+from scaler.commands.run_flags import build_parser, settings_from_args
 from scaler.heapfreeze import tune_thresholds
 from scaler.service import Service
-from scaler.settings import Settings, build_parser, settings_from_args
+from scaler.settings import Settings
 
 SUMMARY = "run the daemon (tidal run --help lists every flag)"
 log = logging.getLogger("tidal")

@@ -10,9 +10,10 @@ from typing import Any
 
 import yaml
 
+from scaler.commands.run_flags import settings_from_args
 from scaler.errors import KubeError
 from scaler.kube.client import MERGE_PATCH, KubeClient
-from scaler.settings import Settings, settings_from_args
+from scaler.settings import Settings
 
 Obj = dict[str, Any]
 RBAC_KINDS = ("Role", "ClusterRole")

@@ -21,7 +21,7 @@ from localenv.helm import (
     template,
 )
 from localenv.paths import REPO, k8s_bin
-from scaler.settings import settings_from_args
+from scaler.commands.run_flags import settings_from_args
 from tests.deploy.chart import Obj, chart_settings, container, grants, of_kind, one, parse, rules
 
 # Value sets every test below renders. `dry_run`: the cluster has every kind they render (the

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from scaler.settings import settings_from_args
+from scaler.commands.run_flags import settings_from_args
 
 
 def test_defaults_are_unmanaged_certificates_and_delegated_authorization() -> None:

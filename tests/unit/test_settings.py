@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from scaler.cli import main
-from scaler.settings import settings_from_args
+from scaler.commands.run_flags import settings_from_args
 
 
 def test_defaults_match_keda() -> None:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from scaler.commands.run_flags import settings_from_args
 from scaler.kube.members import lease_name
-from scaler.settings import settings_from_args
 from scaler.shards import Member, Ring
 
 KEYS = [(f"ns-{i % 7}", f"object-{i}") for i in range(3000)]

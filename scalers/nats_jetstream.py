@@ -5,7 +5,7 @@ Two ways to read it (KEDA's manifests use the first, unchanged):
 * monitoring mode, ``natsServerMonitoringEndpoint`` (+ ``account``, ``useHttps``): the HTTP
   ``/jsz`` listing, shared by every object on the (endpoint, account): one GET serves every
   sample within half a second, so a node is asked about twice a second at any object count;
-  read from each consumer's leader in a cluster (`scalers.nats_monitor`);
+  read from each consumer's leader in a cluster (`scalers.nats_monitor`, `scalers.nats_jsz`);
 * client mode, ``natsServer: nats://host:4222`` alone: ``$JS.API.CONSUMER.INFO`` over one shared
   nats-py connection per server and credentials (`scalers.nats_client`), answered by the leader.
 
@@ -31,7 +31,8 @@ from scaler.errors import ScalerError
 from scaler.lease_slot import LeaseSlot
 from scaler.params import Config, Param, Source
 from scalers.nats_client import NatsConnection, NatsTarget, nats_url
-from scalers.nats_monitor import JszPoller, MonitorTarget, take_poller
+from scalers.nats_jsz import MonitorTarget
+from scalers.nats_monitor import JszPoller, take_poller
 
 _META_AUTH: tuple[Source, ...] = ("metadata", "auth")
 _AUTH: tuple[Source, ...] = ("auth",)

@@ -39,103 +39,19 @@ import json
 import logging
 import math
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
-from types import MappingProxyType
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
-from scaler.clients import ClientKey, ClientPool
+from scaler.clients import ClientPool
 from scaler.errors import QueryError, ScalerError
 from scaler.lease_slot import LeaseSlot
 from scalers.http_common import HttpAuth, HttpSource
+from scalers.nats_jsz import ConsumerLag, JszView, Key, MonitorTarget, parse_jsz
 
 log = logging.getLogger(__name__)
 
-Key = tuple[str, str]  # (stream, consumer)
-
 _NO_AUTH = HttpAuth(headers={}, query={}, ssl=True, fingerprint="", secrets=())
-
-
-@dataclass(frozen=True, slots=True)
-class ConsumerLag:
-    """One durable consumer's counters as its node reported them."""
-
-    num_pending: int
-    num_ack_pending: int
-    leader: str = ""
-
-    @property
-    def lag(self) -> int:
-        return self.num_pending + self.num_ack_pending
-
-
-@dataclass(frozen=True, slots=True)
-class JszView:
-    """One node's ``/jsz`` answer for one account, reduced to what the scaler uses."""
-
-    cluster_size: int
-    streams: frozenset[str]
-    consumers: Mapping[Key, ConsumerLag] = field(default_factory=dict)
-
-
-@dataclass(frozen=True, slots=True)
-class MonitorTarget:
-    """Where to read: ``<scheme>://<host>:<port>`` and the account (``$G`` by default)."""
-
-    scheme: str
-    host: str
-    port: int
-    account: str
-    timeout: float = 3.0
-
-    @property
-    def base(self) -> str:
-        return f"{self.scheme}://{self.host}:{self.port}"
-
-    @property
-    def key(self) -> ClientKey:
-        return ClientKey("nats-jsz", f"{self.base}/jsz?acc={self.account}")
-
-    def with_host(self, host: str) -> str:
-        return f"{self.scheme}://{host}:{self.port}"
-
-
-def _count(value: object) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        return 0
-    return value
-
-
-def parse_jsz(body: bytes, account: str) -> JszView:
-    """Reduce a ``/jsz?acc=...&consumers=true`` answer to the account's consumers.
-
-    Walks ``account_details[name=account].stream_detail[].consumer_detail[]`` as KEDA does.
-    Raises QueryError when the answer is not such a document.
-    """
-    try:
-        doc = json.loads(body)
-        if not isinstance(doc, dict):
-            raise TypeError("not an object")
-        meta = doc.get("meta_cluster") or {}
-        cluster_size = _count(meta.get("cluster_size")) if isinstance(meta, dict) else 0
-        streams: set[str] = set()
-        consumers: dict[Key, ConsumerLag] = {}
-        for acc in doc.get("account_details") or ():
-            if acc.get("name") != account and acc.get("id") != account:
-                continue
-            for stream in acc.get("stream_detail") or ():
-                name = stream["name"]
-                streams.add(name)
-                for consumer in stream.get("consumer_detail") or ():
-                    cluster = consumer.get("cluster") or {}
-                    consumers[(name, consumer["name"])] = ConsumerLag(
-                        _count(consumer.get("num_pending")),
-                        _count(consumer.get("num_ack_pending")),
-                        str(cluster.get("leader") or ""),
-                    )
-    except (ValueError, KeyError, TypeError, AttributeError) as exc:
-        raise QueryError(f"nats-jetstream: unexpected /jsz answer ({type(exc).__name__})") from exc
-    return JszView(cluster_size, frozenset(streams), MappingProxyType(consumers))
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,7 +12,7 @@ from scaler.contract import MetricSpec, TriggerContext
 from scaler.errors import ConfigError, QueryError
 from scaler.registry import build_scaler
 from scalers.nats_jetstream import NatsJetStreamScaler
-from scalers.nats_monitor import ConsumerLag, MonitorTarget, parse_jsz
+from scalers.nats_jsz import ConsumerLag, MonitorTarget, parse_jsz
 
 BASE = {"natsServerMonitoringEndpoint": "nats.nats:8222", "account": "$G", "stream": "jobs"}
 BASE |= {"consumer": "worker"}

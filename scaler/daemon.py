@@ -83,7 +83,7 @@ class Daemon:
             kube.write_guard = self._may_write
             s = settings.leader
             self.members = MemberLeases(
-                kube.unguarded(),
+                kube.for_leases(),
                 MemberSettings(
                     s.namespace,
                     s.name,
@@ -106,7 +106,7 @@ class Daemon:
             kube.write_guard = self._may_write
             s = settings.leader
             self.leader = LeaderElector(
-                kube,
+                kube.for_leases(),
                 LeaseSettings(
                     s.namespace,
                     s.name,

@@ -14,7 +14,7 @@ import json
 import logging
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Protocol, TypedDict, Unpack
+from typing import Any, Literal, Protocol, TypedDict, Unpack
 
 import aiohttp
 
@@ -39,6 +39,11 @@ PARTIAL_ITEM = "application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1"
 LEASES = "/apis/coordination.k8s.io/"  # leader election's own writes are never guarded
 REQUEST_CONNECTIONS = 32  # requests in flight to the API server (watches have their own pool)
 IDLE_CONNECTION_S = 5.0  # an idle request connection is closed after this (aiohttp: 15 s)
+LEASE_CONNECTIONS = 2  # Lease reads and renewals, beside the requests (KubeClient.for_leases)
+
+# Which of the transport's connection pools a call uses: ordinary requests, watches (each held
+# open for minutes), or Lease traffic (renewals must never queue behind a burst of writes).
+Lane = Literal["requests", "watches", "leases"]
 
 
 class RequestOptions(TypedDict, total=False):
@@ -62,7 +67,7 @@ class Call:
     headers: Mapping[str, str]
     body: object
     timeout: aiohttp.ClientTimeout
-    stream: bool = False  # a watch: held open for minutes (its own connections)
+    lane: Lane = "requests"
 
 
 class Transport(Protocol):
@@ -76,8 +81,10 @@ class Transport(Protocol):
 
 
 class DirectTransport:
-    """aiohttp sessions to the API server, authenticated per `Connection`: one for requests,
-    whose pool is bounded, and one for watches (each holds its connection for minutes).
+    """aiohttp sessions to the API server, authenticated per `Connection`, one per `Lane`: for
+    requests, whose pool is bounded; for watches (each holds its connection for minutes); for
+    Lease traffic, so a renewal never waits for a request connection during a burst of writes
+    (thousands of new objects' first writes, a takeover's reads) and misses its renew deadline.
 
     Each TLS connection costs ~300 KiB resident (asyncio's 256 KiB read buffer and OpenSSL's
     state): with a pool of 100 shared by watches and requests, a burst of first writes for 1000
@@ -89,35 +96,33 @@ class DirectTransport:
     def __init__(self, conn: Connection) -> None:
         self.host = conn.host
         self._conn = conn
-        self._session: aiohttp.ClientSession | None = None
-        self._streams: aiohttp.ClientSession | None = None
+        self._sessions: dict[Lane, aiohttp.ClientSession] = {}
 
     @property
     def connection(self) -> Connection:
         return self._conn
 
-    def _open(self, stream: bool) -> aiohttp.ClientSession:
-        # Created on the loop that uses them.
-        if stream:
-            if self._streams is None:
-                connector = aiohttp.TCPConnector(ssl=self._conn.ssl_context, limit=0)
-                self._streams = aiohttp.ClientSession(connector=connector)
-            return self._streams
-        if self._session is None:
-            connector = aiohttp.TCPConnector(
-                ssl=self._conn.ssl_context,
-                limit=REQUEST_CONNECTIONS,
-                keepalive_timeout=IDLE_CONNECTION_S,
-            )
-            self._session = aiohttp.ClientSession(connector=connector)
-        return self._session
+    def _open(self, lane: Lane) -> aiohttp.ClientSession:
+        session = self._sessions.get(lane)
+        if session is None:  # created on the loop that uses it
+            ssl = self._conn.ssl_context
+            if lane == "watches":
+                connector = aiohttp.TCPConnector(ssl=ssl, limit=0)
+            elif lane == "leases":  # kept alive: renewals come every retry period (2 s)
+                connector = aiohttp.TCPConnector(ssl=ssl, limit=LEASE_CONNECTIONS)
+            else:
+                connector = aiohttp.TCPConnector(
+                    ssl=ssl, limit=REQUEST_CONNECTIONS, keepalive_timeout=IDLE_CONNECTION_S
+                )
+            session = self._sessions[lane] = aiohttp.ClientSession(connector=connector)
+        return session
 
     async def send(self, call: Call) -> aiohttp.ClientResponse:
         headers = dict(call.headers)
         auth = self._conn.authorization()
         if auth is not None:
             headers["Authorization"] = auth
-        return await self._open(call.stream).request(
+        return await self._open(call.lane).request(
             call.method,
             self.host + call.path,
             params=[(k, str(v)) for k, v in call.query.items()],
@@ -127,9 +132,9 @@ class DirectTransport:
         )
 
     async def close(self) -> None:
-        for session in (self._session, self._streams):
-            if session is not None:
-                await session.close()
+        sessions, self._sessions = list(self._sessions.values()), {}
+        for session in sessions:
+            await session.close()
 
 
 class LibraryTransport:
@@ -183,8 +188,11 @@ def _encode(body: object) -> bytes:
 class KubeClient:
     """Async JSON client over a `Transport` (config, auth, session)."""
 
-    def __init__(self, transport: Transport, *, timeout: float = 10.0) -> None:
+    def __init__(
+        self, transport: Transport, *, timeout: float = 10.0, lane: Lane = "requests"
+    ) -> None:
         self._transport = transport
+        self._lane = lane
         self._timeout = aiohttp.ClientTimeout(total=timeout)
         self._timeout_s = timeout
         # Checked right before every write (not GET, not a Lease): the daemon sets it to "this
@@ -221,6 +229,12 @@ class KubeClient:
         reviews). Closing the original closes both."""
         return KubeClient(self._transport, timeout=self._timeout_s)
 
+    def for_leases(self) -> KubeClient:
+        """A client for leader election and shard membership: the same connection and
+        credentials, no write guard, and a small connection pool of its own (direct transport),
+        so a Lease renewal never queues behind the requests. Closing the original closes both."""
+        return KubeClient(self._transport, timeout=self._timeout_s, lane="leases")
+
     @property
     def host(self) -> str:
         return self._transport.host
@@ -243,9 +257,8 @@ class KubeClient:
         body = options.get("body")
         req_timeout = aiohttp.ClientTimeout(total=timeout) if timeout else self._timeout
         try:
-            call = Call(
-                method, path, query, headers, body, req_timeout, options.get("stream", False)
-            )
+            lane: Lane = "watches" if options.get("stream", False) else self._lane
+            call = Call(method, path, query, headers, body, req_timeout, lane)
             resp = await self._transport.send(call)
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
             raise KubeError(f"{method} {path}: {type(exc).__name__}: {exc}") from exc

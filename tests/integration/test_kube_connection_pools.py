@@ -1,5 +1,5 @@
 """KubeClient's connections to the real kube-apiserver: watches on a pool of their own, requests
-on a bounded one.
+on a bounded one, Lease traffic on a small one of its own.
 
 Each TLS connection costs ~300 KiB resident; with one pool of 100 shared by everything, a burst
 of first writes for 1000 new objects kept ~90 idle connections (~26 MiB) for 20 s after it. The
@@ -20,6 +20,7 @@ import pytest
 from localenv.controlplane import ControlPlane
 from localenv.process import connections_to
 from scaler.kube.client import REQUEST_CONNECTIONS, KubeClient
+from scaler.kube.lease import LeaderElector, LeaseSettings
 
 pytestmark = pytest.mark.kube
 
@@ -81,6 +82,53 @@ async def test_watches_do_not_hold_the_connections_requests_need(
             assert all(len(a["items"]) == 1 for a in answers)
             assert connections_to(port) - during <= REQUEST_CONNECTIONS
     finally:
+        with contextlib.suppress(Exception):
+            await kube.delete(f"/api/v1/namespaces/{ns}")
+        await kube.aclose()
+
+
+async def test_lease_renewals_do_not_wait_for_a_request_connection(
+    control_plane: ControlPlane,
+) -> None:
+    """Every request connection is busy (requests the API server answers only after 30 s: a
+    burst of writes at a takeover of thousands of objects looks the same to the pool), yet the
+    leader elector acquires and renews its Lease at once: Lease traffic has a pool of its own.
+    Before, the renewal queued behind the requests and could miss its 10 s renew deadline."""
+    port = urlsplit(control_plane.server).port
+    assert port is not None
+    ns = f"t-lease-{uuid.uuid4().hex[:8]}"
+    path = f"/api/v1/namespaces/{ns}/configmaps"
+    kube = await KubeClient.from_kubeconfig(str(control_plane.kubeconfig))
+    held: list[asyncio.Task[object]] = []
+    try:
+        await kube.create("/api/v1/namespaces", {"metadata": {"name": ns}})
+        before = connections_to(port)
+        slow = {"watch": "1", "timeoutSeconds": 30}  # an ordinary request held for 30 s
+        held = [
+            asyncio.create_task(kube.request("GET", path, query=slow, timeout=60))
+            for _ in range(REQUEST_CONNECTIONS)
+        ]
+        for _ in range(300):  # until the API server holds them all (at most 30 s)
+            # The namespace's POST left one idle connection, which a held request reuses.
+            if connections_to(port) - before >= REQUEST_CONNECTIONS - 1:
+                break
+            await asyncio.sleep(0.1)
+        else:
+            pytest.fail("the held requests never opened their connections")
+        with pytest.raises(TimeoutError):  # the request pool is full: a request must wait
+            async with asyncio.timeout(2):
+                await kube.get(path)
+
+        settings = LeaseSettings(ns, "tidal-leader", "replica-a", 15.0, 10.0, 2.0)
+        elector = LeaderElector(kube.for_leases(), settings)
+        async with asyncio.timeout(5):  # a hang guard; on the request pool it waited ~30 s
+            assert await elector.attempt()  # acquired: created the Lease
+            assert await elector.attempt()  # renewed it
+        assert elector.may_write()
+    finally:
+        for task in held:
+            task.cancel()
+        await asyncio.gather(*held, return_exceptions=True)
         with contextlib.suppress(Exception):
             await kube.delete(f"/api/v1/namespaces/{ns}")
         await kube.aclose()

@@ -136,6 +136,8 @@ class ClientPool:
         return Lease(self, key, entry, client)
 
     async def _release(self, key: ClientKey, entry: _Entry) -> None:
+        if entry.refs <= 0:  # aclose() closed it already: a late release closes nothing again
+            return
         entry.refs -= 1
         if entry.refs > 0:
             return

@@ -23,11 +23,24 @@ T = TypeVar("T")
 class LeaseSlot(Generic[T]):
     """At most one lease for one holder; `release()` ends the slot for good."""
 
-    __slots__ = ("_closed", "_lease", "_owner", "_pool")
+    __slots__ = ("_close", "_closed", "_factory", "_key", "_lease", "_owner", "_pool")
 
-    def __init__(self, pool: ClientPool, owner: str) -> None:
+    def __init__(
+        self,
+        pool: ClientPool,
+        owner: str,
+        key: ClientKey,
+        factory: Callable[[], Awaitable[T]],
+        close: Callable[[T], Awaitable[None]],
+    ) -> None:
+        """`owner` names the holder in the error ("redis 127.0.0.1:6379"); `key`, `factory`
+        and `close` are what `ClientPool.acquire` takes, fixed here so a sample that finds the
+        client held computes nothing (a key's credential fingerprint is a SHA-256)."""
         self._pool = pool
-        self._owner = owner  # names the holder in the error ("redis 127.0.0.1:6379")
+        self._owner = owner
+        self._key = key
+        self._factory = factory
+        self._close = close
         self._lease: Lease[T] | None = None
         self._closed = False
 
@@ -40,19 +53,14 @@ class LeaseSlot(Generic[T]):
     def closed(self) -> bool:
         return self._closed
 
-    async def take(
-        self,
-        key: ClientKey,
-        factory: Callable[[], Awaitable[T]],
-        close: Callable[[T], Awaitable[None]],
-    ) -> T:
-        """The held client, or a lease on the shared client for `key` (see ClientPool.acquire);
+    async def take(self) -> T:
+        """The held client, or a lease on the shared client (see ClientPool.acquire);
         ScalerError once the slot is released, also when that happened while waiting here."""
         if self._lease is not None:
             return self._lease.client
         if self._closed:
             raise self._closed_error()
-        return await self._keep(await self._pool.acquire(key, factory, close))
+        return await self._keep(await self._pool.acquire(self._key, self._factory, self._close))
 
     async def _keep(self, lease: Lease[T]) -> T:
         """Hold `lease`, unless it would never be released then: the slot was released while

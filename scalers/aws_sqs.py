@@ -134,15 +134,21 @@ class AwsSqsQueueScaler:
             float(config.get_int("queueLength")),
             trigger.metric_type,
         )
-        self._hub: LeaseSlot[SqsHub] = LeaseSlot(clients, f"aws-sqs-queue queue '{self.queue}'")
+        target = self.target
+        self._hub: LeaseSlot[SqsHub] = LeaseSlot(
+            clients,
+            f"aws-sqs-queue queue '{self.queue}'",
+            target.key(),
+            lambda: SqsHub.create(target),
+            close_hub,
+        )
         self.last_counts: QueueCounts | None = None  # for tests and benchmarks
 
     def metric_spec(self) -> MetricSpec:
         return self._spec
 
     async def hub(self) -> SqsHub:
-        target = self.target
-        return await self._hub.take(target.key(), lambda: SqsHub.create(target), close_hub)
+        return await self._hub.take()
 
     async def sample(self, now: float) -> Sample:
         hub = await self.hub()

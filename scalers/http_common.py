@@ -175,8 +175,13 @@ class HttpSource:
         self.base = f"{parts.scheme}://{parts.hostname}:{port}"
         self.auth = auth
         self.timeout = timeout
-        self._key = ClientKey("http", self.base, auth.fingerprint)
-        self._session: LeaseSlot[aiohttp.ClientSession] = LeaseSlot(clients, f"{kind} {self.base}")
+        self._session: LeaseSlot[aiohttp.ClientSession] = LeaseSlot(
+            clients,
+            f"{kind} {self.base}",
+            ClientKey("http", self.base, auth.fingerprint),
+            lambda: _new_session(kind, auth.ssl),
+            _close_session,
+        )
 
     async def get(
         self,
@@ -186,9 +191,7 @@ class HttpSource:
     ) -> bytes:
         """The body of a 2xx answer to GET `url`; ScalerError / QueryError otherwise."""
         shown = safe_url(url)
-        session = await self._session.take(
-            self._key, lambda: _new_session(self.kind, self.auth.ssl), _close_session
-        )
+        session = await self._session.take()
         query = {**(params or {}), **self.auth.query}
         all_headers = {**(headers or {}), **self.auth.headers}
         try:

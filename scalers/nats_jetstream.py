@@ -32,7 +32,7 @@ from scaler.lease_slot import LeaseSlot
 from scaler.params import Config, Param, Source
 from scalers.nats_client import NatsConnection, NatsTarget, nats_url
 from scalers.nats_jsz import MonitorTarget
-from scalers.nats_monitor import JszPoller, take_poller
+from scalers.nats_monitor import JszPoller, poller_slot
 
 _META_AUTH: tuple[Source, ...] = ("metadata", "auth")
 _AUTH: tuple[Source, ...] = ("auth",)
@@ -106,7 +106,6 @@ class NatsJetStreamScaler:
             float(config.get_int("lagThreshold")),
             trigger.metric_type,
         )
-        self._clients = clients
         self._monitor: MonitorTarget | None = None
         endpoint = config.opt_str("natsServerMonitoringEndpoint")
         if endpoint is not None:
@@ -132,7 +131,9 @@ class NatsJetStreamScaler:
                 timeout=trigger.timeout,
             )
             self._nats = NatsConnection(target, clients)
-        self._poller: LeaseSlot[JszPoller] = LeaseSlot(clients, "nats-jetstream monitoring")
+        self._poller: LeaseSlot[JszPoller] | None = None
+        if self._monitor is not None:
+            self._poller = poller_slot(self._monitor, clients)
         self._woken_at = -math.inf  # loop time of the latest push wake-up
 
     @property
@@ -147,7 +148,7 @@ class NatsJetStreamScaler:
     @property
     def poller(self) -> JszPoller | None:
         """The shared /jsz poller once acquired (benchmarks read its request counters)."""
-        return self._poller.client
+        return None if self._poller is None else self._poller.client
 
     def metric_spec(self) -> MetricSpec:
         return self._spec
@@ -157,8 +158,8 @@ class NatsJetStreamScaler:
         return Sample(float(lag), lag > self._activation, now)
 
     async def _lag(self, now: float) -> int:
-        if self._monitor is not None:
-            poller = await take_poller(self._poller, self._monitor, self._clients)
+        if self._poller is not None:  # monitoring mode
+            poller = await self._poller.take()
             # A /jsz answer fetched for another object's sample up to half a second earlier
             # will do -- unless a message woke this object since: then only a newer one.
             found = await poller.lag(self._stream, self._consumer, now, not_before=self._woken_at)
@@ -183,7 +184,8 @@ class NatsJetStreamScaler:
             yield None
 
     async def aclose(self) -> None:
-        await self._poller.release()
+        if self._poller is not None:
+            await self._poller.release()
         if self._nats is not None:
             await self._nats.aclose()
 

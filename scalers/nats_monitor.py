@@ -459,8 +459,12 @@ async def _close_poller(poller: JszPoller) -> None:
     await poller.aclose()
 
 
-async def take_poller(
-    slot: LeaseSlot[JszPoller], target: MonitorTarget, clients: ClientPool
-) -> JszPoller:
-    """The shared poller of `target`'s endpoint and account, leased in `slot`."""
-    return await slot.take(target.key, lambda: _new_poller(target, clients), _close_poller)
+def poller_slot(target: MonitorTarget, clients: ClientPool) -> LeaseSlot[JszPoller]:
+    """One holder's slot for the shared poller of `target`'s endpoint and account."""
+    return LeaseSlot(
+        clients,
+        f"nats-jetstream monitoring {target.base}",
+        target.key,
+        lambda: _new_poller(target, clients),
+        _close_poller,
+    )

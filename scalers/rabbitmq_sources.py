@@ -310,12 +310,11 @@ class HubLease(Generic[H]):
     """One scaler's lease on a shared hub, taken on first use and released by `aclose()`."""
 
     def __init__(self, key: ClientKey, create: Callable[[], H], clients: ClientPool) -> None:
-        self._key = key
         self._create = create
-        self._hub: LeaseSlot[H] = LeaseSlot(clients, "rabbitmq")
+        self._hub: LeaseSlot[H] = LeaseSlot(clients, "rabbitmq", key, self._make, self._close)
 
     async def hub(self) -> H:
-        return await self._hub.take(self._key, self._make, self._close)
+        return await self._hub.take()
 
     async def _make(self) -> H:
         return self._create()

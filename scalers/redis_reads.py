@@ -173,11 +173,13 @@ class RedisConnection:
 
     def __init__(self, target: RedisTarget, clients: ClientPool) -> None:
         self.target = target
-        self._runner: LeaseSlot[ScriptRunner] = LeaseSlot(clients, f"redis {target.endpoint}")
+        self._runner: LeaseSlot[ScriptRunner] = LeaseSlot(
+            clients, f"redis {target.endpoint}", target.key(), self._create, _close_runner
+        )
 
     async def run(self, script: LuaScript, keys: Sequence[str], args: Sequence[str] = ()) -> Any:
         try:
-            runner = await self._runner.take(self.target.key(), self._create, _close_runner)
+            runner = await self._runner.take()
             return await runner.run(script, keys, args)
         except redis_errors.ResponseError as exc:
             if _is_auth_problem(exc):

@@ -264,7 +264,14 @@ class S3Scaler:
             trigger.metric_type,
         )
         self._clients = clients
-        self._s3: LeaseSlot[S3Client] = LeaseSlot(clients, f"aws-s3 bucket '{bucket}'")
+        target = self.target
+        self._s3: LeaseSlot[S3Client] = LeaseSlot(
+            clients,
+            f"aws-s3 bucket '{bucket}'",
+            target.key(),
+            lambda: create_s3_client(target),
+            _close_s3_client,
+        )
         self._truncated = False
         self.last_count: Count | None = None  # for tests and benchmarks
 
@@ -309,8 +316,7 @@ class S3Scaler:
         return count
 
     async def _client(self) -> S3Client:
-        target = self.target
-        return await self._s3.take(target.key(), lambda: create_s3_client(target), _close_s3_client)
+        return await self._s3.take()
 
     async def _list(self, client: S3Client) -> Count:
         listing = self.listing

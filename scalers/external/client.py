@@ -192,18 +192,17 @@ class ExternalChannel:
     def __init__(self, endpoint: Endpoint, pool: ClientPool, timeout: float) -> None:
         self.endpoint = endpoint
         self._timeout = timeout
-        self._channel: LeaseSlot[grpc.aio.Channel] = LeaseSlot(pool, endpoint.describe())
+        self._channel: LeaseSlot[grpc.aio.Channel] = LeaseSlot(
+            pool, endpoint.describe(), endpoint.key, lambda: open_channel(endpoint, timeout), _close
+        )
 
     async def channel(self) -> grpc.aio.Channel:
-        endpoint, timeout = self.endpoint, self._timeout
         try:
-            return await self._channel.take(
-                endpoint.key, lambda: open_channel(endpoint, timeout), _close
-            )
+            return await self._channel.take()
         except ScalerError:
             raise
         except (grpc.RpcError, ValueError, OSError) as exc:
-            raise call_error(endpoint, "connect", exc) from exc
+            raise call_error(self.endpoint, "connect", exc) from exc
 
     async def unary(
         self, method: str, request: Any, response: Callable[[bytes], Resp], timeout: float

@@ -75,13 +75,6 @@ class HttpScaler:
         self._granularity = config.get_duration("granularity")
         self._timeout = trigger.timeout
         self._name = metric_name(trigger.index, f"http-{name}")
-        self._feed_slot: LeaseSlot[InterceptorFeed] = LeaseSlot(clients, self.key)
-        self._seen_arrivals: int | None = None
-
-    def metric_spec(self) -> MetricSpec:
-        return MetricSpec(self._name, self._target, "AverageValue")
-
-    async def _feed(self) -> InterceptorFeed:
         addresses, timeout = self._addresses, self._timeout
 
         async def create() -> InterceptorFeed:
@@ -90,9 +83,16 @@ class HttpScaler:
             return feed
 
         where = ",".join(f"{h}:{p}" for h, p in addresses)
-        return await self._feed_slot.take(
-            ClientKey("http-interceptors", where), create, _close_feed
+        self._feed_slot: LeaseSlot[InterceptorFeed] = LeaseSlot(
+            clients, self.key, ClientKey("http-interceptors", where), create, _close_feed
         )
+        self._seen_arrivals: int | None = None
+
+    def metric_spec(self) -> MetricSpec:
+        return MetricSpec(self._name, self._target, "AverageValue")
+
+    async def _feed(self) -> InterceptorFeed:
+        return await self._feed_slot.take()
 
     async def sample(self, now: float) -> Sample:
         feed = await self._feed()

@@ -70,7 +70,14 @@ class KafkaScaler:
             trigger.metric_type,
         )
         self._settings = cluster_settings(config, trigger)
-        self._cluster: LeaseSlot[KafkaCluster] = LeaseSlot(clients, f"kafka group '{self._group}'")
+        settings = self._settings
+
+        async def create() -> KafkaCluster:
+            return KafkaCluster(settings)
+
+        self._cluster: LeaseSlot[KafkaCluster] = LeaseSlot(
+            clients, f"kafka group '{self._group}'", settings.key(), create, _close_cluster
+        )
         self._seen: Mapping[PartitionKey, int] = {}  # excludePersistentLag memory
         self._push_interval = config.get_duration("pushInterval")
 
@@ -105,12 +112,7 @@ class KafkaScaler:
 
     async def cluster(self) -> KafkaCluster:
         """The shared cluster client (acquired on first use)."""
-        settings = self._settings
-
-        async def create() -> KafkaCluster:
-            return KafkaCluster(settings)
-
-        return await self._cluster.take(settings.key(), create, _close_cluster)
+        return await self._cluster.take()
 
     async def sample(self, now: float) -> Sample:
         cluster = await self.cluster()

@@ -227,7 +227,9 @@ class SqlScaler:
         self._query = query
         self._spec = spec
         self._activation = activation
-        self._hub: LeaseSlot[SqlHub] = LeaseSlot(clients, f"{target.kind} {target.endpoint}")
+        self._hub: LeaseSlot[SqlHub] = LeaseSlot(
+            clients, f"{target.kind} {target.endpoint}", target.key(), self._create, _close
+        )
 
     @property
     def target(self) -> SqlTarget:
@@ -237,7 +239,7 @@ class SqlScaler:
         return self._spec
 
     async def hub(self) -> SqlHub:
-        return await self._hub.take(self._target.key(), self._create, _close)
+        return await self._hub.take()
 
     async def _create(self) -> SqlHub:
         return SqlHub(self._target)

@@ -46,8 +46,8 @@ async def _until_waiting(pool: ClientPool) -> None:
 
 async def test_released_while_the_client_is_made_releases_the_lease_it_then_gets() -> None:
     pool, maker = ClientPool(), Maker()
-    slot: LeaseSlot[int] = LeaseSlot(pool, "test 127.0.0.1:1")
-    first = asyncio.create_task(slot.take(KEY, maker.make, maker.close))
+    slot = LeaseSlot(pool, "test 127.0.0.1:1", KEY, maker.make, maker.close)
+    first = asyncio.create_task(slot.take())
     await _until_waiting(pool)
     await slot.release()  # the holder closes while the pool is still making the client
     maker.go.set()
@@ -59,8 +59,8 @@ async def test_released_while_the_client_is_made_releases_the_lease_it_then_gets
 
 async def test_two_first_uses_at_once_keep_one_lease() -> None:
     pool, maker = ClientPool(), Maker()
-    slot: LeaseSlot[int] = LeaseSlot(pool, "test")
-    takes = [asyncio.create_task(slot.take(KEY, maker.make, maker.close)) for _ in range(2)]
+    slot = LeaseSlot(pool, "test", KEY, maker.make, maker.close)
+    takes = [asyncio.create_task(slot.take()) for _ in range(2)]
     await _until_waiting(pool)
     maker.go.set()
     assert await asyncio.gather(*takes) == [1, 1]
@@ -73,20 +73,19 @@ async def test_two_first_uses_at_once_keep_one_lease() -> None:
 async def test_a_held_client_is_reused_and_a_released_slot_takes_nothing() -> None:
     pool, maker = ClientPool(), Maker()
     maker.go.set()
-    slot: LeaseSlot[int] = LeaseSlot(pool, "test")
+    slot = LeaseSlot(pool, "test", KEY, maker.make, maker.close)
     assert slot.client is None
-    assert [await slot.take(KEY, maker.make, maker.close) for _ in range(3)] == [1, 1, 1]
+    assert [await slot.take() for _ in range(3)] == [1, 1, 1]
     assert (maker.made, pool.refs(KEY)) == (1, 1)
     await slot.release()
     await slot.release()  # twice is harmless
     with pytest.raises(ScalerError, match="closed"):
-        await slot.take(KEY, maker.make, maker.close)
+        await slot.take()
     assert (slot.closed, len(pool), maker.made) == (True, 0, 1)
 
 
 async def test_a_failed_creation_holds_nothing_and_the_next_take_tries_again() -> None:
     pool = ClientPool()
-    slot: LeaseSlot[str] = LeaseSlot(pool, "test")
     attempts = 0
 
     async def flaky() -> str:
@@ -99,10 +98,11 @@ async def test_a_failed_creation_holds_nothing_and_the_next_take_tries_again() -
     async def close(_client: str) -> None:
         return None
 
+    slot = LeaseSlot(pool, "test", KEY, flaky, close)
     with pytest.raises(OSError, match="refused"):
-        await slot.take(KEY, flaky, close)
+        await slot.take()
     assert (slot.client, len(pool)) == (None, 0)
-    assert await slot.take(KEY, flaky, close) == "client"
+    assert await slot.take() == "client"
     assert (attempts, pool.refs(KEY)) == (2, 1)
     await slot.release()
     assert len(pool) == 0

@@ -166,12 +166,13 @@ class NatsConnection:
 
     def __init__(self, target: NatsTarget, clients: ClientPool) -> None:
         self.target = target
-        self._shared_slot: LeaseSlot[SharedNats] = LeaseSlot(clients, f"nats {target.server}")
+        self._shared_slot: LeaseSlot[SharedNats] = LeaseSlot(
+            clients, f"nats {target.server}", target.key, lambda: _connect(target), _close
+        )
 
     async def _shared(self) -> SharedNats:
-        target = self.target
         try:
-            return await self._shared_slot.take(target.key, lambda: _connect(target), _close)
+            return await self._shared_slot.take()
         except (nats.errors.Error, OSError, TimeoutError) as exc:
             raise ScalerError(self._message("cannot connect", exc)) from exc
 
@@ -250,9 +251,11 @@ async def _subscribed(
     shared.listen_for_drop(queue)
     try:
         try:
+            _check_connected(shared)
             for subject in subjects:
                 subs.append(await shared.client.subscribe(subject, cb=on_message))
             await _flushed_behind_pending(shared)
+            _check_connected(shared)
         except (nats.errors.Error, OSError, TimeoutError) as exc:
             raise ScalerError(message("subscribe failed", exc)) from exc
         yield None  # subscribed: a PONG came after the server processed every SUB
@@ -265,6 +268,14 @@ async def _subscribed(
         shared.unlisten(queue)
         # Shielded: a second cancellation must not leave subscriptions on the shared link.
         await asyncio.shield(_unsubscribe_all(subs))
+
+
+def _check_connected(shared: SharedNats) -> None:
+    """While nats-py reconnects, subscribe() and flush() return at once with no server behind
+    them: no subscription may be reported then (the drop was told before this subscriber
+    listened)."""
+    if not shared.client.is_connected:
+        raise ConnectionError("not connected (the shared connection is reconnecting)")
 
 
 async def _flushed_behind_pending(shared: SharedNats) -> None:

@@ -25,6 +25,7 @@ from scaler.clients import ClientPool
 from scaler.contract import TriggerContext
 from scaler.errors import QueryError, ScalerError
 from scaler.registry import build_scaler
+from scalers.nats_client import NatsTarget, subject_wakeups
 from scalers.nats_jetstream import NatsJetStreamScaler
 
 T = TypeVar("T")
@@ -456,6 +457,34 @@ async def test_push_wakes_on_publish_and_raises_when_the_connection_drops(
         await _drain(wakeups)
     await wakeups.aclose()  # type: ignore[attr-defined]
     await scaler.aclose()
+
+
+async def test_push_is_not_reported_subscribed_while_the_shared_connection_reconnects(
+    nats_factory: Callable[[], NatsServer], pool: ClientPool
+) -> None:
+    """The server is down and nats-py is reconnecting the connection another scaler holds:
+    meanwhile its subscribe() and flush() return at once without a server behind them, and the
+    first item ("subscribed") used to come anyway (the core would count push up with nothing
+    listening). The aws-s3 trigger's bucket events subscribe this way (`subject_wakeups`)."""
+    server = nats_factory()
+    q = await _queue(server.url)
+    await q.nc.close()
+    holder = _for(server, q, pool, "client", timeout=1.0)
+    held = holder.wakeups()
+    await asyncio.wait_for(anext(held), PUSH_GUARD)  # the shared connection is up
+    server.kill()
+    with pytest.raises(ScalerError, match="connection lost"):  # the drop was noticed
+        await asyncio.wait_for(_drain(held), PUSH_GUARD)
+    target = NatsTarget(server.url, timeout=1.0)
+    assert pool.refs(target.key) == 1  # the holder's connection, reconnecting in the background
+
+    events = subject_wakeups(target, [f"{q.stream}.>"], pool)
+    with pytest.raises(ScalerError, match="not connected"):
+        await asyncio.wait_for(anext(events), PUSH_GUARD)
+    await events.aclose()
+    await held.aclose()  # type: ignore[attr-defined]
+    await holder.aclose()
+    assert len(pool) == 0
 
 
 async def _drain(wakeups: AsyncIterator[None]) -> None:

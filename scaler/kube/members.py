@@ -287,7 +287,12 @@ class MemberLeases:
             self._on_change(ring)
 
     def _collect(self, name: str, version: str) -> None:
-        """Delete a long-dead member's Lease, only if nobody renewed it since we read it."""
+        """Delete a long-dead member's Lease, only if nobody renewed it since we read it.
+
+        One delete at a time: they share the Lease connections (KubeClient.for_leases) with
+        our own renewal, and a dead member still there is collected in a later round."""
+        if self._gc_tasks:
+            return
 
         async def delete() -> None:
             with contextlib.suppress(KubeError, TimeoutError):

@@ -4,13 +4,14 @@ after a lapse, expiry observed on our clock, the Lease deleted on leaving."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
 from scaler.kube.client import KubeClient
-from scaler.kube.members import GROUP_LABEL, MemberLeases, MemberSettings
+from scaler.kube.members import GC_AFTER, GROUP_LABEL, MemberLeases, MemberSettings
 from scaler.kube.paths import namespaced
 
 DURATION, DEADLINE, RETRY = 15.0, 10.0, 2.0
@@ -105,3 +106,31 @@ async def test_leaving_deletes_the_lease_and_stops_writes_first(
     assert not a.may_write()
     listed = await kube.get(path, labelSelector=f"{GROUP_LABEL}=tidal-test")
     assert listed["items"] == []
+
+
+async def test_dead_members_leases_are_collected_one_delete_at_a_time(
+    kube: KubeClient, namespace: str
+) -> None:
+    """Members killed without leaving keep their Leases; a live member deletes each after
+    GC_AFTER lease durations on its clock, one delete in flight at a time (they share the Lease
+    connections with its renewals), so every one of them goes in later rounds."""
+    clock = Clock()
+    a = member(kube, namespace, "a", clock)
+    dead = [member(kube, namespace, name, clock) for name in ("b", "c", "d")]
+    for m in (a, *dead):
+        assert await m.attempt()
+    assert await a.attempt()
+    assert a.ring.identities() == ("a", "b", "c", "d")
+    await rounds(clock, GC_AFTER * DURATION + 4 * RETRY, a)  # b, c, d never renew again
+    path = namespaced("coordination.k8s.io", "v1", "leases", namespace)
+    holders: list[str] = []
+    for _ in range(100):  # the last delete may still be in flight: up to 10 s of real time
+        listed = await kube.get(path, labelSelector=f"{GROUP_LABEL}=tidal-test")
+        holders = [i["spec"]["holderIdentity"] for i in listed["items"]]
+        if holders == ["a"]:
+            break
+        clock.now += RETRY
+        assert await a.attempt()
+        await asyncio.sleep(0.1)
+    assert holders == ["a"]
+    assert a.ring.identities() == ("a",)

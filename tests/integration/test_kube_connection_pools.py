@@ -90,7 +90,7 @@ async def test_watches_do_not_hold_the_connections_requests_need(
 async def test_lease_renewals_do_not_wait_for_a_request_connection(
     control_plane: ControlPlane,
 ) -> None:
-    """Every request connection is busy (requests the API server answers only after 30 s: a
+    """Every request connection is busy (requests the API server answers only after 60 s: a
     burst of writes at a takeover of thousands of objects looks the same to the pool), yet the
     leader elector acquires and renews its Lease at once: Lease traffic has a pool of its own.
     Before, the renewal queued behind the requests and could miss its 10 s renew deadline."""
@@ -103,9 +103,9 @@ async def test_lease_renewals_do_not_wait_for_a_request_connection(
     try:
         await kube.create("/api/v1/namespaces", {"metadata": {"name": ns}})
         before = connections_to(port)
-        slow = {"watch": "1", "timeoutSeconds": 30}  # an ordinary request held for 30 s
+        slow = {"watch": "1", "timeoutSeconds": 60}  # an ordinary request held for 60 s
         held = [
-            asyncio.create_task(kube.request("GET", path, query=slow, timeout=60))
+            asyncio.create_task(kube.request("GET", path, query=slow, timeout=90))
             for _ in range(REQUEST_CONNECTIONS)
         ]
         for _ in range(300):  # until the API server holds them all (at most 30 s)
@@ -121,7 +121,7 @@ async def test_lease_renewals_do_not_wait_for_a_request_connection(
 
         settings = LeaseSettings(ns, "tidal-leader", "replica-a", 15.0, 10.0, 2.0)
         elector = LeaderElector(kube.for_leases(), settings)
-        async with asyncio.timeout(5):  # a hang guard; on the request pool it waited ~30 s
+        async with asyncio.timeout(9):  # a hang guard; on the request pool it waits ~60 s
             assert await elector.attempt()  # acquired: created the Lease
             assert await elector.attempt()  # renewed it
         assert elector.may_write()

@@ -99,7 +99,9 @@ async def test_record_keeps_what_clients_sent_in_order() -> None:
             async with asyncio.timeout(10):
                 assert await reader.read(100) == word  # echoed, so forwarded
         writer.close()
+        await writer.wait_closed()
         assert recording.sent() == b"one two"
     finally:
         await asyncio.to_thread(recording.stop)
         server.close()
+        await server.wait_closed()

@@ -225,6 +225,29 @@ def _when(event: dict[str, Any]) -> dt.datetime:
     return dt.datetime.fromisoformat(str(event["requestReceivedTimestamp"]).replace("Z", "+00:00"))
 
 
+def _story(
+    events: list[dict[str, Any]],
+    name: str,
+    by_user: dict[str, str],
+    frozen: str,
+    froze_at: dt.datetime,
+    thawed_at: dt.datetime,
+) -> str:
+    """The writes to one object in order, who made them and when (a failure's message)."""
+    lines = [
+        f"{frozen} froze at {froze_at.time()}, thawed at {thawed_at.time()}; writes to {name}:"
+    ]
+    for e in sorted((e for e in events if _object_of(e, [name])), key=_when):
+        ref = e.get("objectRef", {})
+        who = by_user.get(e["user"]["username"], e["user"]["username"])
+        parts = [ref.get("resource"), ref.get("name"), ref.get("subresource")]
+        code = e.get("responseStatus", {}).get("code")
+        lines.append(
+            f"  {_when(e).time()} {who} {e.get('verb')} {'/'.join(filter(None, parts))} {code}"
+        )
+    return "\n".join(lines)
+
+
 def _object_of(event: dict[str, Any], names: list[str]) -> str | None:
     ref = event.get("objectRef", {})
     name = str(ref.get("name") or "")
@@ -297,6 +320,7 @@ async def test_a_frozen_replica_writes_nothing_once_its_objects_moved(
             await eventually(lambda: quiet_for(2.0), bool, what="the replica to go quiet")
             frozen = crds.audit_offset()
             procs[frozen_id].proc.freeze()
+            froze_at = dt.datetime.now(dt.UTC)
             state["on"] = True
             others = [i for i in identities if i != frozen_id]
 
@@ -314,6 +338,7 @@ async def test_a_frozen_replica_writes_nothing_once_its_objects_moved(
                 timeout=60,
                 what="the others writing the frozen replica's objects",
             )
+            thawed_at = dt.datetime.now(dt.UTC)
             procs[frozen_id].proc.thaw()
             # Resumed, it joins again: its objects come back to it after a lease duration.
             await asyncio.sleep(4 * LEASE)
@@ -334,13 +359,21 @@ async def test_a_frozen_replica_writes_nothing_once_its_objects_moved(
     ]
     took = [e for e in other if _object_of(e, theirs) is not None]
     assert took, "nobody wrote the frozen replica's objects"
-    # No object was written by two replicas at once: for each of the frozen replica's objects,
-    # every write it made after the freeze comes after the others' last write to that object.
+    # No object was written by two replicas at once. For each of the frozen replica's objects,
+    # none of its writes falls inside the others' stretch of writes to it; one that comes before
+    # the others' first write must have been received before the thaw (sent just before the
+    # SIGSTOP: a poll that was due then, logged after the offset), never after it.
     for name in theirs:
-        last_other = max((_when(e) for e in took if _object_of(e, [name])), default=None)
-        first_mine = min((_when(e) for e in mine if _object_of(e, [name])), default=None)
-        if last_other is not None and first_mine is not None:
-            assert first_mine > last_other, (name, first_mine, last_other)
+        others = sorted(_when(e) for e in took if _object_of(e, [name]))
+        if not others:
+            continue
+        for e in mine:
+            if _object_of(e, [name]) is None:
+                continue
+            when = _when(e)
+            story = _story(events, name, by_user, frozen_id, froze_at, thawed_at)
+            assert not others[0] <= when <= others[-1], story
+            assert when > others[-1] or when < thawed_at, story
     print(
         f"\n[shards] frozen {frozen_id} ({len(theirs)} objects): writes by the others to them "
         f"{len(took)}, by {frozen_id} after resuming {len(mine)}"

@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import time
 from collections.abc import Callable
 
@@ -80,7 +81,7 @@ class Daemon:
         self.leader: LeaderElector | None = None
         self.members: MemberLeases | None = None
         if settings.shards.enabled:
-            kube.write_guard = self._may_write
+            kube.write_window = self._write_window
             s = settings.leader
             self.members = MemberLeases(
                 kube.for_leases(),
@@ -103,7 +104,7 @@ class Daemon:
                 registry=self.telemetry.registry,
             ).set_function(lambda: len(self.objects))
         elif settings.leader.enabled:
-            kube.write_guard = self._may_write
+            kube.write_window = self._write_window
             s = settings.leader
             self.leader = LeaderElector(
                 kube.for_leases(),
@@ -217,6 +218,15 @@ class Daemon:
         if self.members is not None:
             return self.members.may_write()
         return self.leader is None or self.leader.is_leader
+
+    def _write_window(self) -> float:
+        """Seconds a write may still be sent (0: not at all): the member's or leader's own
+        window (scaler.kube.lease); unbounded without election."""
+        if self.members is not None:
+            return self.members.write_window()
+        if self.leader is not None:
+            return self.leader.write_window()
+        return math.inf
 
     def _may_reconcile(self) -> bool:
         """Cluster-wide reconciles (HTTPScaledObjects): the writer, or with shards the ring's

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol, TypedDict, Unpack
@@ -195,9 +196,10 @@ class KubeClient:
         self._lane = lane
         self._timeout = aiohttp.ClientTimeout(total=timeout)
         self._timeout_s = timeout
-        # Checked right before every write (not GET, not a Lease): the daemon sets it to "this
-        # replica holds a fresh lease", so no write site can forget the check.
-        self.write_guard: Callable[[], bool] | None = None
+        # Checked right before every write (not GET, not a Lease): the daemon sets it to the
+        # seconds its lease still lets it write (<= 0: not at all), so no write site can forget
+        # the check. A write waits for a pool connection at most that long (see `_send`).
+        self.write_window: Callable[[], float] | None = None
 
     @classmethod
     async def from_kubeconfig(
@@ -245,9 +247,12 @@ class KubeClient:
     async def _send(
         self, method: str, path: str, **options: Unpack[RequestOptions]
     ) -> aiohttp.ClientResponse:
-        guard = self.write_guard
-        if method != "GET" and guard is not None and not path.startswith(LEASES) and not guard():
-            raise NotLeaderError(f"{method} {path}: not written: this replica is not leader")
+        window = self.write_window
+        fence: float | None = None
+        if method != "GET" and window is not None and not path.startswith(LEASES):
+            fence = window()
+            if fence <= 0:
+                raise NotLeaderError(f"{method} {path}: not written: this replica is not leader")
         headers = {
             "Accept": options.get("accept", "application/json"),
             "Content-Type": options.get("content_type", "application/json"),
@@ -256,10 +261,26 @@ class KubeClient:
         query = options.get("query") or {}
         body = options.get("body")
         req_timeout = aiohttp.ClientTimeout(total=timeout) if timeout else self._timeout
+        if fence is not None and fence < (req_timeout.total or math.inf):
+            # The lease may lapse while the write waits for a pool connection (every one busy
+            # in a takeover's burst): it must not go out after that, when another replica may
+            # own the object. The wait for a connection is bounded by what the lease has left;
+            # once connected, the request is written at once. (Not rounded up to a whole
+            # second, as aiohttp does past its ceil threshold.)
+            req_timeout = aiohttp.ClientTimeout(
+                total=req_timeout.total, connect=fence, ceil_threshold=math.inf
+            )
         try:
             lane: Lane = "watches" if options.get("stream", False) else self._lane
             call = Call(method, path, query, headers, body, req_timeout, lane)
             resp = await self._transport.send(call)
+        except aiohttp.ConnectionTimeoutError as exc:
+            if fence is not None:
+                raise NotLeaderError(
+                    f"{method} {path}: not written: the lease lapsed while waiting "
+                    f"{fence:.1f} s for a connection"
+                ) from exc
+            raise KubeError(f"{method} {path}: {type(exc).__name__}: {exc}") from exc
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
             raise KubeError(f"{method} {path}: {type(exc).__name__}: {exc}") from exc
         return resp

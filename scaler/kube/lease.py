@@ -138,6 +138,13 @@ class LeaderElector:
         self._step_down("renew deadline passed")
         return False
 
+    def write_window(self) -> float:
+        """Seconds a write may still be sent (`may_write()` then turns False): a write that
+        waits longer than this for a connection must not go out. 0 when it may not write."""
+        if not self.may_write() or self._renewed_at is None:
+            return 0.0
+        return max(0.0, self._renewed_at + self.settings.renew_deadline - self._now())
+
     @property
     def is_leader(self) -> bool:
         """`may_write()`: leadership includes the freshness of the last renew."""

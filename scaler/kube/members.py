@@ -149,6 +149,14 @@ class MemberLeases:
         """Checked before every write: joined, not leaving, and the view is fresh."""
         return not self._leaving and self.active() and self.fresh()
 
+    def write_window(self) -> float:
+        """Seconds a write may still be sent (`may_write()` then turns False, see
+        scaler.kube.lease's `write_window`); 0 when it may not write."""
+        at = self._fresh_at
+        if at is None or not self.may_write():
+            return 0.0
+        return max(0.0, at + self.settings.renew_deadline - self._now())
+
     def owns(self, key: tuple[str, str]) -> bool:
         owner = self.ring.owner(key)
         return owner is not None and owner.identity == self.settings.identity

@@ -319,8 +319,10 @@ def test_may_write_counts_from_the_start_of_the_last_successful_renew() -> None:
         assert loop.time() == pytest.approx(started + 1.0)
         await advance(SETTINGS.renew_deadline - 1.0 - 0.01)
         assert a.may_write()
+        assert a.write_window() == pytest.approx(0.01)  # what a write may wait for a connection
         await advance(0.02)
         assert not a.may_write()  # deadline counted from `started`, not from the answer
+        assert a.write_window() == 0.0
 
     run_virtual(main)
 

@@ -17,6 +17,8 @@ import asyncio
 import copy
 from typing import Any
 
+import pytest
+
 from scaler.errors import KubeError
 from scaler.inputs import Inputs
 from scaler.kube.members import MemberLeases, MemberSettings
@@ -325,5 +327,46 @@ def test_a_formula_that_overflows_the_parser_stack_kills_the_claim_loop() -> Non
         await asyncio.sleep(0.2)
         assert not loop.done(), f"run_claims ended: {loop.exception()!r}"
         loop.cancel()
+
+    asyncio.run(main())
+
+
+def test_the_write_window_is_what_the_last_complete_round_leaves_of_the_renew_deadline() -> None:
+    """`write_window()` bounds how long a write may wait for a connection (KubeClient): the
+    renew deadline counted from the start of the last complete round, 0 while joining, after
+    the deadline, and when leaving."""
+
+    async def main() -> None:
+        clock = Clock()
+        api = Apiserver()
+        a, ka = member(api, clock, "a")
+        assert a.write_window() == 0.0  # no round yet
+        clock.t = 1.0
+        assert await a.attempt()
+        for t in (3.0, 5.0, 7.0, 9.0, 11.0, 13.0, 15.0):
+            clock.t = t
+            assert await a.attempt()
+            assert a.write_window() == 0.0  # joined at 1 s: writes after a lease duration
+        clock.t = 16.0
+        assert await a.attempt()
+        clock.t = 19.5
+        assert a.write_window() == pytest.approx(6.5)  # 16 + 10 - 19.5
+        ka.fail_writes = True
+        clock.t = 25.9
+        assert not await a.attempt()
+        assert a.write_window() == pytest.approx(0.1)
+        clock.t = 26.0
+        assert a.write_window() == 0.0
+        ka.fail_writes = False
+        clock.t = 27.0
+        assert await a.attempt()
+        assert a.write_window() == 0.0  # its view lapsed: it joins again, a lease duration
+        for t in range(29, 44, 2):
+            clock.t = float(t)
+            assert await a.attempt()
+        clock.t = 44.0
+        assert a.write_window() == pytest.approx(9.0)  # 43 + 10 - 44
+        await a.release()
+        assert a.write_window() == 0.0  # leaving
 
     asyncio.run(main())

@@ -215,9 +215,7 @@ class Daemon:
         that missed its deadline), and from then on only the new leader writes. Sharded, the
         member's own check (scaler.kube.members); which objects are its own is settled by the
         table, whose runtimes retire the moment their object moves."""
-        if self.members is not None:
-            return self.members.may_write()
-        return self.leader is None or self.leader.is_leader
+        return self._write_window() > 0
 
     def _write_window(self) -> float:
         """Seconds a write may still be sent (0: not at all): the member's or leader's own

@@ -274,14 +274,12 @@ class KubeClient:
             lane: Lane = "watches" if options.get("stream", False) else self._lane
             call = Call(method, path, query, headers, body, req_timeout, lane)
             resp = await self._transport.send(call)
-        except aiohttp.ConnectionTimeoutError as exc:
-            if fence is not None:
+        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+            if fence is not None and isinstance(exc, aiohttp.ConnectionTimeoutError):
                 raise NotLeaderError(
                     f"{method} {path}: not written: the lease lapsed while waiting "
                     f"{fence:.1f} s for a connection"
                 ) from exc
-            raise KubeError(f"{method} {path}: {type(exc).__name__}: {exc}") from exc
-        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
             raise KubeError(f"{method} {path}: {type(exc).__name__}: {exc}") from exc
         return resp
 
